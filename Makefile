@@ -1,0 +1,35 @@
+# fastvid: `make demo` (synthetic data -> train TRN -> eval -> engine -> bench -> report) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test venv install-demo install-test clean-demo gpu-check
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+# Stamps are keyed to setup.py so that a changed dependency list re-installs.
+$(VENV)/.demo-installed: setup.py | $(BIN)/python
+	$(BIN)/pip install -e ".[dali,onnx,video]"
+	touch $@
+
+$(VENV)/.test-installed: setup.py | $(BIN)/python
+	$(BIN)/pip install -e ".[test]"
+	touch $@ $(VENV)/.demo-installed
+
+install-demo: $(VENV)/.demo-installed
+install-test: $(VENV)/.test-installed
+
+demo: $(VENV)/.demo-installed
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh $(DEMO_OUT)
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest tests
+
+gpu-check: $(VENV)/.demo-installed
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/gpu_check.sh
+
+clean-demo:
+	rm -rf $(DEMO_OUT)

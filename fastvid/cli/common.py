@@ -1,0 +1,76 @@
+"""Options shared by the CLI commands, and the conversion of library errors to click errors."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import click
+
+__all__ = ["config_options", "device_option", "loader_option", "load_cli_config",
+           "resolve_device", "friendly_errors", "USER_ERRORS"]
+
+LOADERS = ("auto", "dali", "dali-cpu", "torch")
+
+
+def device_option(fn: Callable) -> Callable:
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                        show_default=True, help="Where to run; auto picks CUDA when available.")(fn)
+
+
+def loader_option(fn: Callable) -> Callable:
+    return click.option("--loader", type=click.Choice(LOADERS), default="auto", show_default=True,
+                        help="Data loader: auto picks DALI on GPU, then DALI on CPU, then torch.")(fn)
+
+
+def config_options(fn: Callable) -> Callable:
+    """``-c CONFIG``, ``--set key=value`` (repeatable) and ``--device``."""
+    fn = device_option(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a config key, e.g. --set train.lr=0.01 (repeatable).")(fn)
+    fn = click.option("-c", "--config", "config_path", required=True,
+                      type=click.Path(dir_okay=False),
+                      help="YAML config file (see configs/).")(fn)
+    return fn
+
+
+def load_cli_config(config_path: str, overrides: tuple[str, ...]):
+    from fastvid.config import load_config
+
+    return load_config(config_path, overrides)
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available (torch.cuda.is_available() "
+                               "is False); use --device cpu")
+    return torch.device(name)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input: shown as one clear line, not a traceback."""
+    from fastvid.config import ConfigError
+    from fastvid.data.lists import ListError
+    from fastvid.errors import FastvidError
+    from fastvid.models.weights import WeightsError
+
+    return (ConfigError, ListError, WeightsError, FastvidError, FileNotFoundError)
+
+
+USER_ERRORS = _user_errors
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn the library's input errors into ``click.ClickException`` (exit code 1, no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper

@@ -1,0 +1,86 @@
+"""Loading weights from fastvid, TRN-pytorch, mmaction2 and ImageNet BNInception files."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+__all__ = ["WeightsError", "load_weights", "read_state_dict", "check_and_load"]
+
+
+class WeightsError(RuntimeError):
+    """Raised when a weights file cannot be read or does not fit the model."""
+
+
+def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Return the raw tensor mapping stored in a checkpoint file or dict.
+
+    Accepts a bare state dict, or a dict holding it under ``model`` (fastvid), ``state_dict``
+    (TRN-pytorch, mmaction2) or ``model_state``. Files are read with ``weights_only=True``.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated zip, pickle of arbitrary objects, ...
+            raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from exc
+        where = str(path)
+    else:
+        obj, where = source, "<state dict>"
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "model_state"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{where}: no state dict found (expected tensors, or a dict with "
+                           f"'model' or 'state_dict')")
+    return OrderedDict(obj)
+
+
+def _summarise(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], where: str = "weights",
+                   strict: bool = True) -> dict[str, list[str]]:
+    """Load ``state`` into ``model``; on mismatch raise naming missing/unexpected/shape keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if shapes or (strict and (missing or unexpected)):
+        lines = [f"{where} does not fit {type(model).__name__}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_summarise(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): {_summarise(shapes, 6)}")
+        raise WeightsError("\n".join(lines))
+    model.load_state_dict(state, strict=False)
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any],
+                 strict: bool = True) -> dict[str, list[str]]:
+    """Load a checkpoint into ``model``, converting foreign key layouts first.
+
+    A model may define ``convert_state_dict(state) -> state`` to map other layouts (TRN-pytorch's
+    ``module.base_model.*``, mmaction2's, ImageNet BNInception's (1, C) BN tensors) onto its own
+    names; this function unwraps the file, converts, and loads strictly. Returns the lists of
+    missing and unexpected keys (both empty under ``strict=True``).
+    """
+    where = str(source) if isinstance(source, (str, Path)) else "<state dict>"
+    state = read_state_dict(source)
+    convert = getattr(model, "convert_state_dict", None)
+    if convert is not None:
+        state = convert(state)
+    return check_and_load(model, state, where=where, strict=strict)

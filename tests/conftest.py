@@ -1,0 +1,45 @@
+"""Shared fixtures and the GPU/TensorRT/DALI markers (skipped with the reason when unavailable)."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _trt_importable() -> tuple[bool, str]:
+    if not _has("torch_tensorrt"):
+        return False, "torch_tensorrt is not installed (it cannot be installed on CPU-only machines)"
+    try:
+        import torch_tensorrt  # noqa: F401
+    except Exception as exc:  # its import touches CUDA
+        return False, f"torch_tensorrt does not import: {type(exc).__name__}: {exc}"
+    return True, ""
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = torch.cuda.is_available()
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False"))
+        if "trt" in item.keywords:
+            ok, why = _trt_importable()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason="TensorRT needs a CUDA GPU: none available"))
+            elif not ok:
+                item.add_marker(pytest.mark.skip(reason=why))
+        if "dali" in item.keywords and not _has("nvidia.dali"):
+            item.add_marker(pytest.mark.skip(reason="nvidia-dali is not installed (pip install .[dali])"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
