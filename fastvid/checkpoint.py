@@ -1,0 +1,174 @@
+"""Checkpoints: atomic writes, RNG state capture, and model loading for inference.
+
+A fastvid checkpoint is a dict of tensors and plain Python values only (so it loads with
+``torch.load(..., weights_only=True)``): ``model``, ``optimizer``, ``scaler``, ``scheduler``,
+``epoch`` (epochs completed), ``step``, ``batch_in_epoch`` (batches done in a partial epoch),
+``rng``, ``config``, ``classes``, ``model_name``, ``best_top1``, ``fastvid_version``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from fastvid.errors import FastvidError
+from fastvid.version import __version__
+
+__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng",
+           "load_model_for_inference", "input_shape", "CheckpointError"]
+
+
+class CheckpointError(FastvidError):
+    """A checkpoint is unreadable or belongs to another model/config."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+
+    A crash (even kill -9) during the write leaves the previous file at ``path`` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a truncated/foreign file raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a torch file?): "
+                              f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def _module_generators(model: nn.Module) -> dict[str, torch.Generator]:
+    """torch.Generator objects held by modules (e.g. TRN's relation sampler), by qualified name."""
+    found = {}
+    for mod_name, mod in model.named_modules():
+        for attr, value in vars(mod).items():
+            if isinstance(value, torch.Generator):
+                found[f"{mod_name}.{attr}" if mod_name else attr] = value
+    return found
+
+
+def capture_rng(model: Optional[nn.Module] = None) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if model is not None:
+        state["modules"] = {k: g.get_state() for k, g in _module_generators(model).items()}
+    return state
+
+
+def restore_rng(state: dict[str, Any], model: Optional[nn.Module] = None) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if model is not None:
+        gens = _module_generators(model)
+        for key, gstate in state.get("modules", {}).items():
+            if key in gens:
+                gens[key].set_state(gstate)
+
+
+def input_shape(cfg: Any, batch: int) -> tuple[int, ...]:
+    """Batch-contract shape of one view at ``data.image_size`` for the configured model."""
+    size = cfg.data.image_size
+    if cfg.model.backbone == "resnet3d_slowonly50":
+        return (batch, 3, cfg.data.clip_len, size, size)
+    return (batch, cfg.model.num_segments, 3, size, size)
+
+
+_ARCH_KEYS = ("arch", "backbone", "consensus", "num_segments", "img_feature_dim", "subsample_num")
+
+
+def check_config_matches(ckpt_cfg: dict[str, Any], cfg: Any, where: str) -> None:
+    """Refuse a checkpoint whose model architecture differs from the config's, naming the keys."""
+    saved = ckpt_cfg.get("model", {}) if isinstance(ckpt_cfg, dict) else {}
+    diffs = []
+    for key in _ARCH_KEYS:
+        if key == "consensus" and cfg.model.arch != "trn":
+            continue
+        if key in ("img_feature_dim", "subsample_num") and cfg.model.arch != "trn":
+            continue
+        if key in saved and saved[key] != getattr(cfg.model, key):
+            diffs.append(f"model.{key}: checkpoint {saved[key]!r} vs config {getattr(cfg.model, key)!r}")
+    if diffs:
+        raise CheckpointError(f"{where} was trained with another model configuration:\n  "
+                              + "\n  ".join(diffs) + "\n(use the run's config.yaml, or --set these keys)")
+
+
+def load_model_for_inference(cfg: Any, checkpoint: str | Path, device: torch.device | str = "cpu",
+                             num_classes: Optional[int] = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the configured model, load a fastvid/TRN-pytorch/mmaction2 checkpoint, eval mode.
+
+    Returns ``(model, meta)`` with meta keys ``classes`` (list or None), ``config`` (dict),
+    ``num_classes``, ``checkpoint``.
+    """
+    from fastvid.models import create_model_from_config, load_weights, read_state_dict
+
+    path = Path(checkpoint)
+    raw = load_checkpoint(path)
+    classes = raw.get("classes") if isinstance(raw.get("classes"), list) else None
+    if isinstance(raw.get("config"), dict):
+        check_config_matches(raw["config"], cfg, str(path))
+    state = read_state_dict(raw)
+    if num_classes is None:
+        num_classes = cfg.model.num_classes or (len(classes) if classes else None)
+    if num_classes is None:
+        num_classes = _infer_num_classes(state, str(path))
+    model = create_model_from_config(cfg.model, num_classes)
+    load_weights(model, state if not _is_wrapped(raw) else raw)
+    model.eval().to(device)
+    meta = {"classes": classes, "config": raw.get("config"), "num_classes": num_classes,
+            "checkpoint": str(path), "model_name": raw.get("model_name"),
+            "fastvid_version": raw.get("fastvid_version", __version__)}
+    return model, meta
+
+
+def _is_wrapped(raw: dict[str, Any]) -> bool:
+    return any(k in raw for k in ("model", "state_dict"))
+
+
+def _infer_num_classes(state: dict[str, torch.Tensor], where: str) -> int:
+    """Class count from the last classifier layer of a state dict (fastvid, TRN-pytorch, mmaction2)."""
+    for key in ("cls_head.fc_cls.weight", "module.new_fc.weight", "new_fc.weight"):
+        if key in state:
+            return int(state[key].shape[0])
+    # TRN-pytorch multi-scale heads end each scale with Linear(256, num_classes).
+    fusion = sorted(k for k in state if "fc_fusion_scales" in k and k.endswith(".weight"))
+    if fusion:
+        return int(state[fusion[-1]].shape[0])
+    raise CheckpointError(f"{where}: cannot tell the number of classes from the checkpoint; "
+                          f"pass --set model.num_classes=N")

@@ -1,0 +1,148 @@
+"""``fastvid train`` and ``fastvid eval``."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from fastvid.cli import cli
+from fastvid.cli.common import config_options, friendly_errors, load_cli_config, loader_option
+
+log = logging.getLogger("fastvid")
+
+
+@cli.command("train")
+@config_options
+@click.option("--data-root", required=True, type=click.Path(file_okay=False),
+              help="Dataset root with the lists (train_videofolder.txt / train_list.txt ...).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory (config.yaml, metrics.jsonl, last.pt, best.pt, summary.json). "
+                   "Default: work_dirs/<config name>.")
+@click.option("--amp/--no-amp", default=False, show_default=True,
+              help="Automatic mixed precision (torch.autocast).")
+@click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), default="bf16", show_default=True,
+              help="AMP dtype; fp16 uses a GradScaler and needs CUDA.")
+@loader_option
+@click.option("--epochs", type=int, default=None, help="Override train.epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override train.batch_size (per process).")
+@click.option("--resume", default=None, metavar="auto|PATH",
+              help="Continue a run: 'auto' takes WORK_DIR/last.pt when it exists.")
+@click.option("--pretrained", type=click.Path(dir_okay=False), default=None,
+              help="ImageNet BNInception file (TRN), TRN-pytorch or mmaction2 checkpoint to start from.")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="torch.compile the model.")
+@click.option("--apex/--no-apex", default=False, show_default=True,
+              help="Use apex.optimizers.FusedSGD (apex must be installed from source).")
+@click.option("--tensorboard/--no-tensorboard", default=False, show_default=True,
+              help="Also log scalars to WORK_DIR/tb (needs the tensorboard package).")
+@click.option("--max-steps-per-epoch", type=int, default=None,
+              help="Cap the steps of each epoch (smoke tests, benchmarks).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@friendly_errors
+def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_root: str,
+              work_dir: Optional[str], amp: bool, amp_dtype: str, loader: str,
+              epochs: Optional[int], batch_size: Optional[int], resume: Optional[str],
+              pretrained: Optional[str], compile_: bool, apex: bool, tensorboard: bool,
+              max_steps_per_epoch: Optional[int], progress: bool) -> None:
+    """Train a model. Multi-GPU: torchrun --nproc_per_node N -m fastvid train ..."""
+    from fastvid.train import TrainOptions, train
+
+    extra = list(overrides)
+    if epochs is not None:
+        extra.append(f"train.epochs={epochs}")
+    if batch_size is not None:
+        extra.append(f"train.batch_size={batch_size}")
+    cfg = load_cli_config(config_path, tuple(extra))
+    if work_dir is None:
+        work_dir = str(Path("work_dirs") / Path(config_path).stem)
+    opts = TrainOptions(data_root=Path(data_root), work_dir=Path(work_dir), loader=loader,
+                        device=device, amp=amp, amp_dtype=amp_dtype, resume=resume,
+                        pretrained=pretrained or cfg.model.pretrained, compile=compile_, apex=apex,
+                        tensorboard=tensorboard, progress=progress,
+                        max_steps_per_epoch=max_steps_per_epoch)
+    summary = train(cfg, opts)
+    if summary.get("best_top1", -1) >= 0:
+        click.echo(f"best val Top1: {100 * summary['best_top1']:.2f}%  ({work_dir}/best.pt)")
+
+
+@cli.command("eval")
+@config_options
+@click.option("--data-root", required=True, type=click.Path(file_okay=False),
+              help="Dataset root with the validation list.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="fastvid, TRN-pytorch or mmaction2 checkpoint.")
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
+              help="An engine from 'fastvid build-engine' (.pt2, .onnx, .ep).")
+@click.option("--clips", type=int, default=None, help="Test clips per video (default: data.test_clips).")
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None,
+              help="Test crops per clip (default: data.test_crops).")
+@loader_option
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True,
+              help="Which list to evaluate.")
+@click.option("--batch-size", type=int, default=None, help="Videos per batch (default: train.batch_size).")
+@click.option("--amp/--no-amp", default=False, show_default=True, help="Evaluate under autocast.")
+@click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), default="bf16", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results JSON here.")
+@click.option("--save-scores", type=click.Path(dir_okay=False), default=None,
+              help="Write per-video scores (float32 .npy, list order) here.")
+@friendly_errors
+def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_root: str,
+             checkpoint: Optional[str], engine_path: Optional[str], clips: Optional[int],
+             crops: Optional[str], loader: str, split: str, batch_size: Optional[int], amp: bool,
+             amp_dtype: str, out: Optional[str], save_scores: Optional[str]) -> None:
+    """Evaluate a checkpoint or an engine: top-1, top-5, mean class accuracy."""
+    import numpy as np
+
+    from fastvid.checkpoint import load_model_for_inference
+    from fastvid.cli.common import resolve_device
+    from fastvid.data.lists import resolve_dataset
+    from fastvid.evaluate import evaluate
+    from fastvid.loaders import build_loader
+    from fastvid.precision import resolve_precision
+
+    if (checkpoint is None) == (engine_path is None):
+        raise click.UsageError("give exactly one of --checkpoint or --engine")
+    cfg = load_cli_config(config_path, overrides)
+    dev = resolve_device(device)
+    n_clips = clips or cfg.data.test_clips
+    n_crops = int(crops) if crops else cfg.data.test_crops
+    dataset = resolve_dataset(data_root, cfg.data)
+    records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
+    max_batch = None
+    if checkpoint:
+        model, meta = load_model_for_inference(cfg, checkpoint, dev,
+                                               num_classes=cfg.model.num_classes or dataset.num_classes)
+        num_classes = meta["num_classes"]
+    else:
+        import engines
+
+        model = engines.load(engine_path, dev)
+        meta = model.meta
+        num_classes = int(meta["num_classes"])
+        max_batch = int(meta.get("max_batch") or 0) or None
+    if dataset.num_classes and dataset.num_classes != num_classes:
+        raise click.ClickException(f"the model has {num_classes} classes but {dataset.root}/"
+                                   f"categories.txt lists {dataset.num_classes}")
+    precision = resolve_precision(amp, amp_dtype, dev)
+    loader_obj = build_loader(cfg, dataset, split, loader=loader, device=dev,
+                              batch_size=batch_size, views=(n_clips, n_crops), records=records)
+    log.info("evaluating %s on %d videos x %d views with loader %s", checkpoint or engine_path,
+             len(records), n_clips * n_crops, loader_obj.backend)
+    res = evaluate(model, loader_obj, view_dims=4, average=cfg.model.average_clips,
+                   autocast=precision.autocast, max_batch=max_batch, progress=True)
+    click.echo(f"Top1: {100 * res.top1:.2f}%")
+    click.echo(f"Top5: {100 * res.top5:.2f}%")
+    click.echo(f"Mean class accuracy: {100 * res.mean_class_acc:.2f}%  ({res.num_videos} videos, "
+               f"{n_clips} clips x {n_crops} crops)")
+    if out:
+        payload = {**res.to_json(), "clips": n_clips, "crops": n_crops,
+                   "checkpoint": checkpoint, "engine": engine_path, "split": split,
+                   "loader": loader_obj.backend, "config": cfg.to_dict()}
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(payload, indent=2))
+    if save_scores:
+        Path(save_scores).parent.mkdir(parents=True, exist_ok=True)
+        np.save(save_scores, res.scores.astype(np.float32))

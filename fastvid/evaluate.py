@@ -1,0 +1,114 @@
+"""Video-level evaluation: views averaged per video, top-1/top-5 and mean class accuracy."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["EvalResult", "evaluate", "topk_accuracy", "mean_class_accuracy", "average_views"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    top1: float
+    top5: float
+    mean_class_acc: float
+    num_videos: int  # videos scored (bad samples excluded)
+    scores: np.ndarray  # (num_samples, num_classes) float32, list order; NaN rows for bad samples
+    labels: np.ndarray  # (num_samples,) int64; -1 for bad samples
+    views: int = 1
+    bad_samples: list = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"top1": self.top1, "top5": self.top5, "mean_class_acc": self.mean_class_acc,
+                "num_videos": self.num_videos, "bad_samples": len(self.bad_samples)}
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the ``k`` highest scores."""
+    if len(labels) == 0:
+        return float("nan")
+    k = min(k, scores.shape[1])
+    topk = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float((topk == labels[:, None]).any(axis=1).mean())
+
+
+def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present of per-class top-1 recall."""
+    if len(labels) == 0:
+        return float("nan")
+    pred = scores.argmax(axis=1)
+    recalls = [float((pred[labels == c] == c).mean()) for c in np.unique(labels)]
+    return float(np.mean(recalls))
+
+
+def average_views(logits: torch.Tensor, views: int, average: str = "prob") -> torch.Tensor:
+    """(N*V, K) logits -> (N, K) scores: softmax then mean (``prob``) or mean of logits (``score``)."""
+    logits = logits.float().reshape(-1, views, logits.shape[-1])
+    if average == "prob":
+        return logits.softmax(dim=-1).mean(dim=1)
+    if average == "score":
+        return logits.mean(dim=1)
+    raise ValueError(f"average must be 'prob' or 'score', got {average!r}")
+
+
+def _forward_chunked(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                     max_batch: Optional[int]) -> torch.Tensor:
+    if not max_batch or x.shape[0] <= max_batch:
+        return model(x)
+    return torch.cat([model(chunk) for chunk in x.split(max_batch)])
+
+
+@torch.inference_mode()
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, *, view_dims: int,
+             average: str = "prob", autocast: Optional[Callable[[], Any]] = None,
+             max_batch: Optional[int] = None, progress: bool = False) -> EvalResult:
+    """Score every video of ``loader``.
+
+    ``view_dims`` is the rank of one view in the batch contract without the batch axis (4 for
+    (T, C, H, W) / (C, T, H, W)); a batch of rank ``view_dims + 2`` carries a views axis
+    (N, V, ...), whose scores are averaged per ``average``. Rows labelled -1 (samples the loader
+    could not decode) keep their place with NaN scores and are left out of the accuracies.
+    ``max_batch`` splits the N*V forward into chunks (engines with a batch limit).
+    """
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    ctx = autocast or contextlib.nullcontext
+    all_scores, all_labels = [], []
+    views = 1
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc="eval", unit="batch", leave=False)
+    for video, label in iterator:
+        if video.dim() == view_dims + 2:
+            n, views = video.shape[:2]
+            flat = video.reshape(n * views, *video.shape[2:])
+        else:
+            n, views, flat = video.shape[0], 1, video
+        with ctx():
+            logits = _forward_chunked(model, flat, max_batch)
+        scores = average_views(logits, views, average)
+        all_scores.append(scores.cpu())
+        all_labels.append(label.cpu().long())
+    if not all_scores:
+        raise ValueError("evaluation loader yielded no batches")
+    scores = torch.cat(all_scores).numpy().astype(np.float32)
+    labels = torch.cat(all_labels).numpy().astype(np.int64)
+    bad = labels < 0
+    scores[bad] = np.nan
+    good_s, good_l = scores[~bad], labels[~bad]
+    top1, top5 = topk_accuracy(good_s, good_l, 1), topk_accuracy(good_s, good_l, 5)
+    mca = mean_class_accuracy(good_s, good_l)
+    bad_samples = list(getattr(loader, "bad_samples", []) or [])
+    if bad.any():
+        log.warning("%d of %d videos could not be decoded and were left out of the metrics",
+                    int(bad.sum()), len(labels))
+    return EvalResult(top1, top5, mca, int((~bad).sum()), scores, labels, views, bad_samples)
