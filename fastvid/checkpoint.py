@@ -32,19 +32,25 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     A crash (even kill -9) during the write leaves the previous file at ``path`` intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, CheckpointError):
+            kept = "the previous file is intact" if path.exists() else "no earlier file existed"
+            raise CheckpointError(f"cannot write checkpoint {path} ({exc}); {kept}") from exc
         raise
     try:  # make the rename durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -138,7 +138,7 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
     click.echo(f"Mean class accuracy: {100 * res.mean_class_acc:.2f}%  ({res.num_videos} videos, "
                f"{n_clips} clips x {n_crops} crops)")
     if out:
-        payload = {**res.to_json(), "clips": n_clips, "crops": n_crops,
+        payload = {**res.to_json(), "clips": n_clips, "crops": n_crops, "views": res.views,
                    "checkpoint": checkpoint, "engine": engine_path, "split": split,
                    "loader": loader_obj.backend, "config": cfg.to_dict()}
         Path(out).parent.mkdir(parents=True, exist_ok=True)

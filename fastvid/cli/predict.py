@@ -1,0 +1,97 @@
+"""``fastvid predict``: actions in a user's video file, frame folder or folder of videos."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from fastvid.cli import cli
+from fastvid.cli.common import config_options, friendly_errors, load_cli_config
+
+
+@cli.command("predict")
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@config_options
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="fastvid, TRN-pytorch or mmaction2 checkpoint.")
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
+              help="An engine from 'fastvid build-engine'.")
+@click.option("--topk", type=int, default=5, show_default=True, help="Classes listed per prediction.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="categories.txt (default: the class names saved in the checkpoint).")
+@click.option("--window", default=None, metavar="N|Ns",
+              help="Sliding window length in frames (48) or seconds (4s); default: the whole input.")
+@click.option("--stride", default=None, metavar="M|Ms",
+              help="Step between windows in frames or seconds (default: half the window).")
+@click.option("--fps", type=float, default=None,
+              help="Frame rate of a frame folder (default 12, Jester's), or to override a video's.")
+@click.option("--clips", type=int, default=None, help="Test clips per window (default: data.test_clips).")
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None,
+              help="Test crops (default: data.test_crops).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--loader", type=click.Choice(["auto", "dali", "dali-cpu", "torch"]), default="auto",
+              show_default=True,
+              help="Decoder for short inputs: auto is DALI (NVDEC/nvJPEG) on a GPU, else torch (PyAV: any codec).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write predictions JSON here.")
+@friendly_errors
+def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], device: str,
+                checkpoint: Optional[str], engine_path: Optional[str], topk: int,
+                labels: Optional[str], window: Optional[str], stride: Optional[str],
+                fps: Optional[float], clips: Optional[int], crops: Optional[str], batch_size: int,
+                loader: str, out: Optional[str]) -> None:
+    """Predict the actions in INPUT (video file, frame folder, or folder of videos)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastvid.checkpoint import load_model_for_inference
+    from fastvid.cli.common import resolve_device
+    from fastvid.data.lists import read_categories
+    from fastvid.loaders import resolve_loader_name
+    from fastvid.predict import detect_input, predict_input
+
+    if (checkpoint is None) == (engine_path is None):
+        raise click.UsageError("give exactly one of --checkpoint or --engine")
+    cfg = load_cli_config(config_path, overrides)
+    dev = resolve_device(device)
+    if loader == "auto":
+        loader = "dali" if resolve_loader_name("auto", dev) == "dali" else "torch"
+    max_batch = None
+    if checkpoint:
+        model, meta = load_model_for_inference(cfg, checkpoint, dev)
+        num_classes, classes, name = meta["num_classes"], meta["classes"], meta.get("model_name")
+    else:
+        import engines
+
+        model = engines.load(engine_path, dev)
+        num_classes = int(model.meta["num_classes"])
+        classes = model.meta.get("classes")
+        name = model.meta.get("model_name")
+        max_batch = int(model.meta.get("max_batch") or 0) or None
+    if labels:
+        classes = read_categories(labels)
+    if classes is not None and len(classes) != num_classes:
+        raise click.ClickException(f"the model has {num_classes} classes but "
+                                   f"{labels or 'the checkpoint'} names {len(classes)}")
+    views = (clips or cfg.data.test_clips, int(crops) if crops else cfg.data.test_crops)
+    results = []
+    for spec in detect_input(input_path):
+        results.append(predict_input(cfg, model, spec, device=dev, labels=classes, topk=topk,
+                                     window=window, stride=stride, fps=fps, views=views,
+                                     batch_size=batch_size, max_batch=max_batch, loader=loader,
+                                     model_name=name or cfg.model_name))
+    console = Console()
+    for res in results:
+        table = Table(title=f"{res['input']}  ({res['num_frames']} frames, {res['fps']:g} fps)")
+        table.add_column("window")
+        for rank in range(min(topk, num_classes)):
+            table.add_column(f"#{rank + 1}")
+        for win in res["windows"]:
+            table.add_row(f"{win['start_s']:.2f}-{win['end_s']:.2f}s",
+                          *[f"{t['label']} {100 * t['prob']:.1f}%" for t in win["topk"]])
+        console.print(table)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        payload = results[0] if len(results) == 1 else results
+        Path(out).write_text(json.dumps(payload, indent=2))

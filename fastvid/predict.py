@@ -1,0 +1,279 @@
+"""Recognise actions in a user's own footage: a video file, a frame folder, or a folder of videos.
+
+A short input gets one prediction through the evaluation loader (the same sampling, views and
+normalization as ``fastvid eval``). A long input with ``window`` gets one prediction per sliding
+window: the input is decoded once, front to back, each frame resized once to the test scale and
+kept only while a pending window needs it; every window is then sampled and cropped by the same
+:class:`fastvid.data.transforms.SamplePlanner` the loaders use, and the windows are batched
+through the model.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from fastvid.config import Config
+from fastvid.errors import DataError, FastvidError
+
+__all__ = ["InputSpec", "detect_input", "parse_span", "window_starts", "predict_input",
+           "FrameSource"]
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = {".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    path: Path
+    kind: str  # video | frames
+
+
+def detect_input(path: str | Path) -> list[InputSpec]:
+    """What ``path`` is: one video file, one frame folder, or a folder of videos (sorted)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"input not found: {path}")
+    if path.is_file():
+        return [InputSpec(path, "video")]
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTS]
+    videos = [p for p in entries if p.suffix.lower() in VIDEO_EXTS]
+    if images and not videos:
+        return [InputSpec(path, "frames")]
+    if videos:
+        return [InputSpec(p, "video") for p in videos]
+    raise DataError(f"{path}: neither a video file, a folder of frames ({', '.join(sorted(IMAGE_EXTS))}) "
+                    f"nor a folder of videos ({', '.join(sorted(VIDEO_EXTS))})")
+
+
+def parse_span(text: Optional[str], fps: float) -> Optional[int]:
+    """A window/stride given as frames (``48``) or seconds (``2s``, ``1.5s``) -> frames."""
+    if text is None:
+        return None
+    text = str(text).strip().lower()
+    try:
+        frames = round(float(text[:-1]) * fps) if text.endswith("s") else int(text)
+    except ValueError:
+        raise FastvidError(f"window/stride {text!r}: expected frames (48) or seconds (2s)") from None
+    if frames < 1:
+        raise FastvidError(f"window/stride {text!r} is less than one frame at {fps:g} fps")
+    return int(frames)
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
+    """Start frames of the sliding windows; the last window is moved back to end at the end."""
+    if num_frames <= window:
+        return [0]
+    starts = list(range(0, num_frames - window + 1, stride))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)
+    return starts
+
+
+class FrameSource:
+    """Frames of a video file or frame folder in order, as (3, H, W) uint8 RGB tensors."""
+
+    def __init__(self, spec: InputSpec, fps: Optional[float] = None) -> None:
+        from fastvid.data.video_io import probe_video
+
+        self.spec = spec
+        if spec.kind == "video":
+            info = probe_video(spec.path)
+            self.num_frames, self.fps = info.num_frames, float(fps or info.fps)
+            self._files: list[Path] = []
+        else:
+            self._files = sorted(p for p in spec.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            if not self._files:
+                raise DataError(f"{spec.path}: frame folder is empty")
+            self.num_frames, self.fps = len(self._files), float(fps or 12.0)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        from fastvid.data.video_io import decode_jpeg_rgb, read_jpeg_file
+
+        if self.spec.kind == "frames":
+            for path in self._files:
+                if path.suffix.lower() == ".png":
+                    from PIL import Image
+
+                    with Image.open(path) as img:
+                        arr = np.asarray(img.convert("RGB")).copy()
+                    yield torch.from_numpy(arr).permute(2, 0, 1)
+                else:
+                    yield decode_jpeg_rgb(read_jpeg_file(path), path)
+            return
+        import av
+
+        try:
+            with av.open(str(self.spec.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise DataError(f"{self.spec.path}: cannot decode video: {exc}") from None
+
+
+def _topk(probs: np.ndarray, k: int, labels: Optional[Sequence[str]]) -> list[dict[str, Any]]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"index": int(i), "label": labels[i] if labels else str(int(i)), "prob": float(probs[i])}
+            for i in order]
+
+
+def _probs(model: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor, n_views: int,
+           average: str, chunk: int) -> np.ndarray:
+    from fastvid.evaluate import average_views
+
+    with torch.inference_mode():
+        logits = torch.cat([model(part) for part in views.split(chunk)])
+        scores = average_views(logits, n_views, average)
+        if average == "score":
+            scores = scores.softmax(dim=-1)
+    return scores.float().cpu().numpy()
+
+
+def predict_input(cfg: Config, model: Callable[[torch.Tensor], torch.Tensor], spec: InputSpec, *,
+                  device: torch.device, labels: Optional[Sequence[str]], topk: int = 5,
+                  window: Optional[str] = None, stride: Optional[str] = None,
+                  fps: Optional[float] = None, views: tuple[int, int] = (1, 1),
+                  batch_size: int = 8, max_batch: Optional[int] = None,
+                  loader: str = "torch", model_name: str = "") -> dict[str, Any]:
+    """Predictions for one input, in the predictions-JSON schema of DESIGN.md."""
+    source = FrameSource(spec, fps)
+    window_len = parse_span(window, source.fps)
+    stride_len = parse_span(stride, source.fps) or (max(1, window_len // 2) if window_len else None)
+    chunk = max_batch or max(1, batch_size * views[0] * views[1])
+    if window_len is None or window_len >= source.num_frames:
+        probs = _predict_whole(cfg, model, spec, source, device, views, chunk, loader)
+        windows = [(0, source.num_frames, probs)]
+    else:
+        windows = list(_predict_windows(cfg, model, source, device, views, window_len,
+                                        stride_len, batch_size, chunk))
+    return {
+        "input": str(spec.path),
+        "model": model_name,
+        "fps": source.fps,
+        "num_frames": source.num_frames,
+        "windows": [{"start_frame": s, "end_frame": e, "start_s": s / source.fps,
+                     "end_s": e / source.fps, "topk": _topk(p, topk, labels)}
+                    for s, e, p in windows],
+    }
+
+
+def _predict_whole(cfg: Config, model: Callable, spec: InputSpec, source: FrameSource,
+                   device: torch.device, views: tuple[int, int], chunk: int,
+                   loader: str) -> np.ndarray:
+    """One prediction through the evaluation loader (the path ``fastvid eval`` takes)."""
+    from fastvid.data.lists import DatasetInfo, VideoRecord
+    from fastvid.loaders import build_loader
+
+    if spec.kind == "frames":
+        tmpl = _frame_template(spec.path, source)
+        cfg = _with_frame_tmpl(cfg, tmpl)
+        record = VideoRecord(str(spec.path), 0, source.num_frames, is_video=False)
+    else:
+        record = VideoRecord(str(spec.path), 0, -1, is_video=True)
+    fmt = "frames" if spec.kind == "frames" else "videos"
+    dataset = DatasetInfo(spec.path.parent, fmt, Path(), Path(), spec.path.parent, None)
+    batches = build_loader(cfg, dataset, "predict", loader=loader, device=device, batch_size=1,
+                           views=views, records=[record], workers=0)
+    (video, label), = list(batches)
+    if int(label[0]) < 0:
+        reasons = "; ".join(r for _, r in batches.bad_samples) or "decode failed"
+        raise DataError(f"{spec.path}: cannot read input: {reasons}")
+    flat = video.reshape(-1, *video.shape[2:])
+    return _probs(model, flat, views[0] * views[1], cfg.model.average_clips, chunk)[0]
+
+
+def _frame_template(folder: Path, source: FrameSource) -> str:
+    """The loaders read ``tmpl.format(i)`` for i = 1..n; a folder of other names is refused."""
+    names = [p.name for p in source._files]
+    for tmpl in ("{:05d}.jpg", "{:06d}.jpg", "img_{:05d}.jpg", "{:04d}.jpg", "{:05d}.png"):
+        if names == [tmpl.format(i) for i in range(1, len(names) + 1)]:
+            return tmpl
+    raise DataError(f"{folder}: frames must be numbered from 1 like 00001.jpg (or img_00001.jpg); "
+                    f"found {names[0]}, ... — rename them or pass a video file")
+
+
+def _with_frame_tmpl(cfg: Config, tmpl: str) -> Config:
+    import copy
+
+    out = copy.deepcopy(cfg)
+    out.data.frame_tmpl = tmpl
+    return out
+
+
+def _predict_windows(cfg: Config, model: Callable, source: FrameSource, device: torch.device,
+                     views: tuple[int, int], window: int, stride: int, batch_size: int,
+                     chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Decode once; for each window sample, crop and normalize like the loaders; batch windows."""
+    from torchvision.transforms.v2 import functional as F
+
+    from fastvid.data.transforms import normalize_video
+    from fastvid.loaders import is_3d, planner_for
+
+    planner = planner_for(cfg, "predict", views)
+    n_views = planner.num_views
+    spec_in = cfg.input_spec
+    starts = window_starts(source.num_frames, window, stride)
+    pending: deque[int] = deque(starts)
+    buffer: dict[int, torch.Tensor] = {}
+    ready: list[tuple[int, int, torch.Tensor]] = []
+    plans = None
+
+    def flush() -> Iterator[tuple[int, int, np.ndarray]]:
+        batch = torch.stack([v for _, _, v in ready]).to(device)
+        video = normalize_video(batch, spec_in["mean"], spec_in["std"],
+                                bgr=spec_in["color"] == "BGR", channels_first=is_3d(cfg))
+        flat = video.reshape(-1, *video.shape[2:])
+        probs = _probs(model, flat, n_views, cfg.model.average_clips, chunk)
+        for (s, e, _), p in zip(ready, probs):
+            yield s, e, p
+        ready.clear()
+
+    last = -1
+    for idx, frame in enumerate(source):
+        last = idx
+        if plans is None:
+            h, w = frame.shape[-2:]
+            plans = [planner.view_plan(h, w, 0, 0, v) for v in range(n_views)]
+            size = plans[0].resize or (h, w)  # every test view shares the resize
+        # Each frame is resized once to the test scale; the plans' own resize is then a no-op.
+        buffer[idx] = F.resize(frame, list(size), antialias=True)
+        while pending and pending[0] + window - 1 <= idx:
+            start = pending.popleft()
+            ready.append((start, start + window, _window_views(planner, plans, buffer, start, window)))
+            if len(ready) == batch_size:
+                yield from flush()
+        keep_from = pending[0] if pending else idx + 1
+        for old in [k for k in buffer if k < keep_from]:
+            del buffer[old]
+    if last + 1 < source.num_frames:
+        log.warning("%s: decoded %d frames, header said %d", source.spec.path, last + 1,
+                    source.num_frames)
+        if pending:  # the remaining windows would end past the real end: one last, shorter one
+            start = pending[0]
+            pending.clear()
+            ready.append((start, last + 1, _window_views(planner, plans, buffer, start, last + 1 - start)))
+    if ready:
+        yield from flush()
+
+
+def _window_views(planner: Any, plans: list, buffer: dict[int, torch.Tensor], start: int,
+                  length: int) -> torch.Tensor:
+    """(V, T, 3, h, w) uint8 views of the window [start, start + length)."""
+    from fastvid.data.transforms import apply_plan
+
+    out = []
+    for v, plan in enumerate(plans):
+        idx = planner.frame_indices(length, 0, 0, v, start_index=0)
+        frames = torch.stack([buffer[start + int(i)] for i in idx])
+        out.append(apply_plan(frames, plan))
+    return torch.stack(out)

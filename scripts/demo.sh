@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The main job end to end on a synthetic dataset: synth -> train TRN -> eval -> engine -> bench -> report.
+# CPU: a few minutes on 2 cores. GPU (when torch sees one): the same commands run on it.
+#   scripts/demo.sh [OUT_DIR]     (default demo_out)
+set -euo pipefail
+OUT=${1:-demo_out}
+CFG=${DEMO_CONFIG:-configs/demo_trn_synth.yaml}
+EPOCHS=${DEMO_EPOCHS:-}
+mkdir -p "$OUT"
+step() { printf '\n== %s\n' "$*"; }
+
+step "1/6 synthetic Jester-layout dataset -> $OUT/data"
+if [[ ! -f "$OUT/data/train_videofolder.txt" ]]; then
+  fastvid data synth "$OUT/data" --kind frames --classes 4 --train 96 --val 32 --frames 16 --size 80x80 --seed 0
+fi
+
+step "2/6 train TRN-BNInception ($CFG)"
+fastvid train -c "$CFG" --data-root "$OUT/data" --work-dir "$OUT/run" --resume auto \
+  ${EPOCHS:+--epochs "$EPOCHS"} --no-progress
+
+step "3/6 evaluate best.pt"
+fastvid eval -c "$CFG" --data-root "$OUT/data" --checkpoint "$OUT/run/best.pt" \
+  --out "$OUT/eval.json" --save-scores "$OUT/scores.npy"
+
+step "4/6 build an engine with the best backend available"
+BACKEND=$(python - <<'PY'
+import engines
+avail = engines.available_backends()
+for name in ("trt", "aoti", "onnx"):
+    if avail.get(name) is None:
+        print(name)
+        break
+PY
+)
+case "$BACKEND" in trt) EXT=ep ;; aoti) EXT=pt2 ;; onnx) EXT=onnx ;; *) echo "no engine backend available" >&2; exit 1 ;; esac
+fastvid build-engine -c "$CFG" --checkpoint "$OUT/run/best.pt" --backend "$BACKEND" \
+  --batch 1 --max-batch 8 --out "$OUT/engine/trn.$EXT"
+fastvid eval -c "$CFG" --data-root "$OUT/data" --engine "$OUT/engine/trn.$EXT" --out "$OUT/eval_engine.json"
+
+step "5/6 bench at batch 1 (eager vs $BACKEND)"
+fastvid bench -c "$CFG" --checkpoint "$OUT/run/best.pt" --engine "$OUT/engine/trn.$EXT" \
+  --batch 1 --backends "eager,$BACKEND" --iters 20 --out "$OUT/bench"
+
+step "6/6 report"
+fastvid report "$OUT/bench"
+echo
+echo "done: $OUT/eval.json, $OUT/engine/, $OUT/bench/report.md"
