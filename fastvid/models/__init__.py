@@ -36,4 +36,4 @@ def create_model_from_config(model_cfg: Any, num_classes: int) -> torch.nn.Modul
                             dropout=model_cfg.dropout, subsample_num=model_cfg.subsample_num,
                             partial_bn=model_cfg.partial_bn)
     return create_model(name, num_classes=num_classes, num_segments=model_cfg.num_segments,
-                        dropout=model_cfg.dropout)
+                        dropout=model_cfg.dropout, aux_loss_weight=model_cfg.aux_loss_weight)
