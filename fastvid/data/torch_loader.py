@@ -1,0 +1,238 @@
+"""The PyTorch loader: a Dataset that decodes and augments in uint8 on CPU workers, and a thin
+wrapper that moves each batch to the target device and normalizes it there.
+
+Frames are decoded with torchvision's libjpeg-turbo binding (PIL as fallback), video files with
+PyAV (seeking to the frames a sample needs). Which frames and which crop a sample gets is decided
+by :class:`fastvid.data.transforms.SamplePlanner` from ``(seed, epoch, index)``, never by worker
+RNG state, so results do not depend on the worker count and match the DALI loader box for box.
+
+The sampler yields ``(index, epoch)`` pairs, which lets persistent workers follow
+``set_epoch`` without being restarted.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fastvid.data.lists import VideoRecord
+from fastvid.data.sampling import shard_indices
+from fastvid.data.transforms import SamplePlanner, apply_plan, normalize_video
+from fastvid.data.video_io import probe_video, read_frame_folder, read_video_frames
+from fastvid.errors import DataError
+
+__all__ = ["BadSampleLog", "VideoClipDataset", "EpochShardSampler", "TorchVideoLoader",
+           "MAX_REDRAWS"]
+
+log = logging.getLogger(__name__)
+
+MAX_REDRAWS = 10  # training: tries to replace a bad sample before giving up on the batch
+
+
+class BadSampleLog:
+    """Distinct samples that failed this epoch; DataError past ``max_fraction`` of the epoch.
+
+    The limit is counted against the epoch's sample count (known up front), so it can fire as
+    soon as it is exceeded rather than only at the epoch's end, and never early.
+    """
+
+    def __init__(self, max_fraction: float, what: str = "samples") -> None:
+        self.max_fraction = max_fraction
+        self.what = what
+        self.items: list[tuple[str, str]] = []
+        self.epoch_samples = 0
+
+    def start_epoch(self, epoch_samples: int) -> None:
+        self.items = []
+        self.epoch_samples = epoch_samples
+
+    def add(self, path: str, reason: str, action: str) -> None:
+        # A training re-draw can land on a known-bad sample again: count and warn once.
+        if any(p == path for p, _ in self.items):
+            return
+        self.items.append((path, reason))
+        log.warning("bad sample %s: %s (%s)", path, reason, action)
+
+    def check(self) -> None:
+        limit = self.max_fraction * max(self.epoch_samples, 1)
+        if len(self.items) > limit:
+            first = "; ".join(f"{p}: {r}" for p, r in self.items[:3])
+            raise DataError(
+                f"{len(self.items)} of {self.epoch_samples} {self.what} this epoch could not be "
+                f"read, more than data.max_bad_fraction={self.max_fraction:g}; first: {first}. "
+                f"Fix or remove them from the list (or raise data.max_bad_fraction)")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return text if isinstance(exc, DataError) else f"{type(exc).__name__}: {text}"
+
+
+class VideoClipDataset(Dataset):
+    """``dataset[(index, epoch)]`` -> ``(uint8 video, label, bad)``.
+
+    ``video`` is ``(T, 3, S, S)`` RGB, or ``(V, T, 3, S, S)`` when the planner has views; ``bad``
+    lists ``(path, reason)`` of samples that failed while producing this item. A bad training
+    sample is replaced by a re-drawn one; a bad evaluation sample becomes zeros with label -1.
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner,
+                 frame_tmpl: str = "{:05d}.jpg") -> None:
+        self.records = list(records)
+        self.planner = planner
+        self.frame_tmpl = frame_tmpl
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, index: int, epoch: int) -> tuple[torch.Tensor, int]:
+        rec = self.records[index]
+        planner = self.planner
+        if rec.is_video:
+            info = probe_video(rec.path)
+            num_frames, start = info.num_frames, 0
+        else:
+            num_frames, start = rec.num_frames, 1
+        per_view = [planner.frame_indices(num_frames, epoch, index, v, start)
+                    for v in range(planner.num_views)]
+        wanted = sorted({int(i) for idx in per_view for i in idx})
+        if rec.is_video:
+            decoded = read_video_frames(rec.path, wanted, info)
+        else:
+            decoded = read_frame_folder(rec.path, wanted, self.frame_tmpl)
+        position = {i: k for k, i in enumerate(wanted)}
+        height, width = decoded.shape[-2:]
+        views, label = [], rec.label
+        for v, idx in enumerate(per_view):
+            plan = planner.view_plan(height, width, epoch, index, v)
+            views.append(apply_plan(decoded[[position[int(i)] for i in idx]], plan))
+            label = planner.label(rec.label, plan)
+        video = torch.stack(views) if planner.views is not None and not planner.train else views[0]
+        return video, label
+
+    def _empty(self) -> torch.Tensor:
+        p = self.planner
+        s = p.image_size
+        shape = (p.spec.frames_per_view, 3, s, s)
+        if p.views is not None and not p.train:
+            shape = (p.num_views,) + shape
+        return torch.zeros(shape, dtype=torch.uint8)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, list[tuple[str, str]]]:
+        index, epoch = key
+        bad: list[tuple[str, str]] = []
+        tries = MAX_REDRAWS + 1 if self.planner.train else 1
+        current = index
+        for attempt in range(tries):
+            try:
+                video, label = self._load(current, epoch)
+                return video, label, bad
+            # Decoders raise many types (OSError, RuntimeError, av errors, ValueError); any of
+            # them for one sample must become a counted bad sample, not a dead worker.
+            except Exception as exc:  # noqa: BLE001
+                bad.append((self.records[current].path, _reason(exc)))
+                if self.planner.train:
+                    current = self.planner.redraw(len(self.records), epoch, index, attempt)
+        if self.planner.train:
+            raise DataError(f"{len(bad)} samples in a row failed to load (last: {bad[-1][0]}: "
+                            f"{bad[-1][1]}); is the dataset readable?")
+        return self._empty(), -1, bad
+
+
+class EpochShardSampler(Sampler):
+    """Yields ``(index, epoch)`` for this shard's part of the list (see :func:`shard_indices`)."""
+
+    def __init__(self, num_samples: int, shuffle: bool, seed: int, num_shards: int = 1,
+                 shard_id: int = 0) -> None:
+        self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
+        self.num_shards, self.shard_id = num_shards, shard_id
+        self.epoch = 0
+
+    def indices(self) -> np.ndarray:
+        return shard_indices(self.num_samples, self.num_shards, self.shard_id, shuffle=self.shuffle,
+                             seed=self.seed, epoch=self.epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(int(i), self.epoch) for i in self.indices()])
+
+    def __len__(self) -> int:
+        return len(self.indices())
+
+
+def _collate(items: list[tuple[torch.Tensor, int, list]]) -> tuple[torch.Tensor, torch.Tensor, list]:
+    videos = torch.stack([it[0] for it in items])
+    labels = torch.tensor([it[1] for it in items], dtype=torch.int64)
+    bad = [b for it in items for b in it[2]]
+    return videos, labels, bad
+
+
+def _worker_init(worker_id: int) -> None:
+    # Sampling uses explicit (seed, epoch, index) generators; seeding the global RNGs per worker
+    # only keeps any third-party randomness reproducible too.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    torch.set_num_threads(1)
+
+
+class TorchVideoLoader:
+    """DataLoader-backed loader yielding the batch contract on ``device``."""
+
+    backend = "torch"
+
+    def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner, *,
+                 device: torch.device, batch_size: int, workers: int, mean: Sequence[float],
+                 std: Sequence[float], bgr: bool, channels_first: bool, shuffle: bool,
+                 drop_last: bool, shard_id: int = 0, num_shards: int = 1,
+                 frame_tmpl: str = "{:05d}.jpg", max_bad_fraction: float = 0.01,
+                 seed: int = 0) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.workers = workers
+        self.drop_last = drop_last
+        self.planner = planner
+        self._norm = dict(mean=list(mean), std=list(std), bgr=bgr, channels_first=channels_first)
+        self.dataset = VideoClipDataset(records, planner, frame_tmpl)
+        self.sampler = EpochShardSampler(len(self.dataset), shuffle, seed, num_shards, shard_id)
+        self.num_samples = len(self.sampler)
+        if drop_last and self.num_samples < batch_size:
+            raise DataError(f"{self.num_samples} samples per shard is fewer than one batch of "
+                            f"{batch_size}; lower the batch size")
+        self._bad = BadSampleLog(max_bad_fraction)
+        cuda = self.device.type == "cuda"
+        kwargs: dict[str, Any] = {}
+        if workers > 0:
+            kwargs = dict(persistent_workers=True, prefetch_factor=2, worker_init_fn=_worker_init)
+        self._dl = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler,
+                              num_workers=workers, collate_fn=_collate, pin_memory=cuda,
+                              drop_last=drop_last, **kwargs)
+
+    @property
+    def bad_samples(self) -> list[tuple[str, str]]:
+        return list(self._bad.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        action = "replaced by another sample" if self.planner.train else "scored as label -1"
+        self._bad.start_epoch(len(self) * self.batch_size if self.drop_last else self.num_samples)
+        for video, label, bad in self._dl:
+            for path, reason in bad:
+                self._bad.add(path, reason, action)
+            self._bad.check()
+            video = video.to(self.device, non_blocking=True)
+            label = label.to(self.device, non_blocking=True)
+            out = normalize_video(video, **self._norm)
+            if bad:
+                # Failed eval samples are zeros in normalized units, not "-mean/std" garbage.
+                out[label < 0] = 0
+            yield out, label
