@@ -19,19 +19,8 @@ def cli(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def _register() -> None:
-    # Each module adds its commands to ``cli``; a module whose feature has not landed is absent.
-    import importlib
-
-    for name in ("data", "train", "engine", "predict"):
-        try:
-            importlib.import_module(f"fastvid.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"fastvid.cli.{name}":
-                raise
-
-
-_register()
+# Each module adds its commands to ``cli`` (imported after ``cli`` exists).
+from fastvid.cli import data, engine, predict, train  # noqa: E402,F401
 
 
 def main() -> None:

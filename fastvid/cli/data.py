@@ -1,0 +1,131 @@
+"""``fastvid data ...``: synthetic datasets, unpacking Jester, and writing the dataset lists."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from fastvid.cli import cli
+from fastvid.cli.common import friendly_errors
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(x) for x in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WxH, e.g. 96x96; got {value!r}") from None
+    return width, height
+
+
+@cli.group("data")
+def data() -> None:
+    """Make synthetic datasets and prepare downloaded ones (Jester, Kinetics-style videos)."""
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--kind", type=click.Choice(["frames", "video"]), default="frames", show_default=True,
+              help="frames: Jester layout (JPEG folders + *_videofolder.txt); video: video files "
+                   "+ train_list.txt/val_list.txt.")
+@click.option("--codec", type=click.Choice(["mjpeg", "vp9", "h264"]), default="mjpeg",
+              show_default=True, help="Video codec for --kind video (.avi, .webm, .mp4).")
+@click.option("--classes", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Classes: pairs of opposite motions (right/left, down/up, grow/shrink, cw/ccw), "
+                   "then combined with shape and palette.")
+@click.option("--train", "train_count", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Training clips.")
+@click.option("--val", "val_count", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Validation clips.")
+@click.option("--frames", type=click.IntRange(min=2), default=16, show_default=True,
+              help="Mean frames per clip (each clip has +-25%).")
+@click.option("--size", default="96x96", show_default=True, callback=_size, metavar="WxH",
+              help="Frame size.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Everything written is a function of the options and this seed.")
+@friendly_errors
+def synth_cmd(out: str, kind: str, codec: str, classes: int, train_count: int, val_count: int,
+              frames: int, size: tuple[int, int], seed: int) -> None:
+    """Write a small synthetic action dataset to OUT whose classes need temporal order."""
+    from fastvid.data.synth import synth_dataset
+
+    summary = synth_dataset(out, kind=kind, codec=codec, classes=classes, train=train_count,
+                            val=val_count, frames=frames, size=size, seed=seed, progress=True)
+    what = "frame folders" if kind == "frames" else f"{codec} videos"
+    click.echo(f"{summary['train']} train + {summary['val']} val {what} "
+               f"({summary['num_frames']} frames, {size[0]}x{size[1]}), {classes} classes: "
+               f"{', '.join(summary['classes'])} -> {out} ({summary['seconds']:.1f} s)")
+
+
+@data.command("unpack-jester")
+@click.argument("zip_dir", type=click.Path(file_okay=False))
+@click.argument("target", type=click.Path(file_okay=False))
+@click.option("--parts", type=click.IntRange(min=1), default=23, show_default=True,
+              help="Number of archive parts (20bn-jester-v1-00 ...).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@friendly_errors
+def unpack_jester_cmd(zip_dir: str, target: str, parts: int, progress: bool) -> None:
+    """Extract the split 20BN-Jester archive in ZIP_DIR into TARGET and copy its label CSVs.
+
+    TARGET gets 20bn-jester-v1/<id>/*.jpg and labels/{labels,train,validation,test}.csv; run
+    'fastvid data prepare-jester TARGET' next.
+    """
+    from fastvid.data.prepare import unpack_jester
+
+    res = unpack_jester(zip_dir, target, num_parts=parts, progress=progress)
+    click.echo(f"unpacked {res['files']} files in {res['folders']} folders from {res['parts']} "
+               f"parts ({res['bytes'] / 1e9:.2f} GB) into {target}; labels copied: "
+               f"{', '.join(res['labels_copied']) or 'none'}")
+    if res["labels_missing"]:
+        click.echo(f"warning: label files not found: {', '.join(res['labels_missing'])}", err=True)
+
+
+@data.command("prepare-jester")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--frames-dir", default="20bn-jester-v1", show_default=True,
+              help="Folder of the frame folders, relative to ROOT.")
+@click.option("--frame-tmpl", default="{:05d}.jpg", show_default=True,
+              help="Frame file names (1-based).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@friendly_errors
+def prepare_jester_cmd(root: str, frames_dir: str, frame_tmpl: str, progress: bool) -> None:
+    """ROOT/labels/*.csv + frame folders -> categories.txt, train/val_videofolder.txt."""
+    from fastvid.data.prepare import prepare_jester
+
+    res = prepare_jester(root, frames_dir=frames_dir, frame_tmpl=frame_tmpl, progress=progress)
+    click.echo(f"{res['classes']} classes, {res['train']} train + {res['val']} val videos listed "
+               f"in {root}; {res['num_skipped']} left out (missing or empty frame folders)")
+
+
+@data.command("prepare-videos")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--videos-dir", default="videos", show_default=True,
+              help="Folder holding the videos, relative to ROOT.")
+@click.option("--ext", "exts", multiple=True, metavar="EXT",
+              help="Video suffix to take (repeatable; default mp4 webm avi mkv mov m4v).")
+@click.option("--split-file", "split_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Kinetics annotation CSV (label,youtube_id,time_start,time_end,split); "
+                   "repeatable. Without it the split comes from train/ and val/ folders, or "
+                   "from --val-fraction.")
+@click.option("--categories", type=click.Path(dir_okay=False), default=None,
+              help="categories.txt fixing the class order (default: sorted class names).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+              show_default=True, help="Share of each class held out when nothing gives the split.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of that split.")
+@friendly_errors
+def prepare_videos_cmd(root: str, videos_dir: str, exts: tuple[str, ...],
+                       split_files: tuple[str, ...], categories: Optional[str],
+                       val_fraction: float, seed: int) -> None:
+    """Video files under ROOT -> train_list.txt, val_list.txt ('path label'), categories.txt.
+
+    Layouts: ROOT/VIDEOS_DIR/<class>/<file> (as Kinetics is distributed),
+    ROOT/VIDEOS_DIR/{train,val}/<class>/<file>, or any tree of files named by an annotation
+    CSV (<youtube_id>_<start:06d>_<end:06d>.mp4 or <youtube_id>.mp4).
+    """
+    from fastvid.data.prepare import VIDEO_EXTS, prepare_videos
+
+    res = prepare_videos(root, videos_dir=videos_dir, exts=exts or VIDEO_EXTS,
+                         split_files=split_files, categories=categories,
+                         val_fraction=val_fraction, seed=seed)
+    click.echo(f"{res['classes']} classes, {res['train']} train + {res['val']} val videos "
+               f"({res['layout']}) listed in {root}"
+               + (f"; {len(res['missing'])} annotated videos not found" if res["missing"] else ""))

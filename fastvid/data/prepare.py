@@ -1,0 +1,499 @@
+"""Turning downloaded datasets into the lists fastvid reads (``DESIGN.md``, "Files on disk").
+
+* :func:`unpack_jester` - 20BN-Jester ships as 23 parts of one ``tar.gz``
+  (``20bn-jester-v1-00`` ... ``-22``) plus label CSVs; the parts are streamed into
+  :mod:`tarfile` one after the other, so the 22 GB archive is never written out whole.
+* :func:`prepare_jester` - ``labels/*.csv`` (``id;Label``) + frame folders ->
+  ``categories.txt``, ``train_videofolder.txt``, ``val_videofolder.txt``
+  (``<id> <num_frames> <class_index>``), TRN-pytorch's lists. Something-Something v1 has the
+  same layout and works too.
+* :func:`prepare_videos` - video files (Kinetics as distributed: class-per-folder, or an
+  annotation CSV ``label,youtube_id,time_start,time_end,split``) -> ``train_list.txt``,
+  ``val_list.txt`` (``relative/path.ext class_index``, mmaction2's format) and ``categories.txt``.
+
+Bad input raises :class:`~fastvid.data.lists.ListError` (naming file and line) or a
+:class:`~fastvid.errors.FastvidError`; samples that cannot be used (an empty frame folder, a
+Kinetics clip that failed to download) are logged, left out and counted in the summary.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+import os
+import re
+import shutil
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from fastvid.data.lists import ListError, read_categories
+from fastvid.errors import DataError, FastvidError
+
+__all__ = ["JESTER_PARTS", "JESTER_PART_PREFIX", "JESTER_LABEL_FILES", "VIDEO_EXTS",
+           "unpack_jester", "prepare_jester", "count_frames", "prepare_videos"]
+
+_logger = logging.getLogger(__name__)
+
+JESTER_PARTS = 23
+JESTER_PART_PREFIX = "20bn-jester-v1-"
+# As downloaded -> as the Jester layout names them under TARGET/labels/.
+JESTER_LABEL_FILES = {"jester-v1-labels.csv": "labels.csv", "jester-v1-train.csv": "train.csv",
+                      "jester-v1-validation.csv": "validation.csv", "jester-v1-test.csv": "test.csv"}
+VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+# First-row id fields that mark a header rather than a sample.
+_ID_HEADERS = {"id", "video_id", "video", "name", "youtube_id", "vid"}
+_LABEL_HEADERS = {"label", "labels", "name", "class", "classes", "category", "template"}
+_MAX_LISTED = 20
+_TRIMMED_NAME = re.compile(r"^(.+)_\d{6}_\d{6}$")  # Kinetics downloader: <id>_<start>_<end>  # skipped samples named one by one in the log; the rest only counted
+
+
+def _write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Write via a temporary file, so an interrupted run never leaves half a list behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in lines))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# unpack-jester
+
+class _ConcatReader(io.RawIOBase):
+    """Read a list of files as one stream (the parts of a split archive), reporting bytes read."""
+
+    def __init__(self, paths: Sequence[Path], on_read=None) -> None:
+        super().__init__()
+        self._paths = list(paths)
+        self._index = 0
+        self._file = None
+        self._on_read = on_read
+
+    @property
+    def current(self) -> Optional[Path]:
+        """The part being read (None once all are consumed)."""
+        return self._paths[self._index] if self._index < len(self._paths) else None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._index < len(self._paths):
+            if self._file is None:
+                self._file = open(self._paths[self._index], "rb")
+            n = self._file.readinto(buffer)
+            if n:
+                if self._on_read is not None:
+                    self._on_read(n)
+                return n
+            self._file.close()
+            self._file = None
+            self._index += 1
+        return 0
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        super().close()
+
+
+def unpack_jester(zip_dir: str | Path, target: str | Path, num_parts: int = JESTER_PARTS,
+                  prefix: str = JESTER_PART_PREFIX, progress: bool = True) -> dict[str, Any]:
+    """Extract the split Jester archive in ``zip_dir`` into ``target``; copy the label CSVs.
+
+    The parts ``{prefix}00`` ... ``{prefix}{num_parts-1:02d}`` are concatenated as one gzip'ed
+    tar stream (no temporary file), giving ``target/20bn-jester-v1/<id>/*.jpg``. The CSVs
+    ``jester-v1-{labels,train,validation,test}.csv``, where present in ``zip_dir``, are copied
+    to ``target/labels/{labels,train,validation,test}.csv``; missing ones are only reported
+    (they may already be in place).
+
+    Args:
+        zip_dir: folder with the downloaded parts (and CSVs).
+        target: dataset root to extract into (created).
+        num_parts: number of parts expected (23 for Jester v1).
+        prefix: part name without the two-digit number.
+        progress: show a tqdm bar over the bytes read.
+
+    Returns:
+        ``{"target", "parts", "bytes", "files", "folders", "labels_copied", "labels_missing"}``.
+    """
+    from tqdm import tqdm
+
+    zip_dir, target = Path(zip_dir), Path(target)
+    if not zip_dir.is_dir():
+        raise FastvidError(f"archive folder not found: {zip_dir}")
+    parts = [zip_dir / f"{prefix}{i:02d}" for i in range(num_parts)]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise FastvidError(f"{zip_dir}: missing archive part(s) {', '.join(missing)} "
+                           f"(expected {parts[0].name} ... {parts[-1].name})")
+    total = sum(p.stat().st_size for p in parts)
+    target.mkdir(parents=True, exist_ok=True)
+    files, folders = 0, set()
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="unpack", disable=not progress)
+    reader = _ConcatReader(parts, on_read=bar.update)
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|gz") as archive:
+            for member in archive:
+                # "data" refuses absolute paths, links out of target and device files.
+                archive.extract(member, target, filter="data")
+                if member.isfile():
+                    files += 1
+                    folders.add(Path(member.name).parent)
+    except tarfile.FilterError as exc:
+        raise DataError(f"{zip_dir}: refusing an unsafe archive member: {exc}") from exc
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        where = reader.current.name if reader.current is not None else parts[-1].name
+        raise DataError(f"{zip_dir}: the archive parts do not form a valid tar.gz (failed while "
+                        f"reading {where}: {type(exc).__name__}: {exc}); re-download that part "
+                        f"or check the parts' sizes") from exc
+    finally:
+        reader.close()
+        bar.close()
+
+    copied, absent = [], []
+    labels_dir = target / "labels"
+    for source_name, dest_name in JESTER_LABEL_FILES.items():
+        source = zip_dir / source_name
+        if source.is_file():
+            labels_dir.mkdir(exist_ok=True)
+            shutil.copyfile(source, labels_dir / dest_name)
+            copied.append(dest_name)
+        elif not (labels_dir / dest_name).is_file():
+            absent.append(source_name)
+    if absent:
+        _logger.warning("%s: label file(s) %s not found; put them in %s before prepare-jester",
+                        zip_dir, ", ".join(absent), labels_dir)
+    return {"target": str(target), "parts": num_parts, "bytes": total, "files": files,
+            "folders": len(folders), "labels_copied": copied, "labels_missing": absent}
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare-jester
+
+def count_frames(folder: str | Path, frame_tmpl: str = "{:05d}.jpg") -> int:
+    """Frames ``frame_tmpl.format(1), (2), ...`` present in ``folder`` without a gap (0: none).
+
+    The lists say "frames 1..n", and the loaders read frame k by name, so only the unbroken run
+    from frame 1 counts; frames after a gap are logged and ignored.
+    """
+    try:
+        names = {entry.name for entry in os.scandir(folder)}
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    n = 0
+    while frame_tmpl.format(n + 1) in names:
+        n += 1
+    suffix = Path(frame_tmpl.format(1)).suffix
+    extra = sum(1 for name in names if name.endswith(suffix)) - n
+    if n and extra > 0:
+        _logger.warning("%s: frames after %s are not numbered on from it (%d file(s) ignored)",
+                        folder, frame_tmpl.format(n), extra)
+    return n
+
+
+def _read_labels_csv(path: Path) -> list[str]:
+    if not path.is_file():
+        raise ListError(f"label file not found: {path} (one class name per line)")
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        name = raw.strip()
+        if not name:
+            continue
+        if not names and name.lower() in _LABEL_HEADERS:
+            continue  # a header line
+        if name in seen:
+            raise ListError(f"{path}:{lineno}: class {name!r} repeats line {seen[name]}")
+        seen[name] = lineno
+        names.append(name)
+    if not names:
+        raise ListError(f"{path}: no class names")
+    return names
+
+
+def _read_split_csv(path: Path, class_index: dict[str, int]) -> list[tuple[str, int]]:
+    """``id;Label`` rows -> ``(id, class index)``; an optional header row is skipped."""
+    if not path.is_file():
+        raise ListError(f"split file not found: {path} (lines 'id;Label')")
+    rows: list[tuple[str, int]] = []
+    with path.open(newline="") as handle:
+        for lineno, fields in enumerate(csv.reader(handle, delimiter=";"), 1):
+            fields = [f.strip() for f in fields]
+            if not any(fields):
+                continue
+            where = f"{path}:{lineno}"
+            if len(fields) != 2 or not fields[0]:
+                raise ListError(f"{where}: expected 'id;Label', got {';'.join(fields)!r}")
+            vid, label = fields
+            if label not in class_index:
+                if not rows and vid.lower() in _ID_HEADERS:
+                    continue  # a header row
+                raise ListError(f"{where}: unknown class {label!r} (not in labels.csv)")
+            rows.append((vid, class_index[label]))
+    return rows
+
+
+def prepare_jester(root: str | Path, frames_dir: str = "20bn-jester-v1",
+                   frame_tmpl: str = "{:05d}.jpg", progress: bool = True) -> dict[str, Any]:
+    """Write ``categories.txt``, ``train_videofolder.txt`` and ``val_videofolder.txt`` in ``root``.
+
+    Reads ``root/labels/labels.csv`` (class names, one per line: their order gives the class
+    indices), ``train.csv`` and ``validation.csv`` (``id;Label``, ``;``-separated, header
+    optional) and counts the frames of every ``root/<frames_dir>/<id>/``. A video whose folder
+    is missing or holds no frames is logged and left out.
+
+    Args:
+        root: dataset root (the Jester layout).
+        frames_dir: folder of the frame folders, relative to ``root``.
+        frame_tmpl: frame file names (1-based index).
+        progress: show a tqdm bar while counting frames.
+
+    Returns:
+        ``{"root", "classes", "train", "val", "skipped": {"train": [ids], "val": [ids]},
+        "num_skipped", "files"}`` (``train``/``val``: videos listed).
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ListError(f"dataset root not found: {root}")
+    labels_dir = root / "labels"
+    names = _read_labels_csv(labels_dir / "labels.csv")
+    class_index = {name: i for i, name in enumerate(names)}
+    frames_root = root / frames_dir
+    splits = {"train": ("train.csv", "train_videofolder.txt"),
+              "val": ("validation.csv", "val_videofolder.txt")}
+    rows = {split: _read_split_csv(labels_dir / csv_name, class_index)
+            for split, (csv_name, _) in splits.items()}
+    if not frames_root.is_dir():
+        raise ListError(f"frame folder root not found: {frames_root} (expected "
+                        f"{frames_root}/<id>/{frame_tmpl.format(1)} ...)")
+
+    summary: dict[str, Any] = {"root": str(root), "classes": len(names), "skipped": {},
+                               "files": {}}
+    outputs = {"categories": (root / "categories.txt", names)}
+    for split, (csv_name, list_name) in splits.items():
+        lines, skipped = [], []
+        for vid, label in tqdm(rows[split], desc=f"count frames ({split})", unit="video",
+                               disable=not progress):
+            n = count_frames(frames_root / vid, frame_tmpl)
+            if n == 0:
+                skipped.append(vid)
+                if len(skipped) <= _MAX_LISTED:
+                    why = "missing" if not (frames_root / vid).is_dir() else "has no frames"
+                    _logger.warning("%s (%s): video %s left out: %s %s", csv_name, split, vid,
+                                    frames_root / vid, why)
+                continue
+            lines.append(f"{vid} {n} {label}")
+        if len(skipped) > _MAX_LISTED:
+            _logger.warning("%s: %d more videos left out (missing or empty folders)", csv_name,
+                            len(skipped) - _MAX_LISTED)
+        if not lines:
+            raise ListError(f"{labels_dir / csv_name}: none of its {len(rows[split])} videos has "
+                            f"frames under {frames_root}")
+        outputs[split] = (root / list_name, lines)
+        summary[split] = len(lines)
+        summary["skipped"][split] = skipped
+    # Written only once every list is known good: no mix of old and new lists after an error.
+    for key, (path, lines) in outputs.items():
+        _write_atomic(path, lines)
+        summary["files"][key] = str(path)
+    summary["num_skipped"] = sum(len(s) for s in summary["skipped"].values())
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare-videos
+
+_SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                "validate": "val", "validation": "val", "test": "test", "testing": "test"}
+
+
+def _is_video(path: Path, exts: Sequence[str]) -> bool:
+    return path.is_file() and path.suffix.lower() in exts
+
+
+def _class_folders(folder: Path, exts: Sequence[str], split: str,
+                   ignored: list[str]) -> list[tuple[str, str, Path]]:
+    """``(split, class, file)`` for ``folder/<class>/<file>``; loose files are noted in ``ignored``."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            found += [(split, entry.name, f) for f in sorted(entry.rglob("*")) if _is_video(f, exts)]
+        elif _is_video(entry, exts):
+            ignored.append(str(entry))
+    return found
+
+
+def _split_folders(videos: Path) -> dict[str, Path]:
+    """``videos/train``, ``videos/val`` (or validate/validation) when the split is in the tree."""
+    found: dict[str, Path] = {}
+    for entry in videos.iterdir():
+        split = _SPLIT_NAMES.get(entry.name.lower())
+        if entry.is_dir() and split in ("train", "val"):
+            found[split] = entry
+    return found if "train" in found and "val" in found else {}
+
+
+def _kinetics_rows(path: Path) -> list[tuple[int, str, str, Optional[str]]]:
+    """``(line, label, file stem candidates joined by '|', split)`` from a Kinetics CSV."""
+    if not path.is_file():
+        raise ListError(f"split file not found: {path}")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+        missing = {"label", "youtube_id"} - set(fields)
+        if missing:
+            raise ListError(f"{path}:1: header {','.join(fields)!r} lacks column(s) "
+                            f"{', '.join(sorted(missing))} (expected Kinetics' "
+                            f"'label,youtube_id,time_start,time_end,split')")
+        rows = []
+        file_split = next((s for key, s in _SPLIT_NAMES.items() if key in path.stem.lower()), None)
+        for lineno, row in enumerate(reader, 2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            if not row.get("youtube_id"):
+                raise ListError(f"{path}:{lineno}: empty youtube_id")
+            stems = []
+            start, end = row.get("time_start", ""), row.get("time_end", "")
+            if start and end:
+                try:
+                    stems.append(f"{row['youtube_id']}_{int(float(start)):06d}_{int(float(end)):06d}")
+                except ValueError:
+                    raise ListError(f"{path}:{lineno}: time_start/time_end must be numbers, got "
+                                    f"{start!r}, {end!r}") from None
+            stems.append(row["youtube_id"])
+            split = _SPLIT_NAMES.get(row.get("split", "").lower()) or file_split
+            rows.append((lineno, row.get("label", ""), "|".join(stems), split))
+    return rows
+
+
+def prepare_videos(root: str | Path, videos_dir: str = "videos",
+                   exts: Sequence[str] = VIDEO_EXTS, split_files: Sequence[str | Path] = (),
+                   categories: Optional[str | Path] = None, val_fraction: float = 0.2,
+                   seed: int = 0) -> dict[str, Any]:
+    """Write ``train_list.txt``, ``val_list.txt`` and ``categories.txt`` for video files.
+
+    Three layouts, tried in this order:
+
+    1. ``split_files`` given: Kinetics annotation CSVs (``label,youtube_id,time_start,time_end,
+       split``; extra columns ignored). A row's file is ``<youtube_id>_<start:06d>_<end:06d>.<ext>``
+       (the official downloader's name; any times when the CSV has none) or
+       ``<youtube_id>.<ext>`` anywhere under
+       ``root/videos_dir``. The split comes from the ``split`` column or else the CSV's name
+       (``train.csv``, ``validate.csv``); test rows and rows whose video is missing (Kinetics
+       always has some) are left out and counted.
+    2. ``root/videos_dir/{train,val}/<class>/<file>`` (``validate``/``validation`` also name val).
+    3. ``root/videos_dir/<class>/<file>``: each class's files, shuffled with ``seed``, give
+       ``val_fraction`` of them (at least one when a class has two or more) to val.
+
+    Args:
+        root: dataset root; list paths are relative to it.
+        videos_dir: folder holding the videos, relative to ``root``.
+        exts: file suffixes taken as videos (case-insensitive).
+        split_files: Kinetics CSVs (layout 1).
+        categories: a ``categories.txt`` fixing the class order (a class missing from it is an
+            error); default: class names sorted, as mmaction2's Kinetics label maps are.
+        val_fraction: layout 3 only.
+        seed: layout 3 only.
+
+    Returns:
+        ``{"root", "layout", "classes", "train", "val", "missing", "ignored", "files"}``.
+    """
+    root = Path(root)
+    videos = root / videos_dir
+    if not videos.is_dir():
+        raise ListError(f"video folder not found: {videos}")
+    exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts)
+    if not 0.0 <= val_fraction < 1.0:
+        raise FastvidError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    samples: list[tuple[str, str, Path, str]] = []  # split, class, file, where it came from
+    missing: list[str] = []
+    ignored: list[str] = []
+
+    if split_files:
+        layout = "kinetics-csv"
+        index: dict[str, Path] = {}
+        by_youtube_id: dict[str, Path] = {}  # "<id>_<start>_<end>" files, for CSVs without times
+        for f in sorted(videos.rglob("*")):
+            if _is_video(f, exts):
+                index.setdefault(f.stem, f)
+                match = _TRIMMED_NAME.match(f.stem)
+                if match:
+                    by_youtube_id.setdefault(match.group(1), f)
+        for split_file in map(Path, split_files):
+            for lineno, label, stems, split in _kinetics_rows(split_file):
+                where = f"{split_file}:{lineno}"
+                if split not in ("train", "val"):
+                    if split is None:
+                        raise ListError(f"{where}: no split column and the file name does not say "
+                                        f"train or val")
+                    continue  # test rows carry no labels
+                if not label:
+                    raise ListError(f"{where}: empty label in a {split} row")
+                candidates = stems.split("|")
+                path = next((index[s] for s in candidates if s in index),
+                            by_youtube_id.get(candidates[-1]))
+                if path is None:
+                    missing.append(stems.split("|")[0])
+                    continue
+                samples.append((split, label, path, where))
+    else:
+        by_split = _split_folders(videos)
+        if by_split:
+            layout = "split-folders"
+            for split, folder in sorted(by_split.items()):
+                samples += [(s, c, f, str(f)) for s, c, f in _class_folders(folder, exts, split, ignored)]
+        else:
+            layout = "class-folders"
+            rng = np.random.default_rng(seed)
+            per_class: dict[str, list[Path]] = {}
+            for _, cls, f in _class_folders(videos, exts, "", ignored):
+                per_class.setdefault(cls, []).append(f)
+            for cls in sorted(per_class):
+                files = per_class[cls]
+                order = rng.permutation(len(files))
+                n_val = round(len(files) * val_fraction)
+                if val_fraction > 0 and len(files) >= 2:
+                    n_val = min(max(n_val, 1), len(files) - 1)
+                val_ids = set(order[:n_val].tolist())
+                samples += [("val" if i in val_ids else "train", cls, f, str(f))
+                            for i, f in enumerate(files)]
+    if ignored:
+        _logger.warning("%d video file(s) not inside a class folder were ignored, e.g. %s",
+                        len(ignored), ignored[0])
+    if missing:
+        shown = ", ".join(missing[:_MAX_LISTED])
+        more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+        _logger.warning("%d annotated video(s) not found under %s: %s%s", len(missing), videos,
+                        shown, more)
+
+    if categories is not None:
+        names = read_categories(categories)
+        class_index = {name: i for i, name in enumerate(names)}
+        for _, cls, _, where in samples:
+            if cls not in class_index:
+                raise ListError(f"{where}: class {cls!r} is not in {categories}")
+    else:
+        names = sorted({cls for _, cls, _, _ in samples})
+        class_index = {name: i for i, name in enumerate(names)}
+    counts, outputs = {}, {}
+    for split, list_name in (("train", "train_list.txt"), ("val", "val_list.txt")):
+        lines = [f"{path.relative_to(root).as_posix()} {class_index[cls]}"
+                 for s, cls, path, _ in samples if s == split]
+        if not lines:
+            raise ListError(f"{videos}: no {split} videos found (layout {layout}, suffixes "
+                            f"{', '.join(exts)})")
+        outputs[root / list_name] = lines
+        counts[split] = len(lines)
+    outputs[root / "categories.txt"] = names
+    for path, lines in outputs.items():
+        _write_atomic(path, lines)
+    return {"root": str(root), "layout": layout, "classes": len(names), "train": counts["train"],
+            "val": counts["val"], "missing": missing, "ignored": ignored,
+            "files": {"train": str(root / "train_list.txt"), "val": str(root / "val_list.txt"),
+                      "categories": str(root / "categories.txt")}}

@@ -1,0 +1,264 @@
+"""`fastvid data unpack-jester / prepare-jester / prepare-videos` on small generated inputs."""
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fastvid.cli import cli
+from fastvid.data.lists import ListError, parse_frame_list, parse_video_list, read_categories
+from fastvid.data.prepare import count_frames, prepare_jester, prepare_videos, unpack_jester
+from fastvid.errors import DataError, FastvidError
+
+CLASSES = ["Swiping Left", "Swiping Right", "Thumb Up"]  # spaces, as Jester's names have
+
+
+def _jpeg(path: Path, shade: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6), (shade, 100, 200)).save(path)
+
+
+def _jester_root(root: Path, header: bool) -> Path:
+    """labels/*.csv + frame folders; video 104 has an empty folder and 105 none at all."""
+    labels = root / "labels"
+    labels.mkdir(parents=True)
+    (labels / "labels.csv").write_text(("label\n" if header else "") + "\n".join(CLASSES) + "\n")
+    head = "id;label\n" if header else ""
+    (labels / "train.csv").write_text(head + "101;Thumb Up\n102;Swiping Left\n104;Swiping Right\n"
+                                      "105;Thumb Up\n")
+    (labels / "validation.csv").write_text(head + "201;Swiping Right\r\n\r\n202;Thumb Up\r\n")
+    frames = {"101": 5, "102": 3, "201": 4, "202": 2}
+    for vid, n in frames.items():
+        for k in range(1, n + 1):
+            _jpeg(root / "20bn-jester-v1" / vid / f"{k:05d}.jpg", k)
+    (root / "20bn-jester-v1" / "104").mkdir()
+    return root
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_prepare_jester_lists(tmp_path, header, caplog):
+    root = _jester_root(tmp_path / "jester", header)
+    with caplog.at_level(logging.WARNING, logger="fastvid.data.prepare"):
+        summary = prepare_jester(root, progress=False)
+    assert read_categories(root / "categories.txt") == CLASSES
+    train = parse_frame_list(root / "train_videofolder.txt", root / "20bn-jester-v1", 3,
+                             check_frames=True)
+    val = parse_frame_list(root / "val_videofolder.txt", root / "20bn-jester-v1", 3,
+                           check_frames=True)
+    assert [(Path(r.path).name, r.num_frames, r.label) for r in train] == [("101", 5, 2), ("102", 3, 0)]
+    assert [(Path(r.path).name, r.num_frames, r.label) for r in val] == [("201", 4, 1), ("202", 2, 2)]
+    assert summary["skipped"] == {"train": ["104", "105"], "val": []}
+    assert summary["num_skipped"] == 2 and (summary["train"], summary["val"]) == (2, 2)
+    logged = caplog.text
+    assert "104" in logged and "has no frames" in logged and "105" in logged and "missing" in logged
+
+
+def test_prepare_jester_errors_name_file_and_line(tmp_path):
+    root = _jester_root(tmp_path / "j", header=False)
+    (root / "labels" / "validation.csv").write_text("201;Swiping Right\n202;Thumbs Down\n")
+    with pytest.raises(ListError, match=r"validation\.csv:2: unknown class 'Thumbs Down'"):
+        prepare_jester(root, progress=False)
+    (root / "labels" / "validation.csv").write_text("201 Swiping Right\n")
+    with pytest.raises(ListError, match=r"validation\.csv:1: expected 'id;Label'"):
+        prepare_jester(root, progress=False)
+    (root / "labels" / "labels.csv").write_text("A\nB\nA\n")
+    with pytest.raises(ListError, match=r"labels\.csv:3: class 'A' repeats line 1"):
+        prepare_jester(root, progress=False)
+    (root / "labels" / "labels.csv").unlink()
+    with pytest.raises(ListError, match="labels.csv"):
+        prepare_jester(root, progress=False)
+    assert not (root / "train_videofolder.txt").exists()  # nothing half-written
+
+
+def test_count_frames_takes_the_unbroken_run(tmp_path):
+    for k in (1, 2, 3, 5):
+        _jpeg(tmp_path / "v" / f"{k:05d}.jpg")
+    assert count_frames(tmp_path / "v") == 3
+    assert count_frames(tmp_path / "nope") == 0
+    _jpeg(tmp_path / "w" / "img_00001.jpg")
+    assert count_frames(tmp_path / "w", "img_{:05d}.jpg") == 1
+
+
+def test_prepare_jester_cli(tmp_path):
+    root = _jester_root(tmp_path / "j", header=True)
+    res = CliRunner().invoke(cli, ["data", "prepare-jester", str(root), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "3 classes, 2 train + 2 val videos" in res.output and "2 left out" in res.output
+    (root / "labels" / "train.csv").write_text("101;Nope\n")
+    res = CliRunner().invoke(cli, ["data", "prepare-jester", str(root), "--no-progress"])
+    assert res.exit_code == 1 and "train.csv:1: unknown class 'Nope'" in res.output
+    assert "Traceback" not in res.output
+
+
+# --- unpack-jester -------------------------------------------------------------------------
+
+def _split_archive(zip_dir: Path, members: dict[str, bytes], parts: int = 23) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob = buf.getvalue()
+    zip_dir.mkdir(parents=True, exist_ok=True)
+    step = -(-len(blob) // parts)
+    for i in range(parts):
+        (zip_dir / f"20bn-jester-v1-{i:02d}").write_bytes(blob[i * step:(i + 1) * step])
+    return blob
+
+
+def _frames_members() -> dict[str, bytes]:
+    members = {}
+    for vid, n in (("1", 3), ("2", 4), ("7", 2)):
+        for k in range(1, n + 1):
+            img = io.BytesIO()
+            Image.new("RGB", (8, 6), (k * 40, 0, 0)).save(img, format="JPEG")
+            members[f"20bn-jester-v1/{vid}/{k:05d}.jpg"] = img.getvalue()
+    return members
+
+
+def test_unpack_jester_then_prepare(tmp_path):
+    zip_dir = tmp_path / "download"
+    members = _frames_members()
+    blob = _split_archive(zip_dir, members)
+    assert len(blob) > 23  # every part holds bytes, so a wrong order would break the stream
+    (zip_dir / "jester-v1-labels.csv").write_text("Doing other things\nNo gesture\n")
+    (zip_dir / "jester-v1-train.csv").write_text("1;No gesture\n2;Doing other things\n")
+    (zip_dir / "jester-v1-validation.csv").write_text("7;No gesture\n")
+    target = tmp_path / "jester"
+    res = CliRunner().invoke(cli, ["data", "unpack-jester", str(zip_dir), str(target), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    for name, data in members.items():
+        assert (target / name).read_bytes() == data
+    assert (target / "labels" / "train.csv").read_text() == "1;No gesture\n2;Doing other things\n"
+    assert not (target / "labels" / "test.csv").exists()
+    assert "warning: label files not found: jester-v1-test.csv" in res.output
+
+    summary = prepare_jester(target, progress=False)
+    assert (summary["train"], summary["val"], summary["num_skipped"]) == (2, 1, 0)
+    assert (target / "train_videofolder.txt").read_text() == "1 3 1\n2 4 0\n"
+
+
+def test_unpack_jester_missing_or_broken_parts(tmp_path):
+    zip_dir = tmp_path / "dl"
+    _split_archive(zip_dir, _frames_members())
+    (zip_dir / "20bn-jester-v1-07").unlink()
+    (zip_dir / "20bn-jester-v1-19").unlink()
+    with pytest.raises(FastvidError, match="missing archive part.*20bn-jester-v1-07, 20bn-jester-v1-19"):
+        unpack_jester(zip_dir, tmp_path / "t", progress=False)
+    res = CliRunner().invoke(cli, ["data", "unpack-jester", str(zip_dir), str(tmp_path / "t")])
+    assert res.exit_code == 1 and "20bn-jester-v1-07" in res.output and "Traceback" not in res.output
+
+    # A part cut short in the download: the gzip stream breaks and the message names a part.
+    blob = _split_archive(zip_dir, _frames_members())
+    middle = zip_dir / "20bn-jester-v1-11"
+    middle.write_bytes(middle.read_bytes()[: len(blob) // 23 // 2])
+    with pytest.raises(DataError, match=r"not form a valid tar\.gz \(failed while reading 20bn-jester-v1-"):
+        unpack_jester(zip_dir, tmp_path / "t2", progress=False)
+
+
+def test_unpack_jester_refuses_paths_outside_target(tmp_path):
+    zip_dir = tmp_path / "dl"
+    _split_archive(zip_dir, {"../evil.txt": b"x", "20bn-jester-v1/1/00001.jpg": b"y"}, parts=3)
+    with pytest.raises(DataError, match="unsafe"):
+        unpack_jester(zip_dir, tmp_path / "t", num_parts=3, progress=False)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+# --- prepare-videos ------------------------------------------------------------------------
+
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00")
+
+
+def test_prepare_videos_class_folders(tmp_path):
+    root = tmp_path / "k"
+    for cls, n in (("riding bike", 5), ("archery", 4), ("yoga", 1)):
+        for i in range(n):
+            _touch(root / "videos" / cls / f"{cls[:3]}{i}.mp4")
+    _touch(root / "videos" / "archery" / "notes.txt")
+    _touch(root / "videos" / "stray.mp4")
+    summary = prepare_videos(root, val_fraction=0.25, seed=3)
+    assert summary["layout"] == "class-folders" and summary["ignored"] == [str(root / "videos/stray.mp4")]
+    assert read_categories(root / "categories.txt") == ["archery", "riding bike", "yoga"]
+    train = parse_video_list(root / "train_list.txt", root, 3, check_files=True)
+    val = parse_video_list(root / "val_list.txt", root, 3, check_files=True)
+    per_class_val = {c: sum(r.label == c for r in val) for c in range(3)}
+    assert per_class_val == {0: 1, 1: 1, 2: 0}  # stratified; a lone video stays in train
+    assert len(train) + len(val) == 10
+    assert not {r.path for r in train} & {r.path for r in val}
+    first = (root / "val_list.txt").read_text()
+    prepare_videos(root, val_fraction=0.25, seed=3)
+    assert (root / "val_list.txt").read_text() == first  # deterministic from the seed
+
+
+def test_prepare_videos_split_folders_and_categories(tmp_path):
+    root = tmp_path / "s"
+    for split in ("train", "validate"):
+        for cls in ("b", "a"):
+            _touch(root / "videos" / split / cls / f"{split}_{cls}.webm")
+    cats = tmp_path / "cats.txt"
+    cats.write_text("b\na\n")
+    summary = prepare_videos(root, categories=cats)
+    assert summary["layout"] == "split-folders" and (summary["train"], summary["val"]) == (2, 2)
+    assert (root / "val_list.txt").read_text() == ("videos/validate/a/validate_a.webm 1\n"
+                                                   "videos/validate/b/validate_b.webm 0\n")
+    cats.write_text("b\n")
+    with pytest.raises(ListError, match="class 'a' is not in"):
+        prepare_videos(root, categories=cats)
+
+
+def test_prepare_videos_kinetics_csv(tmp_path, caplog):
+    root = tmp_path / "kin"
+    _touch(root / "videos" / "train" / "abc_000010_000020.mp4")
+    _touch(root / "videos" / "train" / "def.mp4")
+    _touch(root / "videos" / "val" / "ghi_000000_000010.mp4")
+    csv_path = tmp_path / "kinetics_train.csv"
+    csv_path.write_text("label,youtube_id,time_start,time_end,split,is_cc\n"
+                        "abseiling,abc,10,20,train,0\n"
+                        "zumba,def,3,13,train,0\n"
+                        "zumba,gone,0,10,train,0\n"
+                        "abseiling,ghi,0,10,val,0\n"
+                        ",tst,0,10,test,0\n")
+    with caplog.at_level(logging.WARNING, logger="fastvid.data.prepare"):
+        summary = prepare_videos(root, split_files=[csv_path])
+    assert summary["layout"] == "kinetics-csv" and summary["missing"] == ["gone_000000_000010"]
+    assert "gone_000000_000010" in caplog.text
+    assert (root / "train_list.txt").read_text() == ("videos/train/abc_000010_000020.mp4 0\n"
+                                                     "videos/train/def.mp4 1\n")
+    assert (root / "val_list.txt").read_text() == "videos/val/ghi_000000_000010.mp4 0\n"
+
+    # No split column: the file names say train/val; no times: any trimmed file of that id.
+    csv_path.write_text("label,youtube_id\nabseiling,abc\n")
+    val_csv = tmp_path / "kinetics_val.csv"
+    val_csv.write_text("label,youtube_id\nyoga,ghi\n")
+    summary = prepare_videos(root, split_files=[csv_path, val_csv])
+    assert (summary["train"], summary["val"], summary["missing"]) == (1, 1, [])
+    assert (root / "val_list.txt").read_text() == "videos/val/ghi_000000_000010.mp4 1\n"
+    with pytest.raises(ListError, match="no val videos"):
+        prepare_videos(root, split_files=[csv_path])
+    bad = tmp_path / "validate.csv"
+    bad.write_text("name,id\nx,y\n")
+    with pytest.raises(ListError, match=r"validate\.csv:1: .*lacks column\(s\) label, youtube_id"):
+        prepare_videos(root, split_files=[bad])
+
+
+def test_prepare_videos_cli(tmp_path):
+    root = tmp_path / "c"
+    for cls in ("x", "y"):
+        for i in range(3):
+            _touch(root / "videos" / cls / f"{i}.avi")
+            _touch(root / "videos" / cls / f"{i}.mp4")
+    res = CliRunner().invoke(cli, ["data", "prepare-videos", str(root), "--ext", "avi",
+                                   "--val-fraction", "0.34"])
+    assert res.exit_code == 0, res.output
+    assert "2 classes, 4 train + 2 val videos (class-folders)" in res.output
+    assert ".mp4" not in (root / "train_list.txt").read_text()
+    res = CliRunner().invoke(cli, ["data", "prepare-videos", str(tmp_path / "none")])
+    assert res.exit_code == 1 and "video folder not found" in res.output
