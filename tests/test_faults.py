@@ -39,7 +39,7 @@ def test_missing_data_root_and_missing_lists(tmp_path):
     res = invoke(train_args(tmp_path / "nope", tmp_path / "w", "--epochs", "1"))
     assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output
     res = invoke(train_args(tmp_path, tmp_path / "w", "--epochs", "1"))
-    assert res.exit_code == 1 and "no dataset lists found" in res.output
+    assert res.exit_code == 1 and "train_videofolder.txt not found" in res.output
 
 
 def test_malformed_list_line_stops_before_training(root, tmp_path):

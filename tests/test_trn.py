@@ -6,6 +6,7 @@ The parity tests need ``pretrainedmodels`` (a test dependency): its ``bninceptio
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 
@@ -60,7 +61,9 @@ def reference():
     statistics are first measured on random images, then perturbed.
     """
     # A test dependency (setup.py extra "test"): a missing peer must fail the parity test.
-    import pretrainedmodels.models.bninception as bn_mod
+    # ``pretrainedmodels.models.bninception`` is shadowed by the function of that name in the
+    # package namespace, so ``import ... as`` would bind the function; import the module itself.
+    bn_mod = importlib.import_module("pretrainedmodels.models.bninception")
     torch.manual_seed(1)
     ref = bn_mod.bninception(pretrained=None)
     for bn in _bn_layers(ref):
@@ -137,6 +140,25 @@ def test_bninception_parity_small(reference, size):
     assert ours.shape == ref.shape
     _assert_close(ours, ref)
     _assert_close(logits, reference.last_linear(ref.mean(dim=(2, 3))))
+
+
+@pytest.mark.parametrize("size", [112, 120, 150])
+def test_bninception_sizes_where_caffe_fails(reference, size):
+    # At these sizes inception_4e (or 3c) sees an odd map: the Caffe model's ceil-mode pool is one
+    # short of its strided convs and its concat fails. Ours pads that pool to the convs' size;
+    # everything before the failing block still matches the reference exactly.
+    with torch.no_grad(), pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+        reference.features(torch.zeros(1, 3, size, size))
+    model = BNInception().eval()
+    x = torch.rand(2, 3, size, size) * 255.0 - 120.0
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model(x)
+    expect = size
+    for _ in range(5):  # conv1 (pad 3), pool1, pool2 (ceil), 3c, 4e (as the strided convs)
+        expect = (expect + 1) // 2 if _ in (0, 3, 4) else -(-(expect - 3) // 2) + 1
+    assert feats.shape == (2, 1024, expect, expect)
+    assert logits.shape == (2, 1000) and torch.isfinite(logits).all()
 
 
 def test_published_bninception_file_loads(reference, tmp_path):

@@ -15,7 +15,9 @@ right/bottom plus a floor-mode pool. The 3x3 stride-1 pools inside the inception
 ``ceil_mode`` in Caffe, but with stride 1 ceil and floor give the same size (and no window runs
 past the padded input, so the average's divisor is the same too): plain pools are used there. The
 final 7x7 average pool is an adaptive pool, so any input of at least 64 px gives one feature
-vector per image (at 224 px both are the same operation).
+vector per image (at 224 px both are the same operation). The stride-2 pools inside 3c/4e are
+padded to match their strided conv branches at every size: the Caffe model itself fails to
+concatenate at inputs such as 112 px, where 4e sees an odd 7x7 map.
 
 Input convention: BGR, 0-255, mean (104, 117, 128), std 1.
 """
@@ -38,8 +40,8 @@ class InceptionSpec:
     """Widths of one inception block (0 means the branch does not exist).
 
     ``stride=2`` blocks (3c, 4e) have no 1x1 and no pool-projection branch; their 3x3 and second
-    double-3x3 convs are strided and their pool is a 3x3/2 ceil-mode max pool whose output is
-    concatenated as is.
+    double-3x3 convs are strided and their pool is a 3x3/2 max pool whose output is concatenated
+    as is (sized like the strided convs at any input size; see ``BNInception._block``).
     """
 
     name: str
@@ -149,7 +151,12 @@ class BNInception(nn.Module):
         double = self._unit(f"{n}_double_3x3_1", self._unit(f"{n}_double_3x3_reduce", x))
         branches.append(self._unit(f"{n}_double_3x3_2", double))
         if spec.pool == "max_s2":
-            pooled = ceil_max_pool2d(x, 3, 2)
+            # Pad by 2, not 1: the output then has the strided 3x3 convs' size,
+            # floor((H - 1) / 2) + 1, at every H. Where Caffe's ceil-mode pool agrees with the convs
+            # (even H: 224 px, 64 px) the values are identical to it; at odd H (e.g. 7 px into
+            # inception_4e at 112 px input) Caffe's pool is one short and the concat would fail,
+            # here the extra window covers the last real row/column.
+            pooled = F.max_pool2d(F.pad(x, (0, 2, 0, 2), value=float("-inf")), 3, 2)
         elif spec.pool == "max":
             pooled = F.max_pool2d(x, 3, stride=1, padding=1)
         else:
