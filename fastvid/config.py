@@ -106,6 +106,10 @@ class TrainConfig:
     ckpt_interval: int = 0  # also save last.pt every N steps (0: only per epoch)
     eval_interval: int = 1  # epochs between evaluations
     max_nonfinite_steps: int = 5  # consecutive non-finite losses that stop the run
+    # Recompute BN running statistics over this many training batches before each evaluation
+    # ("precise BN", as SlowFast's BN.USE_PRECISE_STATS); 0 keeps the running averages. Needed
+    # when training from scratch for few steps, where the averages lag the fast-moving weights.
+    precise_bn_batches: int = 0
 
 
 @dataclass

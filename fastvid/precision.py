@@ -7,6 +7,8 @@ from typing import ContextManager
 
 import torch
 
+from fastvid.errors import FastvidError
+
 __all__ = ["Precision", "resolve_precision", "DTYPES"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -49,10 +51,10 @@ def resolve_precision(amp: bool, amp_dtype: str, device: torch.device | str) -> 
     if not amp or amp_dtype == "fp32":
         return Precision(device.type, None)
     if amp_dtype not in ("fp16", "bf16"):
-        raise ValueError(f"unknown AMP dtype {amp_dtype!r}; expected fp16 or bf16")
+        raise FastvidError(f"unknown AMP dtype {amp_dtype!r}; expected fp16 or bf16")
     if device.type == "cpu" and amp_dtype == "fp16":
-        raise ValueError("--amp-dtype fp16 needs a CUDA device (GradScaler fp16 training); "
+        raise FastvidError("--amp-dtype fp16 needs a CUDA device (GradScaler fp16 training); "
                          "use --amp-dtype bf16 on CPU")
     if device.type == "cuda" and amp_dtype == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ValueError("this GPU does not support bf16; use --amp-dtype fp16")
+        raise FastvidError("this GPU does not support bf16; use --amp-dtype fp16")
     return Precision(device.type, DTYPES[amp_dtype])

