@@ -46,9 +46,9 @@ def test_class_names_and_specs():
     assert class_names(4) == list(MOTIONS[:4]) and class_names(8) == list(MOTIONS)
     # Shape is a nuisance up to 8 classes, part of the class above; palette above 32.
     assert class_spec(0, 8)["shape"] is None and class_spec(0, 9)["shape"] == "disc"
-    assert class_spec(9, 16) == {"motion": "move_left", "shape": "square", "palette": None}
-    assert class_spec(37, 40)["palette"] == "grey" and names[37] == "shrink_grey"
-    assert names[:2] == ["move_right", "move_left"] and names[8] == "move_right_square"
+    assert class_spec(9, 16) == {"motion": "shrink", "shape": "square", "palette": None}
+    assert class_spec(37, 40)["palette"] == "grey" and names[37] == "move_left_grey"
+    assert names[:2] == ["grow", "shrink"] and names[8] == "grow_square"
     for bad in (0, MAX_CLASSES + 1):
         with pytest.raises(FastvidError, match="classes must be"):
             class_names(bad)

@@ -30,7 +30,7 @@ def data() -> None:
 @click.option("--codec", type=click.Choice(["mjpeg", "vp9", "h264"]), default="mjpeg",
               show_default=True, help="Video codec for --kind video (.avi, .webm, .mp4).")
 @click.option("--classes", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Classes: pairs of opposite motions (right/left, down/up, grow/shrink, cw/ccw), "
+              help="Classes: pairs of opposite motions (grow/shrink, cw/ccw, right/left, down/up), "
                    "then combined with shape and palette.")
 @click.option("--train", "train_count", type=click.IntRange(min=1), default=64, show_default=True,
               help="Training clips.")
