@@ -68,7 +68,7 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
         num_classes = int(model.meta["num_classes"])
         classes = model.meta.get("classes")
         name = model.meta.get("model_name")
-        max_batch = int(model.meta.get("max_batch") or 0) or None
+        max_batch = model.max_batch
     if labels:
         classes = read_categories(labels)
     if classes is not None and len(classes) != num_classes:

@@ -122,7 +122,7 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
         model = engines.load(engine_path, dev)
         meta = model.meta
         num_classes = int(meta["num_classes"])
-        max_batch = int(meta.get("max_batch") or 0) or None
+        max_batch = model.max_batch
     if dataset.num_classes and dataset.num_classes != num_classes:
         raise click.ClickException(f"the model has {num_classes} classes but {dataset.root}/"
                                    f"categories.txt lists {dataset.num_classes}")

@@ -1,0 +1,265 @@
+"""Inference benchmark: eager, torch.compile, AOTInductor, ONNX Runtime and TensorRT side by side.
+
+Shaped like timm's ``benchmark.py`` runner: warm-up iterations, then timed iterations with the
+device synchronised before the clock is read (CUDA events per iteration on GPU, ``perf_counter``
+on CPU). One record per (backend, batch, precision); eager fp32 at each batch is always measured
+and every record carries its throughput ratio to it. Backends that cannot run here are recorded
+as ``skipped`` with the reason, builds that fail as ``failed``.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from fastvid.errors import BackendUnavailable
+from fastvid.precision import DTYPES
+
+from .memory import PeakMemory
+from .records import percentiles, stamp
+
+__all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "time_callable"]
+
+log = logging.getLogger(__name__)
+
+INFERENCE_BACKENDS = ("eager", "compile", "aoti", "onnx", "trt")
+Runner = Callable[[torch.Tensor], Any]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_callable(fn: Runner, x: torch.Tensor, device: torch.device, warmup: int,
+                  iters: int) -> tuple[list[float], float]:
+    """Per-iteration latencies (ms) and total wall time (s) of ``iters`` calls after ``warmup``."""
+    for _ in range(warmup):
+        fn(x)
+    _sync(device)
+    if device.type == "cuda":
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        t0 = time.perf_counter()
+        for start, end in zip(starts, ends):
+            start.record()
+            fn(x)
+            end.record()
+        torch.cuda.synchronize(device)
+        total = time.perf_counter() - t0
+        return [s.elapsed_time(e) for s, e in zip(starts, ends)], total
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn(x)
+        lat.append((time.perf_counter() - t) * 1e3)
+    return lat, time.perf_counter() - t0
+
+
+class InferenceBenchmarkRunner:
+    """Benchmark one model's inference across backends, batch sizes and precisions.
+
+    Args:
+        model: eval-mode model (random or trained weights) on ``device``.
+        sample_shape: one sample in the batch contract, e.g. ``(8, 3, 224, 224)``.
+        device: where to run.
+        model_name: registry name written into the records.
+        warmup: untimed iterations per (backend, batch, precision) (also triggers compilation).
+        iters: timed iterations.
+        engines: prebuilt engine artifacts by backend (``--engine``); backends without one are
+            built on the fly into a temporary folder for the requested batch and precision.
+        extra: keys copied into every record (config path, weights, ...).
+        mean, std: input normalization, used for the engines' validation batch.
+    """
+
+    def __init__(self, model: nn.Module, sample_shape: Sequence[int], device: torch.device | str, *,
+                 model_name: str = "", warmup: int = 5, iters: int = 20,
+                 engines: Optional[dict[str, list[Path]]] = None, extra: Optional[dict[str, Any]] = None,
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> None:
+        self.model = model.eval()
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.device = torch.device(device)
+        self.model_name = model_name
+        self.warmup = max(0, warmup)
+        self.iters = max(1, iters)
+        self.engines = {k: [Path(p) for p in v] for k, v in (engines or {}).items()}
+        self.extra = dict(extra or {})
+        self.mean, self.std = mean, std
+        self._tmp: Optional[Path] = None
+        self._max_batch = 1
+        self._built: dict[tuple[str, str], tuple[Runner, dict[str, Any]]] = {}
+
+    # ----------------------------------------------------------------- building the callables
+    def _eager(self, precision: str) -> Runner:
+        model = self.model if precision == "fp32" else copy.deepcopy(self.model).to(DTYPES[precision])
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x)
+
+        return run
+
+    def _compiled(self, precision: str) -> Runner:
+        model = self.model if precision == "fp32" else copy.deepcopy(self.model).to(DTYPES[precision])
+        compiled = torch.compile(model, dynamic=False)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return compiled(x)
+
+        return run
+
+    def _engine(self, backend: str, precision: str, batch: int) -> tuple[Runner, dict[str, Any]]:
+        import engines
+
+        for path in self.engines.get(backend, []):
+            _, meta = engines.read_meta(path)
+            lo, hi = meta["batch_range"]
+            if meta["precision"] == precision and lo <= batch <= hi:
+                eng = engines.load(path, self.device)
+                return eng, {"engine": str(path), "engine_source": "prebuilt"}
+        # AOTInductor and ONNX Runtime kernels do not depend on an optimisation batch: one engine
+        # covering every requested batch saves a compile per batch. TensorRT tunes for its opt
+        # shape, so it gets one engine per batch.
+        shared = backend != "trt"
+        key = (backend, precision if shared else f"{precision}/b{batch}")
+        if key in self._built:
+            eng, info = self._built[key]
+            return eng, dict(info, engine_reused=True)
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="fastvid-bench-"))
+        max_batch = max(self._max_batch, batch) if shared else batch
+        example = torch.zeros((batch,) + self.sample_shape, device=self.device)
+        t0 = time.perf_counter()
+        path = engines.build_engine(self.model, example, backend, precision, batch=batch, max_batch=max_batch,
+                                    out_path=self._tmp / f"{backend}_{precision}_b{batch}-{max_batch}",
+                                    meta={"model_name": self.model_name, "mean": self.mean, "std": self.std})
+        build_s = time.perf_counter() - t0
+        eng = engines.load(path, self.device)
+        info = {"engine_source": "built for this run", "build_s": round(build_s, 2),
+                "engine_batch_range": [1, max_batch], "validation": eng.meta.get("validation")}
+        self._built[key] = (eng, info)
+        return eng, info
+
+    def _skip_reason(self, backend: str, precision: str) -> Optional[str]:
+        import engines
+
+        if precision == "fp16" and self.device.type == "cpu":
+            return "fp16 inference needs a CUDA device (no fast fp16 CPU kernels)"
+        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return "this GPU has no bf16 support"
+        if backend in ("eager",):
+            return None
+        if backend == "compile":
+            return engines.available_backends(self.device)["aoti"]  # same Inductor toolchain
+        status = engines.available_backends(self.device)
+        if backend not in status:
+            return f"unknown backend {backend!r}; known: {', '.join(INFERENCE_BACKENDS)}"
+        if status[backend]:
+            return status[backend]
+        try:
+            engines.check_supported(backend, precision, self.device)
+        except BackendUnavailable as exc:
+            return str(exc)
+        return None
+
+    # ----------------------------------------------------------------- measuring
+    def _input(self, batch: int, precision: str) -> torch.Tensor:
+        from engines import validation_batch
+
+        layout = getattr(self.model, "input_layout", "NTCHW")
+        x = validation_batch((batch,) + self.sample_shape, self.mean, self.std, layout=layout, seed=1)
+        return x.to(device=self.device, dtype=DTYPES[precision])
+
+    def _base(self, backend: str, precision: str, batch: int) -> dict[str, Any]:
+        rec: dict[str, Any] = {"kind": "inference", "backend": backend, "precision": precision,
+                               "batch": batch, "model": self.model_name,
+                               "input_shape": [batch, *self.sample_shape],
+                               "warmup": self.warmup, "iters": self.iters}
+        rec.update(self.extra)
+        return stamp(rec, self.device)
+
+    def bench_one(self, backend: str, precision: str, batch: int) -> dict[str, Any]:
+        """One record; never raises for a backend that is missing or fails to build."""
+        rec = self._base(backend, precision, batch)
+        reason = self._skip_reason(backend, precision)
+        if reason:
+            rec.update(status="skipped", reason=reason)
+            log.info("%s %s batch %d: skipped (%s)", backend, precision, batch, reason)
+            return rec
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        try:
+            extra: dict[str, Any] = {}
+            t0 = time.perf_counter()
+            if backend == "eager":
+                fn = self._eager(precision)
+            elif backend == "compile":
+                fn = self._compiled(precision)
+            else:
+                fn, extra = self._engine(backend, precision, batch)
+            x = self._input(batch, precision)
+            with PeakMemory(self.device) as mem:
+                # The first call compiles (torch.compile) or initialises the runtime; time it apart.
+                t1 = time.perf_counter()
+                fn(x)
+                _sync(self.device)
+                first_call_s = time.perf_counter() - t1
+                lat, total = time_callable(fn, x, self.device, self.warmup, self.iters)
+            extra["setup_s"] = round(t1 - t0, 3)
+        except Exception as exc:  # a backend failing (compiler error, runtime error) is a result too
+            rec.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            log.warning("%s %s batch %d failed: %s", backend, precision, batch, rec["reason"])
+            return rec
+        rec.update(extra)
+        rec.update(status="ok", video_per_s=round(batch * self.iters / total, 3),
+                   latency_ms=percentiles(lat), first_call_s=round(first_call_s, 3),
+                   timing_method=("CUDA events per iteration, synchronised" if self.device.type == "cuda"
+                                  else "time.perf_counter per iteration (CPU, synchronous)"))
+        rec.update(mem.result())
+        log.info("%s %s batch %d: %.1f video/s, p50 %.2f ms", backend, precision, batch,
+                 rec["video_per_s"], rec["latency_ms"]["p50"])
+        return rec
+
+    def run(self, backends: Sequence[str], batches: Sequence[int], precisions: Sequence[str] = ("fp32",),
+            on_records: Optional[Callable[[list[dict[str, Any]]], None]] = None) -> list[dict[str, Any]]:
+        """Records for every (backend, batch, precision), with ``ratio_to_eager`` filled in.
+
+        ``on_records`` gets each batch's records as soon as they are measured (to save partial
+        results when a time limit may cut the run short).
+        """
+        records: list[dict[str, Any]] = []
+        self._max_batch = max(batches)
+        try:
+            for batch in batches:
+                baseline = self.bench_one("eager", "fp32", batch)
+                baseline["baseline"] = True
+                group = [baseline]
+                for backend in backends:
+                    for precision in precisions:
+                        if backend == "eager" and precision == "fp32":
+                            continue
+                        group.append(self.bench_one(backend, precision, batch))
+                base = baseline.get("video_per_s")
+                for rec in group:
+                    if rec.get("status") == "ok" and base:
+                        rec["ratio_to_eager"] = round(rec["video_per_s"] / base, 3)
+                records.extend(group)
+                if on_records is not None:
+                    on_records(group)
+        finally:
+            self._built.clear()
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+        return records

@@ -1,0 +1,63 @@
+"""AOTInductor backend: ``ExportedProgram`` -> ``.pt2`` package of generated C++/Triton kernels.
+
+Works on CPU (needs a C++ compiler) and on CUDA. The package is compiled for one device type.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+__all__ = ["unavailable_reason", "precision_unsupported", "compile_and_save", "load_runner"]
+
+
+def unavailable_reason(device: torch.device) -> Optional[str]:
+    """None when AOTInductor can build for ``device``, else why not."""
+    if device.type == "cpu":
+        from torch._inductor import config
+
+        cxx = config.cpp.cxx[-1] if isinstance(config.cpp.cxx, tuple) else config.cpp.cxx
+        if not (cxx and shutil.which(cxx)):
+            return f"AOTInductor on CPU needs a C++ compiler ({cxx or 'g++'} not found on PATH)"
+        return None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available (torch.cuda.is_available() is False)"
+        return None
+    return f"device type {device.type!r} is not supported"
+
+
+def precision_unsupported(precision: str, device: torch.device) -> Optional[str]:
+    """Why ``precision`` cannot be built for ``device``, or None."""
+    if device.type == "cpu" and precision == "fp16":
+        return ("fp16 engines need a CUDA device: CPU kernels have no fast fp16 path; "
+                "use --precision bf16 or fp32 on CPU")
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return "this GPU has no bf16 support; use --precision fp16"
+    return None
+
+
+def compile_and_save(exported: torch.export.ExportedProgram, example: torch.Tensor, *, precision: str,
+                     batch: int, max_batch: int, out_path: Path, device: torch.device) -> None:
+    """Compile ``exported`` with AOTInductor into the package ``out_path``."""
+    import torch._inductor
+
+    out_path.unlink(missing_ok=True)
+    torch._inductor.aoti_compile_and_package(exported, package_path=str(out_path))
+
+
+def load_runner(path: Path, device: torch.device, meta: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The loaded package as ``video -> logits``."""
+    import torch._inductor
+
+    index = device.index if device.type == "cuda" and device.index is not None else -1
+    compiled = torch._inductor.aoti_load_package(str(path), device_index=index)
+
+    def run(video: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = compiled(video)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    return run

@@ -1,0 +1,342 @@
+"""Build, validate, save and load inference engines (AOTInductor, ONNX Runtime, TensorRT).
+
+An engine is an artifact file plus ``<artifact>.json`` with what it was built for. Every build
+goes model -> :func:`engines.export.export_model` -> backend compile -> save -> load the saved
+file -> compare with the eager model on a seeded batch; a build whose error exceeds the
+precision's tolerance is removed and raises :class:`EngineValidationError`.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from fastvid.errors import BackendUnavailable, FastvidError
+from fastvid.precision import DTYPES
+from fastvid.version import __version__
+
+from .export import cast_for_precision, export_model, graph_problems, validation_batch
+
+__all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENSIONS",
+           "TOLERANCES", "available_backends", "build_engine", "load", "meta_path",
+           "backend_versions", "require_backend", "read_meta", "check_supported"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("aoti", "onnx", "trt")
+EXTENSIONS = {"aoti": ".pt2", "onnx": ".onnx", "trt": ".ep"}
+_MODULES = {"aoti": "engines.aoti", "onnx": "engines.onnx_rt", "trt": "engines.tensorrt"}
+
+# Allowed max |engine - eager fp32| divided by the logit scale max |eager fp32 logits|. fp32 on CUDA is
+# looser because cuDNN convolutions may run in TF32 (10-bit mantissa) in the engine; fp16 keeps
+# 10 mantissa bits and bf16 only 7, through ~100 layers.
+TOLERANCES = {("fp32", "cpu"): 1e-3, ("fp32", "cuda"): 5e-3,
+              ("fp16", "cpu"): 3e-2, ("fp16", "cuda"): 3e-2,
+              ("bf16", "cpu"): 1e-1, ("bf16", "cuda"): 1e-1}
+
+META_FORMAT = 1
+
+
+class EngineError(FastvidError):
+    """An engine file is missing/invalid, or an input does not fit what the engine was built for."""
+
+
+class EngineValidationError(EngineError):
+    """A freshly built engine disagrees with the eager model beyond the precision's tolerance."""
+
+
+def _backend_module(backend: str) -> Any:
+    if backend not in _MODULES:
+        raise EngineError(f"unknown engine backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    return importlib.import_module(_MODULES[backend])
+
+
+def available_backends(device: torch.device | str | None = None) -> dict[str, Optional[str]]:
+    """``{backend: None if usable on device else the reason}`` for aoti, onnx and trt.
+
+    ``device`` defaults to CUDA when available, else CPU.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    return {name: _backend_module(name).unavailable_reason(device) for name in BACKENDS}
+
+
+def require_backend(backend: str, device: torch.device | str) -> None:
+    """Raise :class:`BackendUnavailable` naming what is missing and which backends do work."""
+    status = available_backends(device)
+    if backend not in status:
+        raise EngineError(f"unknown engine backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    reason = status[backend]
+    if reason is not None:
+        usable = [b for b, r in status.items() if r is None]
+        raise BackendUnavailable(f"engine backend {backend!r} is unavailable on {torch.device(device)}: "
+                                 f"{reason}. Available backends here: "
+                                 f"{', '.join(usable) if usable else 'none'}")
+
+
+def check_supported(backend: str, precision: str, device: torch.device | str) -> None:
+    """Raise :class:`BackendUnavailable` when ``backend`` cannot build ``precision`` on ``device``."""
+    require_backend(backend, device)
+    reason = _backend_module(backend).precision_unsupported(precision, torch.device(device))
+    if reason:
+        raise BackendUnavailable(f"{backend} {precision} on {torch.device(device)}: {reason}")
+
+
+def backend_versions() -> dict[str, Optional[str]]:
+    """Versions of torch, onnxruntime and tensorrt without importing the optional packages."""
+    from importlib import metadata
+
+    def version(dist: str) -> Optional[str]:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"torch": torch.__version__, "onnxruntime": version("onnxruntime") or version("onnxruntime-gpu"),
+            "onnx": version("onnx"), "torch_tensorrt": version("torch-tensorrt") or version("torch_tensorrt"),
+            "tensorrt": version("tensorrt") or version("tensorrt-cu13") or version("tensorrt-cu12"),
+            "fastvid": __version__}
+
+
+def meta_path(artifact: str | Path) -> Path:
+    """``model.pt2`` -> ``model.pt2.json``."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def _fmt_shape(shape: Sequence[Any]) -> str:
+    return "(" + ",".join(str(s) for s in shape) + ")"
+
+
+class Engine:
+    """A loaded engine: ``engine(video) -> logits`` on its device, with the batch contract's input.
+
+    Args:
+        runner: the backend's callable on a correctly shaped/typed input tensor.
+        meta: the ``<artifact>.json`` contents.
+        device: where inputs are moved and logits returned.
+    """
+
+    def __init__(self, runner: Callable[[torch.Tensor], torch.Tensor], meta: dict[str, Any],
+                 device: torch.device) -> None:
+        self.runner = runner
+        self.meta = meta
+        self.device = device
+        self.dtype: torch.dtype = DTYPES[meta["precision"]]
+        self.sample_shape: tuple[int, ...] = tuple(meta["input_shape"][1:])
+        self.min_batch, self.max_batch = (int(b) for b in meta["batch_range"])
+        self.num_classes: int = int(meta["num_classes"])
+        self.input_layout: str = meta.get("input_layout", "")
+
+    def __repr__(self) -> str:
+        return (f"Engine({self.meta['backend']}, {self.meta['precision']}, input "
+                f"{_fmt_shape(('B',) + self.sample_shape)} B in [{self.min_batch},{self.max_batch}], "
+                f"{self.device})")
+
+    def check_input(self, video: torch.Tensor) -> None:
+        """Raise :class:`EngineError` naming expected vs got when ``video`` does not fit."""
+        expected = (f"engine built for input {_fmt_shape(('B',) + self.sample_shape)} with B in "
+                    f"[{self.min_batch},{self.max_batch}]")
+        if not isinstance(video, torch.Tensor):
+            raise EngineError(f"{expected}, got a {type(video).__name__} instead of a tensor")
+        shape = tuple(video.shape)
+        if (len(shape) != len(self.sample_shape) + 1 or shape[1:] != self.sample_shape
+                or not self.min_batch <= shape[0] <= self.max_batch):
+            raise EngineError(f"{expected}, got {_fmt_shape(shape)}")
+        # float32 is what every loader yields; reduced-precision engines cast it on the way in.
+        if video.dtype not in (self.dtype, torch.float32):
+            raise EngineError(f"engine built for {self.meta['precision']} input "
+                              f"({self.dtype} or float32), got {video.dtype}")
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        self.check_input(video)
+        video = video.to(device=self.device, dtype=self.dtype, non_blocking=True).contiguous()
+        logits = self.runner(video)
+        return logits.float()
+
+
+def _validate(runner: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, batch: torch.Tensor,
+              precision: str, device: torch.device) -> dict[str, Any]:
+    """Compare engine and fp32 eager logits on ``batch`` and on its first sample alone."""
+    dtype = DTYPES[precision]
+    errs, agree, total, scale = [], 0, 0, 1e-6
+    # The reference is true fp32: TF32 would put the eager model's own error into the comparison.
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        for x in (batch, batch[:1]):
+            with torch.no_grad():
+                ref = model(x.to(device)).float()
+            got = runner(x.to(device=device, dtype=dtype).contiguous()).float()
+            if got.shape != ref.shape:
+                raise EngineValidationError(f"engine output {tuple(got.shape)} != eager output "
+                                            f"{tuple(ref.shape)} for input {tuple(x.shape)}")
+            errs.append(float((got - ref).abs().max()))
+            scale = max(scale, float(ref.abs().max()))
+            agree += int((got.argmax(1) == ref.argmax(1)).sum())
+            total += ref.shape[0]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    max_err = max(errs)
+    tol = TOLERANCES[(precision, device.type)]
+    finite = all(e == e and e != float("inf") for e in errs)
+    return {"max_abs_err": max_err, "logit_scale": scale, "rel_err": max_err / scale,
+            "tolerance_rel": tol, "top1_agreement": agree / total,
+            "batch_sizes": [int(batch.shape[0]), 1], "seed": 0,
+            "passed": bool(finite and max_err / scale <= tol)}
+
+
+def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, precision: str = "fp32",
+                 batch: int = 1, max_batch: Optional[int] = None, out_path: str | Path = "model",
+                 meta: Optional[dict[str, Any]] = None,
+                 validation_input: Optional[torch.Tensor] = None) -> Path:
+    """Export ``model``, compile it with ``backend``, save it, reload it and validate it.
+
+    Args:
+        model: eval-mode model on the target device (its device decides CPU vs CUDA engine).
+        example_input: one batch in the model's input layout; only its per-sample shape is used.
+        backend: ``aoti`` | ``onnx`` | ``trt``.
+        precision: ``fp32`` | ``fp16`` | ``bf16``; the whole graph and the input are cast.
+        batch: the batch size to optimise for (TensorRT's opt shape); the engine takes [1, max_batch].
+        max_batch: largest batch the engine accepts (default ``batch``).
+        out_path: artifact path; the backend's extension is added when missing.
+        meta: extra keys for ``<artifact>.json`` (model_name, classes, checkpoint, config, mean, std).
+        validation_input: batch to validate on; default a seeded batch in the model's value range
+            (pixels 0-255 normalized with ``meta['mean']``/``meta['std']`` when given).
+
+    Returns:
+        The artifact path. ``<artifact>.json`` holds the build description and validation numbers.
+    """
+    meta = dict(meta or {})
+    max_batch = int(max_batch or batch)
+    if not 1 <= batch <= max_batch:
+        raise EngineError(f"--batch {batch} must be in [1, --max-batch {max_batch}]")
+    device = next(iter(model.parameters()), example_input).device
+    check_supported(backend, precision, device)
+    mod = _backend_module(backend)
+    out = Path(out_path)
+    if out.suffix != EXTENSIONS[backend]:
+        out = out.with_name(out.name + EXTENSIONS[backend])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    layout = getattr(model, "input_layout", None) or meta.get("input_layout") or "NTCHW"
+    sample_shape = tuple(example_input.shape[1:])
+    if validation_input is None:
+        validation_input = validation_batch((max_batch,) + sample_shape, meta.get("mean"), meta.get("std"),
+                                            layout=layout, seed=0)
+    if tuple(validation_input.shape[1:]) != sample_shape:
+        raise EngineError(f"validation input {tuple(validation_input.shape)} does not match the example "
+                          f"input {tuple(example_input.shape)}")
+    validation_input = validation_input[:max_batch].to(device)
+
+    t0 = time.perf_counter()
+    typed_model, typed_example = cast_for_precision(model, example_input.to(device), precision)
+    exported = export_model(typed_model, typed_example, max_batch)
+    problems = graph_problems(exported)
+    if problems:
+        raise EngineError(f"the exported graph of {type(model).__name__} is unfit for an engine: "
+                          + "; ".join(problems[:10]))
+    t_export = time.perf_counter() - t0
+    with torch.no_grad():
+        num_classes = int(getattr(model, "num_classes", 0) or model(example_input[:1].to(device)).shape[-1])
+    input_shape = [batch, *sample_shape]
+    mod.compile_and_save(exported, typed_example, precision=precision, batch=batch, max_batch=max_batch,
+                         out_path=out, device=device)
+    t_build = time.perf_counter() - t0
+
+    info: dict[str, Any] = {
+        "format": META_FORMAT, "artifact": out.name, "backend": backend, "precision": precision,
+        "device": device.type, "input_shape": input_shape, "batch_range": [1, max_batch],
+        "opt_batch": batch, "input_layout": layout, "input_dtype": str(DTYPES[precision]).replace("torch.", ""),
+        "num_classes": num_classes, "model_class": type(model).__name__,
+        "versions": backend_versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "export_s": round(t_export, 3), "build_s": round(t_build, 3),
+    }
+    info.update({k: v for k, v in meta.items() if k not in info})
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    runner = mod.load_runner(out, device, info)
+    try:
+        check = _validate(runner, model, validation_input, precision, device)
+    except EngineValidationError as exc:
+        check = {"passed": False, "error": str(exc)}
+    info["validation"] = check
+    info["valid"] = check["passed"]
+    meta_path(out).write_text(json.dumps(info, indent=2, default=str))
+    if not check["passed"]:
+        _remove_artifact(out)
+        detail = check.get("error") or (
+            f"max |engine - eager| = {check['max_abs_err']:.3g} at logit scale {check['logit_scale']:.3g} "
+            f"(relative {check['rel_err']:.3g} > tolerance {check['tolerance_rel']:g} for {precision}); "
+            f"top-1 agreement {100 * check['top1_agreement']:.1f}%")
+        raise EngineValidationError(f"{backend} {precision} engine failed validation and was removed "
+                                    f"({meta_path(out)} keeps the numbers): {detail}")
+    log.info("built %s: max |engine - eager| %.3g (relative %.3g), top-1 agreement %.1f%%, %.1f s",
+             out, check["max_abs_err"], check["rel_err"], 100 * check["top1_agreement"], t_build)
+    return out
+
+
+def _remove_artifact(path: Path) -> None:
+    if path.is_dir():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    for extra in path.parent.glob(path.name + ".data"):  # ONNX external weights
+        extra.unlink(missing_ok=True)
+
+
+def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(artifact path, meta)`` from an artifact or its ``.json``; clear errors when absent/invalid."""
+    path = Path(path)
+    if path.suffix == ".json" and path.name[:-5].endswith(tuple(EXTENSIONS.values())):
+        path = path.with_name(path.name[:-5])
+    mpath = meta_path(path)
+    if not mpath.is_file():
+        if not path.exists():
+            raise EngineError(f"engine not found: {path}")
+        raise EngineError(f"{path}: its description {mpath.name} is missing; rebuild with "
+                          f"`fastvid build-engine`")
+    try:
+        meta = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"{mpath}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    missing = [k for k in ("backend", "precision", "input_shape", "batch_range", "num_classes")
+               if k not in meta]
+    if missing:
+        raise EngineError(f"{mpath}: missing keys {', '.join(missing)}")
+    if not meta.get("valid", False):
+        val = meta.get("validation", {})
+        raise EngineError(f"{path}: this engine failed validation at build time "
+                          f"(relative error {val.get('rel_err', '?')}, tolerance {val.get('tolerance_rel', '?')}); "
+                          f"rebuild it")
+    if not path.exists():
+        raise EngineError(f"engine not found: {path} (its {mpath.name} exists)")
+    return path, meta
+
+
+def load(path: str | Path, device: torch.device | str | None = None) -> Engine:
+    """Load an engine built by :func:`build_engine` onto ``device`` (default: where it was built)."""
+    path, meta = read_meta(path)
+    device = torch.device(device if device is not None else meta.get("device", "cpu"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    backend = meta["backend"]
+    require_backend(backend, device)
+    if backend == "aoti" and meta.get("device") != device.type:
+        raise EngineError(f"{path}: AOTInductor package compiled for {meta.get('device')}; cannot run on "
+                          f"{device.type} (rebuild it with --device {device.type})")
+    reason = _backend_module(backend).precision_unsupported(meta["precision"], device)
+    if reason:
+        raise BackendUnavailable(f"{path}: {reason}")
+    runner = _backend_module(backend).load_runner(path, device, meta)
+    return Engine(runner, meta, device)

@@ -1,0 +1,280 @@
+"""``fastvid build-engine``, ``fastvid bench`` and ``fastvid report``."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from fastvid.cli import cli
+from fastvid.cli.common import config_options, friendly_errors, load_cli_config, resolve_device
+
+log = logging.getLogger("fastvid.cli.engine")
+
+ENGINE_BACKENDS = ("trt", "aoti", "onnx")
+BENCH_BACKENDS = ("eager", "compile", "aoti", "onnx", "trt")
+LOADERS = ("dali", "dali-cpu", "torch")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def _split(value: Optional[str], choices: tuple[str, ...], option: str) -> list[str]:
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    bad = [v for v in items if v not in choices]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)} not in {', '.join(choices)}", param_hint=option)
+    return list(dict.fromkeys(items))
+
+
+def _batches(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected integers such as 1 or 1,16", param_hint="--batch") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"{value!r}: batch sizes must be >= 1", param_hint="--batch")
+    return list(dict.fromkeys(out))
+
+
+def _engine_meta(cfg: Any, meta: dict[str, Any], checkpoint: Optional[str]) -> dict[str, Any]:
+    spec = cfg.input_spec
+    return {"model_name": cfg.model_name, "classes": meta.get("classes"), "checkpoint": checkpoint,
+            "config": cfg.to_dict(), "color": spec["color"], "mean": spec["mean"], "std": spec["std"],
+            "image_size": cfg.data.image_size}
+
+
+def _model_for(cfg: Any, checkpoint: Optional[str], device: Any) -> tuple[Any, dict[str, Any]]:
+    """The eval model from a checkpoint, or with random weights (said so in ``meta['weights']``)."""
+    if checkpoint:
+        from fastvid.checkpoint import load_model_for_inference
+
+        model, meta = load_model_for_inference(cfg, checkpoint, device)
+        meta["weights"] = str(checkpoint)
+        return model, meta
+    from fastvid.models import create_model_from_config
+
+    # Any head size works for timing; Jester's 27 classes when the config does not say.
+    num_classes = cfg.model.num_classes or 27
+    model = create_model_from_config(cfg.model, num_classes).eval().to(device)
+    return model, {"classes": None, "num_classes": num_classes,
+                   "weights": "random (no --checkpoint): timings only, accuracy meaningless"}
+
+
+@cli.command("build-engine")
+@config_options
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+              help="Trained checkpoint (fastvid, TRN-pytorch or mmaction2) to export.")
+@click.option("--backend", required=True, type=click.Choice(ENGINE_BACKENDS),
+              help="trt: Torch-TensorRT (.ep, CUDA only); aoti: AOTInductor (.pt2, CPU or CUDA); "
+                   "onnx: ONNX Runtime (.onnx).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Engine precision; model and input are cast as a whole. fp16 needs CUDA; bf16 works "
+                   "with aoti on CPU and aoti/trt on GPU; ONNX Runtime takes fp32 (and fp16 on CUDA).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size to optimise for (TensorRT's opt shape).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="Largest batch the engine accepts (default: --batch). Batches 1..N work.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Artifact path (extension added); default next to the checkpoint, "
+                   "<checkpoint>.<backend>.<precision>.b<batch>-<max>.<ext>. A .json description "
+                   "with the validation numbers is written beside it.")
+@friendly_errors
+def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpoint: str,
+                     backend: str, precision: str, batch: int, max_batch: Optional[int],
+                     out: Optional[str]) -> None:
+    """Export a checkpoint to an inference engine, validated against the eager model."""
+    import torch
+
+    import engines
+    from fastvid.checkpoint import input_shape
+
+    cfg = load_cli_config(config_path, overrides)
+    dev = resolve_device(device)
+    max_batch = max_batch or batch
+    if batch > max_batch:
+        raise click.BadParameter(f"--batch {batch} is larger than --max-batch {max_batch}",
+                                 param_hint="--batch")
+    # Fail on a missing backend before spending time loading the checkpoint.
+    engines.check_supported(backend, precision, dev)
+    model, meta = _model_for(cfg, checkpoint, dev)
+    if out is None:
+        ckpt = Path(checkpoint)
+        out = str(ckpt.with_name(f"{ckpt.stem}.{backend}.{precision}.b{batch}-{max_batch}"))
+    example = torch.zeros(input_shape(cfg, batch), device=dev)
+    path = engines.build_engine(model, example, backend, precision, batch=batch, max_batch=max_batch,
+                                out_path=out, meta=_engine_meta(cfg, meta, checkpoint))
+    info = engines.read_meta(path)[1]
+    val = info["validation"]
+    click.echo(f"engine: {path}")
+    click.echo(f"  {backend} {precision} on {info['device']}, input "
+               f"{tuple(['B'] + info['input_shape'][1:])} with B in {info['batch_range']}, "
+               f"built in {info['build_s']:.1f} s")
+    click.echo(f"  validation: max |engine - eager| {val['max_abs_err']:.3g} (relative {val['rel_err']:.3g}, "
+               f"tolerance {val['tolerance_rel']:g}), top-1 agreement {100 * val['top1_agreement']:.1f}%")
+
+
+@cli.command("bench")
+@config_options
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Weights to benchmark; without it the model has random weights (recorded as such).")
+@click.option("--engine", "engine_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="Prebuilt engine(s) to measure at their precision, for the batches in their range "
+                   "(repeatable). Engine backends without one are built on the fly: one engine for "
+                   "all batches (TensorRT: one per batch).")
+@click.option("--batch", "batch_text", default="1", show_default=True,
+              help="Inference batch size(s), comma separated, e.g. 1,16.")
+@click.option("--backends", default=None,
+              help="Comma list of eager,compile,aoti,onnx,trt (default: all, or none when only "
+                   "--train/--loader is asked for; 'none' skips inference). Unavailable ones are "
+                   "recorded as skipped with the reason.")
+@click.option("--precision", "precision_text", default="fp32", show_default=True,
+              help="Inference precision(s), comma list of fp32,fp16,bf16.")
+@click.option("--loader", "loader_text", default="none", show_default=True,
+              help="Data-loader benchmark: comma list of dali,dali-cpu,torch, or none. Needs --data-root.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Dataset root for --loader.")
+@click.option("--loader-batches", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Batches timed per loader.")
+@click.option("--train", "train_bench", is_flag=True,
+              help="Also benchmark training throughput: fp32 vs AMP (bf16 on CPU; fp16 and bf16 on GPU) "
+                   "x channels-first vs channels-last, on synthetic batches.")
+@click.option("--train-batch", type=click.IntRange(min=1), default=None,
+              help="Videos per training step and per loader batch (default: train.batch_size).")
+@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed iterations per measurement.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Untimed iterations before timing (compilation happens in the first call).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="reports/bench", show_default=True,
+              help="Folder; records are appended to OUT/results.json (a JSON list). Render with "
+                   "`fastvid report OUT`.")
+@friendly_errors
+def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpoint: Optional[str],
+              engine_paths: tuple[str, ...], batch_text: str, backends: Optional[str], precision_text: str,
+              loader_text: str, data_root: Optional[str], loader_batches: int, train_bench: bool,
+              train_batch: Optional[int], iters: int, warmup: int, out_dir: str) -> None:
+    """Benchmark inference backends, training throughput and data loaders; write JSON records."""
+    from bench.records import append_records
+
+    cfg = load_cli_config(config_path, overrides)
+    dev = resolve_device(device)
+    batches = _batches(batch_text)
+    precisions = _split(precision_text, PRECISIONS, "--precision") or ["fp32"]
+    loaders = [] if loader_text.strip() in ("", "none") else _split(loader_text, LOADERS, "--loader")
+    if backends is None:
+        backend_list = [] if (train_bench or loaders) else list(BENCH_BACKENDS)
+    elif backends.strip() == "none":
+        backend_list = []
+    else:
+        backend_list = _split(backends, BENCH_BACKENDS, "--backends")
+    if loaders and not data_root:
+        raise click.UsageError("--loader needs --data-root ROOT")
+    records: list[dict[str, Any]] = []
+    common = {"config": config_path, "config_model": cfg.model_name}
+
+    if backend_list or engine_paths or train_bench:
+        records += _bench_models(cfg, dev, checkpoint, engine_paths, batches, backend_list, precisions,
+                                 train_bench, train_batch, iters, warmup, common)
+    if loaders:
+        records += _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
+                                  train_batch or cfg.train.batch_size, common)
+    if not records:
+        raise click.UsageError("nothing to benchmark: give --backends, --train or --loader")
+    path = append_records(out_dir, records)
+    for r in records:
+        click.echo(_summary_line(r))
+    click.echo(f"{len(records)} records appended to {path}; render with `fastvid report {out_dir}`")
+
+
+def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: tuple[str, ...],
+                  batches: list[int], backend_list: list[str], precisions: list[str], train_bench: bool,
+                  train_batch: Optional[int], iters: int, warmup: int,
+                  common: dict[str, Any]) -> list[dict[str, Any]]:
+    import engines
+    from bench.runner import InferenceBenchmarkRunner
+    from fastvid.checkpoint import input_shape
+
+    model, meta = _model_for(cfg, checkpoint, dev)
+    sample = input_shape(cfg, 1)[1:]
+    spec = cfg.input_spec
+    extra = dict(common, weights=meta["weights"])
+    prebuilt: dict[str, list[Path]] = {}
+    for p in engine_paths:
+        path, info = engines.read_meta(p)
+        prebuilt.setdefault(info["backend"], []).append(path)
+        if info["backend"] not in backend_list:
+            backend_list.append(info["backend"])
+        if info["precision"] not in precisions:  # measure a given engine in its own precision
+            precisions.append(info["precision"])
+    records: list[dict[str, Any]] = []
+    if backend_list:
+        runner = InferenceBenchmarkRunner(model, sample, dev, model_name=cfg.model_name, warmup=warmup,
+                                          iters=iters, engines=prebuilt, extra=extra, mean=spec["mean"],
+                                          std=spec["std"])
+        records += runner.run(backend_list, batches, precisions)
+    if train_bench:
+        from bench.train import bench_training
+
+        records += bench_training(model, sample, int(meta["num_classes"]), dev,
+                                  batch=train_batch or cfg.train.batch_size, warmup=min(warmup, 3) or 1,
+                                  iters=min(iters, 20), model_name=cfg.model_name, extra=extra)
+    return records
+
+
+def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loader_batches: int,
+                   batch_size: int, common: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        from bench.loader import bench_loaders
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench.loader":
+            raise
+        from fastvid.errors import BackendUnavailable
+
+        raise BackendUnavailable("the loader benchmark (bench/loader.py) is not part of this install") from None
+    from bench.records import stamp
+    from fastvid.data.lists import resolve_dataset
+
+    dataset = resolve_dataset(data_root, cfg.data)
+    out = bench_loaders(cfg, dataset, loaders, dev, loader_batches, batch_size)
+    for rec in out:
+        rec.setdefault("kind", "loader")
+        if "skipped" in rec:  # bench.loader's form; the report reads status/reason
+            rec.setdefault("status", "skipped")
+            rec.setdefault("reason", rec["skipped"])
+        rec.setdefault("status", "ok")
+        for k, v in common.items():
+            rec.setdefault(k, v)
+        stamp(rec, dev)
+    return out
+
+
+def _summary_line(r: dict[str, Any]) -> str:
+    kind = r.get("kind")
+    if r.get("status", "ok") != "ok":
+        what = r.get("backend") or f"{r.get('precision')} channels_last={r.get('channels_last')}"
+        return f"  {kind:9s} {what} {r.get('precision', '')}: {r.get('status')} ({r.get('reason')})"
+    if kind == "inference":
+        lat = r["latency_ms"]
+        ratio = f", x{r['ratio_to_eager']:.2f} eager" if r.get("ratio_to_eager") else ""
+        return (f"  inference {r['backend']:8s} {r['precision']} batch {r['batch']}: {r['video_per_s']:.1f} video/s, "
+                f"p50/p90/p99 {lat['p50']:.1f}/{lat['p90']:.1f}/{lat['p99']:.1f} ms, "
+                f"peak {r.get('peak_mem_mb')} MB{ratio}")
+    if kind == "train":
+        cl = "channels_last" if r["channels_last"] else "channels_first"
+        return (f"  train     {r['precision']} {cl}: {r['videos_per_s']:.1f} videos/s, "
+                f"step {r['step_ms']['p50']:.1f} ms")
+    return f"  {kind} {r.get('backend', '')}: {r.get('videos_per_s')} videos/s"
+
+
+@cli.command("report")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write report.md and the PNGs (default: DIRECTORY).")
+@friendly_errors
+def report_cmd(directory: str, out_dir: Optional[str]) -> None:
+    """Render DIRECTORY/results.json as report.md (Markdown tables) and PNG plots."""
+    from bench.report import render_report
+
+    result = render_report(directory, out_dir)
+    click.echo(f"report: {result['markdown']} ({result['records']} records)")
+    for p in result["plots"]:
+        click.echo(f"  plot: {p}")

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# GPU check in one command, for a CUDA machine that has torch (+ torchvision, triton, onnxruntime)
+# but maybe not DALI, TensorRT, click, PyYAML or matplotlib, and no internet:
+#   1. the GPU-marked tests (pytest -m gpu), when pytest is installed;
+#   2. training throughput: fp32 vs AMP fp16 / bf16, channels-first vs channels-last (TRN, TPN);
+#   3. inference: eager vs torch.compile vs AOTInductor (+ ONNX Runtime / TensorRT when they
+#      work there) at batch 1 and 16, fp32 baseline and fp16, for TRN and TPN-SlowOnly;
+#   4. the DALI loader benchmark, only when `import nvidia.dali` works;
+#   5. report.md (+ PNGs when matplotlib is there).
+# Usage: scripts/gpu_check.sh [OUT_DIR]   (default $OUT, else reports/gpu). Each step has its own
+# time cap so the whole check ends within ~10 minutes; a step that runs out is logged and skipped.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT_DIR="${1:-${OUT:-reports/gpu}}"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+LOG="$OUT_DIR/gpu_check.log"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
+START=$(date +%s)
+: >"$LOG"
+
+say() { echo "[gpu_check $(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
+step() {  # step NAME SECONDS CMD...: run with a time cap, keep going on failure
+    local name="$1" cap="$2"; shift 2
+    say "== $name (cap ${cap}s)"
+    timeout --signal=TERM --kill-after=10 "$cap" "$@" >>"$LOG" 2>&1
+    local rc=$?
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then say "   $name: stopped at the ${cap}s cap"; \
+    elif [ $rc -ne 0 ]; then say "   $name: exit code $rc (see $LOG)"; else say "   $name: ok"; fi
+    return 0
+}
+
+# The package from this working tree, without touching dependencies (there is no internet).
+if ! "$PY" -c "import fastvid, engines, bench" 2>/dev/null; then
+    if ! "$PY" -m pip install --no-deps --no-build-isolation -q -e . >>"$LOG" 2>&1; then
+        say "pip install -e . failed; using PYTHONPATH=$ROOT"
+    fi
+    "$PY" -c "import fastvid" 2>/dev/null || export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$PY" - <<'EOF' 2>&1 | tee -a "$LOG"
+import importlib.util, torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("device", torch.cuda.get_device_name(0))
+for m in ("torchvision", "triton", "onnxruntime", "torch_tensorrt", "nvidia.dali", "pytest", "click",
+          "yaml", "matplotlib", "pynvml"):
+    try:
+        found = importlib.util.find_spec(m) is not None
+    except (ImportError, ValueError):
+        found = False
+    print(f"  {m}: {'yes' if found else 'no'}")
+EOF
+
+# A small driver on the library API (no click/PyYAML needed). Each call appends its records to
+# OUT_DIR/results.json, so a step stopped by its cap keeps what the others measured.
+DRIVER="$(mktemp -t fastvid_gpu_check.XXXXXX.py)"
+trap 'rm -f "$DRIVER"' EXIT
+cat >"$DRIVER" <<'EOF'
+import logging
+import sys
+
+import torch
+
+from bench import InferenceBenchmarkRunner, append_records, bench_training
+from fastvid.models import create_model
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+section, name, out_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+BGR = ([104.0, 117.0, 128.0], [1.0, 1.0, 1.0])
+RGB = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
+MODELS = {  # name: (kwargs, sample shape, (mean, std))
+    "trn_bninception": (dict(num_classes=27, num_segments=8, consensus="trn_multiscale"), (8, 3, 224, 224), BGR),
+    "tpn_slowonly_r50": (dict(num_classes=400), (3, 8, 224, 224), RGB),
+}
+kwargs, sample, (mean, std) = MODELS[name]
+device = torch.device("cuda")
+torch.backends.cudnn.benchmark = True
+model = create_model(name, **kwargs)
+extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh"}
+if section == "train":
+    recs = bench_training(model, sample, kwargs["num_classes"], device, batch=8, warmup=3, iters=10,
+                          model_name=name, extra=extra)
+    append_records(out_dir, recs)
+else:
+    model = model.eval().to(device)
+    backends = sys.argv[4].split(",")
+    runner = InferenceBenchmarkRunner(model, sample, device, model_name=name, warmup=5, iters=30,
+                                      extra=extra, mean=mean, std=std)
+    recs = runner.run(backends, batches=[1, 16], precisions=["fp16"],
+                      on_records=lambda group: append_records(out_dir, group))
+for r in recs:
+    print({k: r.get(k) for k in ("kind", "backend", "precision", "channels_last", "batch", "status",
+                                 "video_per_s", "videos_per_s", "ratio_to_eager", "ratio_to_fp32", "reason")})
+EOF
+
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    if "$PY" -c "import pytest" 2>/dev/null; then
+        step "pytest -m gpu" 120 "$PY" -m pytest tests -m "gpu or trt" -q -p no:cacheprovider \
+            --junitxml="$OUT_DIR/gpu_tests.xml"
+        grep -E "passed|failed|error|skipped" "$LOG" | tail -n 1 | tee -a "$OUT_DIR/gpu_tests.txt"
+    else
+        say "pytest is not installed: GPU tests skipped"
+    fi
+    step "train bench TRN" 60 "$PY" "$DRIVER" train trn_bninception "$OUT_DIR"
+    step "train bench TPN" 60 "$PY" "$DRIVER" train tpn_slowonly_r50 "$OUT_DIR"
+    step "inference bench TRN" 150 "$PY" "$DRIVER" infer trn_bninception "$OUT_DIR" eager,compile,aoti,onnx,trt
+    step "inference bench TPN" 150 "$PY" "$DRIVER" infer tpn_slowonly_r50 "$OUT_DIR" eager,compile,aoti,onnx,trt
+else
+    say "no CUDA device: nothing to measure on GPU"
+fi
+
+if "$PY" -c "import nvidia.dali, click, yaml" 2>/dev/null; then
+    DATA="$(mktemp -d -t fastvid_gpu_data.XXXXXX)"
+    step "synthetic dataset" 30 "$PY" -m fastvid data synth "$DATA" --kind frames --classes 4 --train 32 \
+        --val 8 --frames 16 --size 128x96
+    if [ -f "$DATA/train_videofolder.txt" ]; then
+    step "loader bench" 60 "$PY" -m fastvid bench -c configs/trn_bninception_jester.yaml --data-root "$DATA" \
+        --set data.image_size=112 --loader dali,dali-cpu,torch --out "$OUT_DIR"
+    else
+        say "no synthetic dataset: loader bench skipped"
+    fi
+    rm -rf "$DATA"
+else
+    say "nvidia.dali (or click/PyYAML) not importable: loader bench skipped"
+fi
+
+"$PY" - "$OUT_DIR" <<'EOF' 2>&1 | tee -a "$LOG"
+import sys
+from bench.report import render_report
+res = render_report(sys.argv[1])
+print("report:", res["markdown"], "plots:", ", ".join(p.name for p in res["plots"]) or "none")
+EOF
+say "done: $OUT_DIR (results.json, report.md, PNGs, gpu_check.log)"

@@ -1,0 +1,266 @@
+"""Engines: export checks, AOTInductor/ONNX build + load + validate on CPU, input errors, TensorRT.
+
+AOTInductor compiles are slow on CPU (40-100 s each on 2 shared cores): there are two (TRN, TPN),
+marked ``slow``, and each engine is built once per module. Inputs stay at 64 px and 4 frames.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+from click.testing import CliRunner
+
+import engines
+from fastvid.errors import BackendUnavailable
+
+SIZE, FRAMES, CLASSES, MAX_BATCH = 64, 4, 5, 4
+BGR_MEAN, BGR_STD = [104.0, 117.0, 128.0], [1.0, 1.0, 1.0]
+RGB_MEAN, RGB_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+
+
+def _create(name: str, **kwargs) -> nn.Module:
+    from fastvid.models import create_model, list_models
+
+    if name not in list_models():
+        pytest.skip(f"model {name} is not registered yet")
+    return create_model(name, num_classes=CLASSES, **kwargs).eval()
+
+
+@pytest.fixture(scope="module")
+def trn() -> nn.Module:
+    torch.manual_seed(0)
+    return _create("trn_bninception", num_segments=FRAMES, consensus="trn_multiscale")
+
+
+def _build_trn(trn, tmp_path_factory, backend: str):
+    out = tmp_path_factory.mktemp(f"trn_{backend}")
+    example = torch.zeros(2, FRAMES, 3, SIZE, SIZE)
+    meta = {"model_name": "trn_bninception", "mean": BGR_MEAN, "std": BGR_STD}
+    return engines.build_engine(trn, example, backend, "fp32", batch=2, max_batch=MAX_BATCH,
+                                out_path=out / f"trn_{backend}", meta=meta)
+
+
+@pytest.fixture(scope="module")
+def trn_onnx(trn, tmp_path_factory):
+    return _build_trn(trn, tmp_path_factory, "onnx")
+
+
+@pytest.fixture(scope="module")
+def trn_aoti(trn, tmp_path_factory):
+    return _build_trn(trn, tmp_path_factory, "aoti")  # ~50-100 s on 2 shared cores
+
+
+@pytest.fixture(scope="module")
+def tpn() -> nn.Module:
+    torch.manual_seed(0)
+    return _create("tpn_slowonly_r50")
+
+
+class _Bad(nn.Module):
+    """Stand-in with the two things an engine graph must not hold."""
+
+    input_layout = "NTCHW"
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t = x.shape[:2]
+        y = self.pool(self.conv(x.flatten(0, 1)))
+        y = y + 0.01 * torch.rand_like(y)
+        return self.fc(y.mean((2, 3)).view(n, t, -1).mean(1))
+
+
+class _Tiny(nn.Module):
+    input_layout = "NTCHW"
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t = x.shape[:2]
+        y = torch.relu(self.conv(x.flatten(0, 1))).mean((2, 3))
+        return self.fc(y.view(n, t, -1).mean(1))
+
+
+def _eager(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+def test_graph_problems_finds_ceil_mode_and_rng():
+    exported = engines.export_model(_Bad().eval(), torch.randn(2, 2, 3, 16, 16), max_batch=4)
+    problems = engines.graph_problems(exported)
+    assert any("ceil_mode" in p for p in problems), problems
+    assert any("random op" in p for p in problems), problems
+    clean = engines.export_model(_Tiny().eval(), torch.randn(2, 2, 3, 16, 16), max_batch=4)
+    assert engines.graph_problems(clean) == []
+
+
+def test_trn_exported_graph_has_no_ceil_mode_pool_or_rng(trn):
+    exported = engines.export_model(trn, torch.randn(2, FRAMES, 3, SIZE, SIZE), max_batch=MAX_BATCH)
+    assert engines.graph_problems(exported) == []
+    ops = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert any("max_pool2d" in op for op in ops), "BNInception's pooling should be in the graph"
+
+
+def test_export_refuses_train_mode():
+    with pytest.raises(engines.ExportError, match="eval"):
+        engines.export_model(_Tiny().train(), torch.randn(2, 2, 3, 8, 8), max_batch=2)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("aoti", marks=pytest.mark.slow), "onnx"])
+def test_trn_engine_matches_eager_over_the_batch_range(trn, backend, request):
+    path = request.getfixturevalue(f"trn_{backend}")
+    assert path.suffix == engines.EXTENSIONS[backend] and path.is_file()
+    meta = json.loads(engines.meta_path(path).read_text())
+    assert meta["backend"] == backend and meta["precision"] == "fp32" and meta["valid"] is True
+    assert meta["input_shape"] == [2, FRAMES, 3, SIZE, SIZE] and meta["batch_range"] == [1, MAX_BATCH]
+    assert meta["input_layout"] == "NTCHW" and meta["num_classes"] == CLASSES
+    assert meta["versions"]["torch"] == torch.__version__ and meta["date"]
+    val = meta["validation"]
+    assert val["passed"] and val["rel_err"] <= val["tolerance_rel"] and val["top1_agreement"] == 1.0
+
+    engine = engines.load(path, "cpu")
+    for batch in (1, 3, MAX_BATCH):
+        x = engines.validation_batch((batch, FRAMES, 3, SIZE, SIZE), BGR_MEAN, BGR_STD, seed=batch)
+        ref = _eager(trn, x)
+        got = engine(x)
+        assert got.shape == (batch, CLASSES) and got.dtype == torch.float32
+        scale = ref.abs().max().item()
+        assert (got - ref).abs().max().item() <= 1e-3 * scale
+
+
+def test_engine_rejects_wrong_shape_batch_and_dtype(trn_onnx):
+    engine = engines.load(trn_onnx)
+    with pytest.raises(engines.EngineError) as err:
+        engine(torch.zeros(2, FRAMES, 3, 32, 32))
+    assert str(err.value) == (f"engine built for input (B,{FRAMES},3,{SIZE},{SIZE}) with B in [1,{MAX_BATCH}], "
+                              f"got (2,{FRAMES},3,32,32)")
+    with pytest.raises(engines.EngineError, match=rf"B in \[1,{MAX_BATCH}\], got \({MAX_BATCH + 1},"):
+        engine(torch.zeros(MAX_BATCH + 1, FRAMES, 3, SIZE, SIZE))
+    with pytest.raises(engines.EngineError, match="got torch.uint8"):
+        engine(torch.zeros(1, FRAMES, 3, SIZE, SIZE, dtype=torch.uint8))
+
+
+@pytest.mark.slow
+def test_tpn_slowonly_aoti_engine(tpn, tmp_path):
+    example = torch.zeros(1, 3, FRAMES, SIZE, SIZE)
+    path = engines.build_engine(tpn, example, "aoti", "fp32", batch=1, max_batch=2,
+                                out_path=tmp_path / "tpn", meta={"mean": RGB_MEAN, "std": RGB_STD})
+    engine = engines.load(path)
+    assert engine.meta["input_layout"] == "NCTHW"
+    x = engines.validation_batch((2, 3, FRAMES, SIZE, SIZE), RGB_MEAN, RGB_STD, layout="NCTHW", seed=5)
+    ref = _eager(tpn, x)
+    assert (engine(x) - ref).abs().max().item() <= 1e-3 * ref.abs().max().item()
+
+
+def test_cli_build_engine_onnx_for_tpn_checkpoint(tpn, tmp_path):
+    from fastvid.cli import cli
+    from fastvid.config import load_config
+
+    overrides = [f"data.image_size={SIZE}", f"data.clip_len={FRAMES}", f"model.num_classes={CLASSES}"]
+    cfg = load_config("configs/tpn_slowonly_r50_k400.yaml", overrides)
+    ckpt = tmp_path / "tpn.pt"
+    torch.save({"model": tpn.state_dict(), "config": cfg.to_dict(), "classes": list("abcde")}, ckpt)
+    args = ["build-engine", "-c", "configs/tpn_slowonly_r50_k400.yaml", "--checkpoint", str(ckpt),
+            "--backend", "onnx", "--max-batch", "2", "--device", "cpu"]
+    for o in overrides:
+        args += ["--set", o]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "tpn.onnx.fp32.b1-2.onnx"
+    assert path.is_file(), result.output
+    assert "top-1 agreement 100.0%" in result.output
+    engine = engines.load(path)
+    assert engine.meta["classes"] == list("abcde") and engine.meta["model_name"] == "tpn_slowonly_r50"
+    x = engines.validation_batch((2, 3, FRAMES, SIZE, SIZE), RGB_MEAN, RGB_STD, layout="NCTHW", seed=2)
+    ref = _eager(tpn, x)
+    assert (engine(x) - ref).abs().max().item() <= 1e-3 * ref.abs().max().item()
+
+    # The prebuilt engine is benchmarked as is (no rebuild) next to the eager baseline.
+    from bench import read_records
+
+    bench_args = ["bench", "-c", "configs/tpn_slowonly_r50_k400.yaml", "--checkpoint", str(ckpt),
+                  "--engine", str(path), "--backends", "eager", "--batch", "2", "--iters", "2", "--warmup", "0",
+                  "--device", "cpu", "--out", str(tmp_path / "rep")]
+    for o in overrides:
+        bench_args += ["--set", o]
+    result = CliRunner().invoke(cli, bench_args)
+    assert result.exit_code == 0, result.output
+    recs = {r["backend"]: r for r in read_records(tmp_path / "rep")}
+    assert recs["onnx"]["engine_source"] == "prebuilt" and recs["onnx"]["engine"] == str(path)
+    assert recs["onnx"]["video_per_s"] > 0 and recs["eager"]["weights"] == str(ckpt)
+
+
+def test_failed_validation_removes_the_artifact(tmp_path, monkeypatch):
+    monkeypatch.setitem(engines.TOLERANCES, ("fp32", "cpu"), -1.0)  # nothing can pass
+    with pytest.raises(engines.EngineValidationError, match="failed validation"):
+        engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "onnx", out_path=tmp_path / "tiny")
+    artifact = tmp_path / "tiny.onnx"
+    assert not artifact.exists()
+    assert json.loads(engines.meta_path(artifact).read_text())["valid"] is False
+    with pytest.raises(engines.EngineError, match="failed validation"):
+        engines.load(artifact)
+
+
+def test_fp16_on_cpu_and_missing_trt_are_clear_errors(tmp_path):
+    with pytest.raises(BackendUnavailable, match="CUDA"):
+        engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "aoti", "fp16",
+                             out_path=tmp_path / "x")
+    status = engines.available_backends("cpu")
+    assert status["aoti"] is None and status["onnx"] is None and "CUDA" in status["trt"]
+    with pytest.raises(BackendUnavailable, match="Available backends here: aoti, onnx"):
+        engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "trt", out_path=tmp_path / "x")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cli_build_engine_trt_without_tensorrt_says_what_is_missing(tmp_path):
+    from fastvid.cli import cli
+
+    result = CliRunner().invoke(cli, ["build-engine", "-c", "configs/trn_bninception_jester.yaml",
+                                      "--checkpoint", str(tmp_path / "none.pt"), "--backend", "trt"])
+    assert result.exit_code != 0
+    assert "TensorRT needs a CUDA GPU" in result.output
+    assert "Available backends here: aoti, onnx" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.gpu
+def test_aoti_fp16_engine_on_cuda(trn, tmp_path):
+    model = trn.to("cuda")
+    example = torch.zeros(1, FRAMES, 3, SIZE, SIZE, device="cuda")
+    path = engines.build_engine(model, example, "aoti", "fp16", batch=1, max_batch=2, out_path=tmp_path / "t",
+                                meta={"mean": BGR_MEAN, "std": BGR_STD})
+    engine = engines.load(path, "cuda")
+    x = engines.validation_batch((2, FRAMES, 3, SIZE, SIZE), BGR_MEAN, BGR_STD, seed=4).cuda()
+    out = engine(x)
+    assert out.is_cuda and out.dtype == torch.float32 and out.shape == (2, CLASSES)
+    trn.to("cpu")
+
+
+@pytest.mark.trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_trt_engine_build_load_validate(trn, tmp_path, precision):
+    model = trn.to("cuda")
+    example = torch.zeros(2, FRAMES, 3, SIZE, SIZE, device="cuda")
+    path = engines.build_engine(model, example, "trt", precision, batch=2, max_batch=MAX_BATCH,
+                                out_path=tmp_path / f"trn_{precision}", meta={"mean": BGR_MEAN, "std": BGR_STD})
+    assert path.suffix == ".ep"
+    engine = engines.load(path, "cuda")
+    assert engine.meta["validation"]["passed"]
+    for batch in (1, MAX_BATCH):
+        x = engines.validation_batch((batch, FRAMES, 3, SIZE, SIZE), BGR_MEAN, BGR_STD, seed=batch).cuda()
+        assert engine(x).shape == (batch, CLASSES)
+    with pytest.raises(engines.EngineError, match="got"):
+        engine(torch.zeros(MAX_BATCH + 1, FRAMES, 3, SIZE, SIZE, device="cuda"))
+    trn.to("cpu")
