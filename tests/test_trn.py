@@ -218,6 +218,30 @@ def test_output_shapes(consensus):
     assert torch.isfinite(out_eval).all()
 
 
+def test_avg_consensus_is_blind_to_order_and_trn_is_not():
+    # Why TRN beats TSN on order-dependent actions: the synthetic pairs (grow/shrink, ...) are the
+    # same frames reversed, and average consensus scores a clip and its reverse identically, so
+    # on such a pair it cannot beat chance; the relation head sees the order.
+    import numpy as np
+
+    from fastvid.data.synth import render_clip
+
+    frames = render_clip(0, 8, (64, 64), np.random.default_rng(3))  # grow
+    x = torch.from_numpy(frames[:, :, :, ::-1].copy()).permute(0, 3, 1, 2).float()[None] - 120.0
+    reverse = torch.from_numpy(render_clip(1, 8, (64, 64), np.random.default_rng(3))[:, :, :, ::-1]
+                               .copy()).permute(0, 3, 1, 2).float()[None] - 120.0
+    assert torch.equal(reverse, x.flip(1))  # the partner class is exactly the reversed clip
+    for consensus, blind in (("avg", True), ("trn_multiscale", False), ("trn", False)):
+        torch.manual_seed(0)
+        model = _trn(consensus).eval()
+        with torch.no_grad():
+            a, b = model(x), model(reverse)
+        if blind:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        else:
+            assert (a - b).abs().max() > 1e-3 * a.abs().max(), consensus
+
+
 def test_model_attributes_and_bad_input():
     model = _trn()
     assert (model.input_layout, model.num_segments, model.num_classes, model.input_color) == \
