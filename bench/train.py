@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from fastvid.errors import FastvidError
 from fastvid.models import split_outputs
 from fastvid.precision import resolve_precision
 
@@ -70,7 +71,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         stamp(rec, device)
         try:
             precision = resolve_precision(precision_name != "fp32", precision_name, device)
-        except ValueError as exc:
+        except FastvidError as exc:  # e.g. fp16 training asked for on a CPU
             rec.update(status="skipped", reason=str(exc))
             records.append(rec)
             continue

@@ -231,15 +231,21 @@ def test_avg_consensus_is_blind_to_order_and_trn_is_not():
     reverse = torch.from_numpy(render_clip(1, 8, (64, 64), np.random.default_rng(3))[:, :, :, ::-1]
                                .copy()).permute(0, 3, 1, 2).float()[None] - 120.0
     assert torch.equal(reverse, x.flip(1))  # the partner class is exactly the reversed clip
-    for consensus, blind in (("avg", True), ("trn_multiscale", False), ("trn", False)):
-        torch.manual_seed(0)
-        model = _trn(consensus).eval()
+    # So what decides is how each consensus treats a clip and its time reversal: the whole TSN
+    # model scores them identically; the relation heads do not (tested on frame features: an
+    # untrained backbone in eval mode maps every frame to nearly the same feature).
+    torch.manual_seed(0)
+    avg = _trn("avg").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(avg(x), avg(reverse), rtol=1e-5, atol=1e-5)
+        clip = _video(1)
+        torch.testing.assert_close(avg(clip), avg(clip.flip(1)), rtol=1e-5, atol=1e-5)
+    feats = torch.randn(2, T, 256)
+    for consensus in ("trn_multiscale", "trn"):
+        head = _trn(consensus).eval().consensus
         with torch.no_grad():
-            a, b = model(x), model(reverse)
-        if blind:
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-        else:
-            assert (a - b).abs().max() > 1e-3 * a.abs().max(), consensus
+            a, b = head(feats), head(feats.flip(1))
+        assert (a - b).abs().max() > 1e-2 * a.abs().max(), consensus
 
 
 def test_model_attributes_and_bad_input():
