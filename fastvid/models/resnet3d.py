@@ -90,7 +90,31 @@ class Bottleneck3d(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet3dSlowOnly(nn.Module):
+class StagedResNet(nn.Module):
+    """A stem (``conv1`` + ``maxpool``) and named stages; returns the ``out_indices`` outputs.
+
+    The forward shared by :class:`ResNet3dSlowOnly` and ``ResNetTSM``: subclasses set
+    ``conv1``, ``maxpool``, ``stage_names`` and ``out_indices``.
+    """
+
+    conv1: nn.Module
+    maxpool: nn.Module
+    stage_names: list[str]
+    out_indices: tuple[int, ...]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.maxpool(self.conv1(x))
+        outs = []
+        for i, name in enumerate(self.stage_names):
+            x = getattr(self, name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+            if i >= self.out_indices[-1]:
+                break  # later stages would only cost time
+        return tuple(outs)
+
+
+class ResNet3dSlowOnly(StagedResNet):
     """SlowOnly ResNet-50 backbone returning the feature maps of the chosen stages.
 
     Matches mmaction2's ``ResNet3dSlowOnly(depth=50, conv1_kernel=(1, 7, 7), conv1_stride_t=1,
@@ -127,17 +151,6 @@ class ResNet3dSlowOnly(nn.Module):
             self.stage_names.append(f"layer{i + 1}")
         self.out_channels = tuple(64 * 2 ** i * Bottleneck3d.expansion for i in self.out_indices)
         init_resnet_weights(self)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.maxpool(self.conv1(x))
-        outs = []
-        for i, name in enumerate(self.stage_names):
-            x = getattr(self, name)(x)
-            if i in self.out_indices:
-                outs.append(x)
-            if i >= self.out_indices[-1]:
-                break  # later stages would only cost time
-        return tuple(outs)
 
 
 def _make_layer(in_ch: int, planes: int, num_blocks: int, stride: int, inflate: bool) -> nn.Sequential:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resnet3d import ConvBNAct, init_resnet_weights
+from .resnet3d import ConvBNAct, StagedResNet, init_resnet_weights
 
 __all__ = ["temporal_shift", "TemporalShift", "Bottleneck", "ResNetTSM"]
 
@@ -90,7 +90,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNetTSM(nn.Module):
+class ResNetTSM(StagedResNet):
     """TSM ResNet-50 backbone returning the feature maps of the chosen stages.
 
     Args:
@@ -128,14 +128,3 @@ class ResNetTSM(nn.Module):
             self.stage_names.append(f"layer{i + 1}")
         self.out_channels = tuple(64 * 2 ** i * Bottleneck.expansion for i in self.out_indices)
         init_resnet_weights(self)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.maxpool(self.conv1(x))
-        outs = []
-        for i, name in enumerate(self.stage_names):
-            x = getattr(self, name)(x)
-            if i in self.out_indices:
-                outs.append(x)
-            if i >= self.out_indices[-1]:
-                break
-        return tuple(outs)
