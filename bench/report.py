@@ -57,6 +57,14 @@ class _Footnotes:
         return [f"[{n}] {text}  " for text, n in self.notes.items()]
 
 
+def _mem_cell(record: dict[str, Any], notes: _Footnotes) -> str:
+    """Peak memory with a footnote saying how it was measured (allocator, device, RSS)."""
+    mem = _fmt(record.get("peak_mem_mb"))
+    if record.get("peak_mem_mb") is not None:
+        mem += " " + notes.ref(record.get("peak_mem_method"))
+    return mem
+
+
 def _inference_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
     header = ["model", "device", "backend", "precision", "batch", "video/s", "p50 ms", "p90 ms", "p99 ms",
               "peak mem MB", "× eager fp32", "status"]
@@ -64,9 +72,7 @@ def _inference_section(records: list[dict[str, Any]], notes: _Footnotes) -> list
     for r in records:
         lat = r.get("latency_ms") or {}
         status = _status(r, notes)
-        mem = _fmt(r.get("peak_mem_mb"))
-        if r.get("peak_mem_mb") is not None:
-            mem += " " + notes.ref(r.get("peak_mem_method"))
+        mem = _mem_cell(r, notes)
         rows.append([_fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")),
                      _fmt(r.get("precision")), _fmt(r.get("batch")), _fmt(r.get("video_per_s")),
                      _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2), mem,
@@ -81,9 +87,7 @@ def _train_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str
     for r in records:
         step = r.get("step_ms") or {}
         status = _status(r, notes)
-        mem = _fmt(r.get("peak_mem_mb"))
-        if r.get("peak_mem_mb") is not None:
-            mem += " " + notes.ref(r.get("peak_mem_method"))
+        mem = _mem_cell(r, notes)
         rows.append([_fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("precision")),
                      _fmt(r.get("channels_last")), _fmt(r.get("batch")), _fmt(r.get("videos_per_s")),
                      _fmt(step.get("p50")), _fmt(step.get("mean")), mem, _fmt(r.get("ratio_to_fp32"), 2),

@@ -25,7 +25,7 @@ import numpy as np
 
 from fastvid.data.sampling import shard_indices
 from fastvid.data.transforms import SamplePlanner, ViewPlan
-from fastvid.data.video_io import jpeg_problem, jpeg_size, probe_video
+from fastvid.data.video_io import jpeg_size, probe_video, read_jpeg_file
 from fastvid.errors import BackendUnavailable, DataError
 
 __all__ = ["ClipSource", "RecordTuple", "DALI_CPU_CODECS", "UNSUPPORTED_MARK", "encode_bad",
@@ -110,20 +110,7 @@ class ClipSource:
             if i in cache:
                 continue
             fname = f"{path}/{self.frame_tmpl.format(i)}"
-            try:
-                with open(fname, "rb") as fh:
-                    data = fh.read()
-            except FileNotFoundError:
-                import os
-
-                if os.path.isdir(path) and not os.listdir(path):
-                    raise DataError(f"{path}: frame folder is empty") from None
-                raise DataError(f"{fname}: frame file not found") from None
-            except OSError as exc:
-                raise DataError(f"{fname}: cannot read frame: {exc}") from None
-            problem = jpeg_problem(data)
-            if problem:
-                raise DataError(f"{fname}: {problem}")
+            data = read_jpeg_file(fname)  # DataError naming the file (or the empty folder)
             try:
                 hw = jpeg_size(data)
             except ValueError as exc:

@@ -74,6 +74,9 @@ def read_jpeg_file(path: str | Path) -> bytes:
         with open(path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError:
+        folder = Path(path).parent
+        if folder.is_dir() and not any(folder.iterdir()):
+            raise DataError(f"{folder}: frame folder is empty") from None
         raise DataError(f"{path}: frame file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read frame: {exc}") from None
