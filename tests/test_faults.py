@@ -151,3 +151,29 @@ def test_ddp_worker_death_ends_the_job_promptly(root, tmp_path):
     proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert time.time() - t0 < 90
+
+
+def _copy_set(root: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(root, dest)
+    return dest
+
+
+@pytest.mark.parametrize("loader", ["torch", "dali-cpu"])
+def test_corrupt_frames_in_training_are_counted_then_limited(root, tmp_path, loader):
+    pytest.importorskip("nvidia.dali") if loader == "dali-cpu" else None
+    data = _copy_set(root, tmp_path / "data")
+    name = (data / "train_videofolder.txt").read_text().split()[0]
+    frame = data / "20bn-jester-v1" / name / "00003.jpg"
+    frame.write_bytes(frame.read_bytes()[:200])  # truncated JPEG
+    args = train_args(data, tmp_path / "w", "--epochs", "1", "--batch-size", "8",
+                      "--loader", loader, "--set", "train.precise_bn_batches=0")
+    res = invoke(args + ["--set", "data.max_bad_fraction=0.1"])
+    assert res.exit_code == 0, res.output
+    epoch = [x for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
+    assert '"bad_samples": 1' in epoch[-1]
+    # above the limit: a clear stop that names the setting and the file, no traceback
+    res = invoke(args + ["--set", "data.max_bad_fraction=0.001", "--work-dir", str(tmp_path / "w2")])
+    assert res.exit_code == 1 and "max_bad_fraction" in res.output and "Traceback" not in res.output
+    assert name in res.output
