@@ -210,3 +210,15 @@ def test_cli_synth_and_help(tmp_path):
     res = runner.invoke(cli, ["data", "synth", str(tmp_path / "odd"), "--kind", "video",
                               "--size", "33x32"])
     assert res.exit_code == 1 and "even frame size" in res.output and "Traceback" not in res.output
+
+
+def test_class_ids_pick_generator_classes(tmp_path):
+    summary = synth_dataset(tmp_path / "s", classes=99, train=4, val=2, frames=4, size=(32, 32),
+                            class_ids=[0, 32])
+    assert summary["classes"] == ["grow", "grow_grey"]
+    assert (tmp_path / "s" / "categories.txt").read_text().split() == ["grow", "grow_grey"]
+    # label 1 is rendered as generator class 32 of a 33-class set: a grey object
+    assert class_spec(32, 33)["palette"] == "grey" and class_spec(0, 33)["palette"] == "colour"
+    for bad in ([], [0, 0], [0, MAX_CLASSES]):
+        with pytest.raises(FastvidError, match="class_ids"):
+            synth_dataset(tmp_path / "bad", train=2, val=2, frames=4, size=(32, 32), class_ids=bad)

@@ -42,14 +42,26 @@ def data() -> None:
               help="Frame size.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Everything written is a function of the options and this seed.")
+@click.option("--class-ids", default=None, metavar="I,J,...",
+              help="Use these generator classes instead of the first --classes, e.g. 0,32: the "
+                   "same motion with a colour vs a grey object (separable from one frame).")
 @friendly_errors
 def synth_cmd(out: str, kind: str, codec: str, classes: int, train_count: int, val_count: int,
-              frames: int, size: tuple[int, int], seed: int) -> None:
+              frames: int, size: tuple[int, int], seed: int, class_ids: Optional[str]) -> None:
     """Write a small synthetic action dataset to OUT whose classes need temporal order."""
     from fastvid.data.synth import synth_dataset
 
+    ids = None
+    if class_ids:
+        try:
+            ids = [int(v) for v in class_ids.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{class_ids!r}: expected integers such as 0,32",
+                                     param_hint="--class-ids") from None
     summary = synth_dataset(out, kind=kind, codec=codec, classes=classes, train=train_count,
-                            val=val_count, frames=frames, size=size, seed=seed, progress=True)
+                            val=val_count, frames=frames, size=size, seed=seed, progress=True,
+                            class_ids=ids)
+    classes = len(summary["classes"])
     what = "frame folders" if kind == "frames" else f"{codec} videos"
     click.echo(f"{summary['train']} train + {summary['val']} val {what} "
                f"({summary['num_frames']} frames, {size[0]}x{size[1]}), {classes} classes: "

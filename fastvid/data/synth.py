@@ -35,7 +35,7 @@ import math
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -328,7 +328,8 @@ def _clip_length(frames: int, rng: np.random.Generator) -> int:
 def synth_dataset(out: str | Path, kind: str = "frames", codec: str = "mjpeg", classes: int = 4,
                   train: int = 64, val: int = 32, frames: int = 16,
                   size: tuple[int, int] | str = (96, 96), seed: int = 0,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, class_ids: Optional[Sequence[int]] = None
+                  ) -> dict[str, Any]:
     """Write a synthetic dataset under ``out`` and return a summary.
 
     Args:
@@ -343,6 +344,10 @@ def synth_dataset(out: str | Path, kind: str = "frames", codec: str = "mjpeg", c
         size: ``(width, height)`` or ``"WxH"``.
         seed: everything written is a function of the arguments and this seed.
         progress: show a tqdm bar.
+        class_ids: generator classes to use as labels ``0..len-1`` instead of the first
+            ``classes`` (which is then ignored), e.g. ``[0, 32]``: the same motion with a colour
+            vs a grey object, a set separable from any single frame. They are rendered and named
+            as in a ``max(class_ids) + 1``-class set.
 
     Returns:
         ``{"root", "kind", "codec", "classes", "train", "val", "num_frames", "seconds",
@@ -353,7 +358,17 @@ def synth_dataset(out: str | Path, kind: str = "frames", codec: str = "mjpeg", c
         raise FastvidError(f"kind must be 'frames' or 'video', got {kind!r}")
     if kind == "video" and codec not in CODECS:
         raise FastvidError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
-    names = class_names(classes)
+    if class_ids is None:
+        generator_ids, spec_classes = list(range(classes)), classes
+    else:
+        generator_ids = [int(c) for c in class_ids]
+        if not generator_ids or len(set(generator_ids)) != len(generator_ids) or not all(
+                0 <= c < MAX_CLASSES for c in generator_ids):
+            raise FastvidError(f"class_ids must be distinct indices in 0..{MAX_CLASSES - 1}, "
+                               f"got {list(class_ids)}")
+        classes, spec_classes = len(generator_ids), max(generator_ids) + 1
+    all_names = class_names(spec_classes)
+    names = [all_names[c] for c in generator_ids]
     width, height = _parse_size(size)
     if kind == "video" and (width % 2 or height % 2):
         raise FastvidError(f"video files need an even frame size, got {width}x{height}")
@@ -377,7 +392,8 @@ def synth_dataset(out: str | Path, kind: str = "frames", codec: str = "mjpeg", c
             tqdm(plan, desc="synth", unit="clip", disable=not progress)):
         clip_rng = np.random.default_rng(np.random.SeedSequence([seed, 1, split_no, index]))
         num_frames = _clip_length(frames, clip_rng)
-        clip = render_clip(label, num_frames, (width, height), clip_rng, num_classes=classes)
+        clip = render_clip(generator_ids[label], num_frames, (width, height), clip_rng,
+                           num_classes=spec_classes)
         vid = f"{vid_no + 1:05d}"
         if kind == "frames":
             rel = Path("20bn-jester-v1") / vid
