@@ -90,6 +90,56 @@ def test_predict_video_folder_and_sliding_windows(trained_trn, tmp_path):
     assert len({round(w["topk"][0]["prob"], 4) for w in wins}) > 1
 
 
+def _read_folder(folder: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.jpg"))])
+
+
+def test_predict_recognises_a_separable_set(separable_frames, separable_trn, tmp_path):
+    """Frame folders and video files of a set the model learnt get the right class."""
+    rows = [line.split() for line in (separable_frames / "val_videofolder.txt").read_text().splitlines()]
+    hits = 0
+    for name, _, label in rows[:8]:
+        res = predict(separable_trn / "best.pt", separable_frames / "20bn-jester-v1" / name,
+                      tmp_path / f"{name}.json", "--topk", "2")
+        hits += res["windows"][0]["topk"][0]["index"] == int(label)
+    assert hits >= 7, f"{hits}/8 frame folders recognised"  # measured 8/8
+
+    rng = np.random.default_rng(11)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for k in range(8):  # unseen clips, as MJPEG files
+        write_video(videos / f"c{k % 2}_{k}.avi",
+                    render_clip(32 * (k % 2), 12, (64, 64), rng, num_classes=33), "mjpeg")
+    res = predict(separable_trn / "best.pt", videos, tmp_path / "dir.json", "--topk", "2")
+    correct = sum(int(Path(r["input"]).name[1]) == r["windows"][0]["topk"][0]["index"] for r in res)
+    assert len(res) == 8 and correct >= 6, f"{correct}/8 videos recognised"
+
+
+def test_sliding_windows_find_the_change(separable_frames, separable_trn, tmp_path):
+    """a, then b, then a again in one recording: windows inside one action name it, and the
+    first window called b starts within one stride of where b takes the majority."""
+    rows = [line.split() for line in (separable_frames / "val_videofolder.txt").read_text().splitlines()]
+    first = {}
+    for name, _, label in rows:
+        first.setdefault(int(label), name)
+    a, b = (_read_folder(separable_frames / "20bn-jester-v1" / first[c]) for c in (0, 1))
+    clip = np.concatenate([a, b, a])
+    video = write_video(tmp_path / "aba.avi", clip, "mjpeg", fps=12.0)
+    window, stride = 8, 2
+    res = predict(separable_trn / "best.pt", video, tmp_path / "win.json", "--topk", "2",
+                  "--window", str(window), "--stride", str(stride))
+    top = {w["start_frame"]: w["topk"][0]["index"] for w in res["windows"]}
+    assert sorted(top) == window_starts(len(clip), window, stride)
+    spans = [(0, len(a), 0), (len(a), len(a) + len(b), 1), (len(a) + len(b), len(clip), 0)]
+    for lo, hi, label in spans:
+        inside = [s for s in top if lo <= s and s + window <= hi]
+        assert inside and all(top[s] == label for s in inside), (lo, hi, label, top)
+    first_b = min(s for s, i in top.items() if i == 1)
+    assert abs((first_b + window / 2) - len(a)) <= stride, (len(a), top)
+
+
 def test_predict_errors(trained_trn, tmp_path):
     bad = tmp_path / "broken.avi"
     bad.write_bytes(b"not a video at all")
