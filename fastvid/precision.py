@@ -54,7 +54,7 @@ def resolve_precision(amp: bool, amp_dtype: str, device: torch.device | str) -> 
         raise FastvidError(f"unknown AMP dtype {amp_dtype!r}; expected fp16 or bf16")
     if device.type == "cpu" and amp_dtype == "fp16":
         raise FastvidError("--amp-dtype fp16 needs a CUDA device (GradScaler fp16 training); "
-                         "use --amp-dtype bf16 on CPU")
+                           "use --amp-dtype bf16 on CPU")
     if device.type == "cuda" and amp_dtype == "bf16" and not torch.cuda.is_bf16_supported():
         raise FastvidError("this GPU does not support bf16; use --amp-dtype fp16")
     return Precision(device.type, DTYPES[amp_dtype])

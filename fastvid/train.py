@@ -377,8 +377,7 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                       "bad_samples": len(getattr(train_loader, "bad_samples", []) or []),
                       "epoch_time_s": result["time"]}
             if cfg.train.precise_bn_batches > 0:
-                # Same epoch number: the first batches of this epoch again, no extra randomness.
-                train_loader.set_epoch(epoch)
+                # The loader is still at this epoch: its first batches again, no new randomness.
                 used = recompute_bn_stats(unwrap(model), train_loader, cfg.train.precise_bn_batches,
                                           precision, fmt, dist_info)
                 record["precise_bn_batches"] = used

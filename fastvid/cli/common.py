@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 __all__ = ["config_options", "device_option", "loader_option", "load_cli_config",
-           "resolve_device", "friendly_errors", "USER_ERRORS"]
+           "resolve_device", "friendly_errors", "USER_ERRORS", "int_list"]
 
 LOADERS = ("auto", "dali", "dali-cpu", "torch")
 
@@ -31,6 +31,15 @@ def config_options(fn: Callable) -> Callable:
                       type=click.Path(dir_okay=False),
                       help="YAML config file (see configs/).")(fn)
     return fn
+
+
+def int_list(value: str, option: str, example: str) -> list[int]:
+    """``"1,16"`` -> ``[1, 16]``; a non-integer item is a BadParameter naming ``option``."""
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected integers such as {example}",
+                                 param_hint=option) from None
 
 
 def load_cli_config(config_path: str, overrides: tuple[str, ...]):

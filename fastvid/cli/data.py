@@ -6,15 +6,17 @@ from typing import Optional
 import click
 
 from fastvid.cli import cli
-from fastvid.cli.common import friendly_errors
+from fastvid.cli.common import friendly_errors, int_list
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    from fastvid.data.synth import parse_size
+    from fastvid.errors import FastvidError
+
     try:
-        width, height = (int(x) for x in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected WxH, e.g. 96x96; got {value!r}") from None
-    return width, height
+        return parse_size(value)
+    except FastvidError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @cli.group("data")
@@ -51,13 +53,7 @@ def synth_cmd(out: str, kind: str, codec: str, classes: int, train_count: int, v
     """Write a small synthetic action dataset to OUT whose classes need temporal order."""
     from fastvid.data.synth import synth_dataset
 
-    ids = None
-    if class_ids:
-        try:
-            ids = [int(v) for v in class_ids.split(",") if v.strip()]
-        except ValueError:
-            raise click.BadParameter(f"{class_ids!r}: expected integers such as 0,32",
-                                     param_hint="--class-ids") from None
+    ids = int_list(class_ids, "--class-ids", "0,32") if class_ids else None
     summary = synth_dataset(out, kind=kind, codec=codec, classes=classes, train=train_count,
                             val=val_count, frames=frames, size=size, seed=seed, progress=True,
                             class_ids=ids)

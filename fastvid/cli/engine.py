@@ -8,7 +8,8 @@ from typing import Any, Optional
 import click
 
 from fastvid.cli import cli
-from fastvid.cli.common import config_options, friendly_errors, load_cli_config, resolve_device
+from fastvid.cli.common import (config_options, friendly_errors, int_list, load_cli_config,
+                                resolve_device)
 
 log = logging.getLogger("fastvid.cli.engine")
 
@@ -27,10 +28,7 @@ def _split(value: Optional[str], choices: tuple[str, ...], option: str) -> list[
 
 
 def _batches(value: str) -> list[int]:
-    try:
-        out = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected integers such as 1 or 1,16", param_hint="--batch") from None
+    out = int_list(value, "--batch", "1 or 1,16")
     if not out or min(out) < 1:
         raise click.BadParameter(f"{value!r}: batch sizes must be >= 1", param_hint="--batch")
     return list(dict.fromkeys(out))

@@ -41,7 +41,7 @@ import numpy as np
 
 from fastvid.errors import FastvidError
 
-__all__ = ["MOTIONS", "SHAPES", "PALETTES", "CODECS", "MAX_CLASSES", "class_names", "class_spec",
+__all__ = ["parse_size", "MOTIONS", "SHAPES", "PALETTES", "CODECS", "MAX_CLASSES", "class_names", "class_spec",
            "render_clip", "write_video", "synth_dataset"]
 
 _logger = logging.getLogger(__name__)
@@ -306,12 +306,13 @@ def write_video(path: str | Path, frames: np.ndarray, codec: str, fps: float = 1
     return path
 
 
-def _parse_size(size: Any) -> tuple[int, int]:
+def parse_size(size: Any) -> tuple[int, int]:
+    """``"WxH"`` or ``(W, H)`` -> ``(W, H)``, each at least 16; FastvidError otherwise."""
     if isinstance(size, str):
         try:
             w, h = (int(x) for x in size.lower().split("x"))
         except ValueError:
-            raise FastvidError(f"size must look like WxH (e.g. 96x96), got {size!r}") from None
+            raise FastvidError(f"size: expected WxH, e.g. 96x96; got {size!r}") from None
         size = (w, h)
     width, height = int(size[0]), int(size[1])
     if width < 16 or height < 16:
@@ -369,7 +370,7 @@ def synth_dataset(out: str | Path, kind: str = "frames", codec: str = "mjpeg", c
         classes, spec_classes = len(generator_ids), max(generator_ids) + 1
     all_names = class_names(spec_classes)
     names = [all_names[c] for c in generator_ids]
-    width, height = _parse_size(size)
+    width, height = parse_size(size)
     if kind == "video" and (width % 2 or height % 2):
         raise FastvidError(f"video files need an even frame size, got {width}x{height}")
     if train < 1 or val < 1:
