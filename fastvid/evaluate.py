@@ -4,12 +4,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["EvalResult", "evaluate", "topk_accuracy", "mean_class_accuracy", "average_views"]
+__all__ = ["EvalResult", "evaluate", "summarize", "interleave_shards", "topk_accuracy",
+           "mean_class_accuracy", "average_views"]
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,45 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, *,
         raise ValueError("evaluation loader yielded no batches")
     scores = torch.cat(all_scores).numpy().astype(np.float32)
     labels = torch.cat(all_labels).numpy().astype(np.int64)
+    return summarize(scores, labels, views, list(getattr(loader, "bad_samples", []) or []))
+
+
+def summarize(scores: np.ndarray, labels: np.ndarray, views: int = 1,
+              bad_samples: Optional[list] = None) -> EvalResult:
+    """Accuracies of per-video ``scores`` (N, K); rows labelled -1 are bad samples (NaN scores)."""
+    scores = np.array(scores, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
     bad = labels < 0
     scores[bad] = np.nan
     good_s, good_l = scores[~bad], labels[~bad]
     top1, top5 = topk_accuracy(good_s, good_l, 1), topk_accuracy(good_s, good_l, 5)
     mca = mean_class_accuracy(good_s, good_l)
-    bad_samples = list(getattr(loader, "bad_samples", []) or [])
     if bad.any():
         log.warning("%d of %d videos could not be decoded and were left out of the metrics",
                     int(bad.sum()), len(labels))
-    return EvalResult(top1, top5, mca, int((~bad).sum()), scores, labels, views, bad_samples)
+    return EvalResult(top1, top5, mca, int((~bad).sum()), scores, labels, views,
+                      list(bad_samples or []))
+
+
+def interleave_shards(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Put per-rank ``(scores, labels)`` back in list order.
+
+    Rank ``r`` of ``W`` scored the records ``r, r + W, r + 2W, ...`` (``records[r::W]``: every
+    video exactly once, no padding), so its row ``i`` is list row ``i * W + r``.
+    """
+    world = len(parts)
+    if world == 0:
+        raise ValueError("no shards to merge")
+    total = sum(len(labels) for _, labels in parts)
+    for r, (scores, labels) in enumerate(parts):
+        expected = len(range(r, total, world))
+        if len(labels) != expected or len(scores) != expected:
+            raise ValueError(f"shard {r} of {world} has {len(labels)} labels / {len(scores)} "
+                             f"score rows; records[{r}::{world}] of {total} has {expected}")
+    num_classes = next(s.shape[1] for s, _ in parts if s.ndim == 2)
+    scores = np.empty((total, num_classes), dtype=np.float32)
+    labels = np.empty(total, dtype=np.int64)
+    for r, (s, lab) in enumerate(parts):
+        scores[r::world] = s
+        labels[r::world] = lab
+    return scores, labels

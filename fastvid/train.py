@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -26,14 +27,14 @@ from fastvid.checkpoint import (capture_rng, check_config_matches, load_checkpoi
                                 save_checkpoint)
 from fastvid.config import Config, save_config
 from fastvid.errors import FastvidError, TrainingAborted
-from fastvid.evaluate import evaluate
+from fastvid.evaluate import EvalResult, evaluate, interleave_shards, summarize
 from fastvid.models import create_model_from_config, read_state_dict, split_outputs
 from fastvid.models.weights import WeightsError
 from fastvid.precision import Precision, resolve_precision
 from fastvid.version import __version__
 
 __all__ = ["TrainOptions", "train", "build_optimizer", "load_pretrained", "DistInfo",
-           "init_distributed", "unwrap", "recompute_bn_stats"]
+           "init_distributed", "unwrap", "recompute_bn_stats", "evaluate_sharded"]
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +331,13 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     train_loader = build_loader(cfg, dataset, "train", loader=opts.loader, device=device,
                                 shard_id=dist_info.rank, num_shards=dist_info.world_size,
                                 records=train_records)
+    # Every rank scores its own records[rank::world] (each video once, no padding); the scores
+    # are gathered and put back in list order, so the metrics are those of one process.
+    val_shard = val_records[dist_info.rank::dist_info.world_size]
     val_loader = None
-    if dist_info.is_main:
+    if val_shard:
         val_loader = build_loader(cfg, dataset, "val", loader=opts.loader, device=device,
-                                  records=val_records)
+                                  records=val_shard)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
 
     metrics = _MetricsLog(work_dir / "metrics.jsonl" if dist_info.is_main else None,
@@ -382,10 +386,11 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                                           precision, fmt, dist_info)
                 record["precise_bn_batches"] = used
             is_best = False
-            if dist_info.is_main and val_loader is not None and (
-                    (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs):
-                ev = evaluate(unwrap(model), val_loader, view_dims=4, average=cfg.model.average_clips,
-                              autocast=precision.autocast)
+            ev = None
+            if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
+                ev = evaluate_sharded(unwrap(model), val_loader, num_classes, dist_info,
+                                      average=cfg.model.average_clips, autocast=precision.autocast)
+            if ev is not None:
                 record.update(val_top1=ev.top1, val_top5=ev.top5, val_mean_class_acc=ev.mean_class_acc)
                 is_best = ev.top1 > best_top1
                 best_top1 = max(best_top1, ev.top1)
@@ -413,6 +418,41 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def evaluate_sharded(model: nn.Module, loader: Optional[Any], num_classes: int,
+                     dist_info: DistInfo, average: str = "prob",
+                     autocast: Optional[Callable[[], Any]] = None) -> Optional[EvalResult]:
+    """Evaluate on every rank's shard of the val list; the merged result on rank 0, else None.
+
+    ``loader`` yields this rank's ``records[rank::world]`` (None when that is empty); the
+    scores of all ranks are gathered and put back in list order (:func:`interleave_shards`).
+
+    Under DDP the ranks' BN running statistics differ slightly (DDP broadcasts rank 0's buffers
+    at the start of each forward, then every rank updates them with its own batch), so rank 0's
+    buffers - the ones the checkpoint keeps - are broadcast first: the scores are those of the
+    saved model, whichever rank computed them.
+    """
+    if not dist_info.distributed:
+        if loader is None:
+            return None
+        return evaluate(model, loader, view_dims=4, average=average, autocast=autocast)
+    for buf in model.buffers():
+        dist.broadcast(buf, src=0)
+    if loader is not None:
+        part = evaluate(model, loader, view_dims=4, average=average, autocast=autocast)
+        mine = (part.scores, part.labels, part.views, part.bad_samples)
+    else:  # fewer val videos than ranks
+        mine = (np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), 1, [])
+    parts: list[Any] = [None] * dist_info.world_size
+    dist.all_gather_object(parts, mine)
+    if not dist_info.is_main:
+        return None
+    scores, labels = interleave_shards([(p[0], p[1]) for p in parts])
+    views = max(p[2] for p in parts)
+    result = summarize(scores, labels, views, [b for p in parts for b in p[3]])
+    log.info("evaluated %d val videos on %d ranks", len(labels), dist_info.world_size)
+    return result
 
 
 @torch.no_grad()

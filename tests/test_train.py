@@ -122,3 +122,54 @@ def test_torchrun_ddp_gloo_two_processes(synth_frames, tmp_path):
     epochs = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()
               if '"epoch"' in x and '"type": "epoch"' in x]
     assert len(epochs) == 1  # only rank 0 logs
+    # Both ranks scored half of the val list; merged, it is one process scoring last.pt.
+    assert "evaluated 24 val videos on 2 ranks" in proc.stdout + proc.stderr
+    out = tmp_path / "eval.json"
+    run_cli(["eval", "-c", CONFIG, "--data-root", str(synth_frames), "--checkpoint",
+             str(work / "last.pt"), "--loader", "torch", "--device", "cpu", *SMALL,
+             "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["num_videos"] == 24
+    assert res["top1"] == pytest.approx(epochs[0]["val_top1"], abs=1e-9)
+    assert res["top5"] == pytest.approx(epochs[0]["val_top5"], abs=1e-9)
+
+
+@pytest.mark.parametrize("nproc,num_videos", [(2, 7), (3, 2)])
+def test_sharded_eval_matches_one_process(tmp_path, nproc, num_videos):
+    """Ranks score records[rank::world] with different BN buffers; the merged result is rank 0's
+    model scoring the whole list in order (7 videos on 2 ranks: uneven shards and a bad sample;
+    2 videos on 3 ranks: an empty shard)."""
+    from _ddp_eval_data import NUM_CLASSES, make_data, make_model
+    from fastvid.evaluate import evaluate
+
+    out = tmp_path / "merged.npz"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    worker = Path(__file__).with_name("_ddp_eval_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(nproc), str(worker), str(num_videos), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    merged = np.load(out)
+
+    videos, labels = make_data(num_videos)
+    ref = evaluate(make_model(bn_shift=0.0), [(videos, labels)], view_dims=4)
+    np.testing.assert_array_equal(merged["labels"], labels.numpy())
+    np.testing.assert_allclose(merged["scores"], ref.scores, rtol=1e-5, atol=1e-6)
+    assert float(merged["top1"]) == ref.top1 and int(merged["num_videos"]) == ref.num_videos
+    # The other ranks' own buffers would have given other scores: the broadcast matters.
+    other = evaluate(make_model(bn_shift=1.0), [(videos, labels)], view_dims=4)
+    assert not np.allclose(other.scores[labels >= 0], ref.scores[labels >= 0], atol=1e-3)
+    assert ref.scores.shape == (num_videos, NUM_CLASSES)
+
+
+def test_interleave_shards_restores_list_order():
+    from fastvid.evaluate import interleave_shards
+
+    rows = np.arange(10, dtype=np.float32)[:, None].repeat(2, axis=1)
+    labels = np.arange(10)
+    parts = [(rows[r::4], labels[r::4]) for r in range(4)]
+    scores, merged = interleave_shards(parts)
+    np.testing.assert_array_equal(merged, labels)
+    np.testing.assert_array_equal(scores, rows)
+    with pytest.raises(ValueError, match=r"shard 0 of 2 has 5 labels .* of 8 has 4"):
+        interleave_shards([(rows[:5], labels[:5]), (rows[:3], labels[:3])])
