@@ -34,7 +34,8 @@ from fastvid.precision import Precision, resolve_precision
 from fastvid.version import __version__
 
 __all__ = ["TrainOptions", "train", "build_optimizer", "load_pretrained", "DistInfo",
-           "init_distributed", "unwrap", "recompute_bn_stats", "evaluate_sharded"]
+           "init_distributed", "unwrap", "recompute_bn_stats", "evaluate_sharded",
+           "process_group"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,17 @@ def init_distributed(device_pref: str) -> DistInfo:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo",
                                 timeout=datetime.timedelta(minutes=10))
     return DistInfo(rank, world, local_rank, device)
+
+
+@contextmanager
+def process_group(device_pref: str) -> Iterator[DistInfo]:
+    """:func:`init_distributed` for one command, leaving torchrun's process group at the end."""
+    info = init_distributed(device_pref)
+    try:
+        yield info
+    finally:
+        if info.distributed and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -420,9 +432,10 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     return summary
 
 
-def evaluate_sharded(model: nn.Module, loader: Optional[Any], num_classes: int,
-                     dist_info: DistInfo, average: str = "prob",
-                     autocast: Optional[Callable[[], Any]] = None) -> Optional[EvalResult]:
+def evaluate_sharded(model: Callable[[torch.Tensor], torch.Tensor], loader: Optional[Any],
+                     num_classes: int, dist_info: DistInfo, average: str = "prob",
+                     autocast: Optional[Callable[[], Any]] = None, sync_buffers: bool = True,
+                     **eval_kwargs: Any) -> Optional[EvalResult]:
     """Evaluate on every rank's shard of the val list; the merged result on rank 0, else None.
 
     ``loader`` yields this rank's ``records[rank::world]`` (None when that is empty); the
@@ -430,17 +443,21 @@ def evaluate_sharded(model: nn.Module, loader: Optional[Any], num_classes: int,
 
     Under DDP the ranks' BN running statistics differ slightly (DDP broadcasts rank 0's buffers
     at the start of each forward, then every rank updates them with its own batch), so rank 0's
-    buffers - the ones the checkpoint keeps - are broadcast first: the scores are those of the
-    saved model, whichever rank computed them.
+    buffers - the ones the checkpoint keeps - are broadcast first (``sync_buffers``; pointless
+    for a model every rank loaded from one file, impossible for an engine): the scores are those
+    of the saved model, whichever rank computed them. ``eval_kwargs`` go to :func:`evaluate`.
     """
     if not dist_info.distributed:
         if loader is None:
             return None
-        return evaluate(model, loader, view_dims=4, average=average, autocast=autocast)
-    for buf in model.buffers():
-        dist.broadcast(buf, src=0)
+        return evaluate(model, loader, view_dims=4, average=average, autocast=autocast,
+                        **eval_kwargs)
+    if sync_buffers and isinstance(model, nn.Module):
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
     if loader is not None:
-        part = evaluate(model, loader, view_dims=4, average=average, autocast=autocast)
+        part = evaluate(model, loader, view_dims=4, average=average, autocast=autocast,
+                        **eval_kwargs)
         mine = (part.scores, part.labels, part.views, part.bad_samples)
     else:  # fewer val videos than ranks
         mine = (np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), 1, [])

@@ -173,3 +173,26 @@ def test_interleave_shards_restores_list_order():
     np.testing.assert_array_equal(scores, rows)
     with pytest.raises(ValueError, match=r"shard 0 of 2 has 5 labels .* of 8 has 4"):
         interleave_shards([(rows[:5], labels[:5]), (rows[:3], labels[:3])])
+
+
+def test_eval_under_torchrun_matches_one_process(synth_frames, trained_trn, tmp_path):
+    """`torchrun -m fastvid eval` (2 ranks): same per-video scores, in list order, as one process."""
+    common = ["eval", "-c", CONFIG, "--data-root", str(synth_frames), "--checkpoint",
+              str(trained_trn / "best.pt"), "--loader", "torch", "--device", "cpu", *SMALL,
+              "--clips", "2"]
+    one = tmp_path / "one.npy"
+    run_cli([*common, "--save-scores", str(one), "--out", str(tmp_path / "one.json")])
+    two = tmp_path / "two.npy"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "fastvid", *common, "--save-scores", str(two), "--out", str(tmp_path / "two.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("Top1: ") == 1  # rank 0 alone reports
+    a, b = np.load(one), np.load(two)
+    assert a.shape == b.shape == (24, 4)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    res_one = json.loads((tmp_path / "one.json").read_text())
+    res_two = json.loads((tmp_path / "two.json").read_text())
+    assert res_two["world_size"] == 2 and res_one["world_size"] == 1
+    assert res_two["top1"] == res_one["top1"] and res_two["num_videos"] == 24

@@ -93,56 +93,73 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
              checkpoint: Optional[str], engine_path: Optional[str], clips: Optional[int],
              crops: Optional[str], loader: str, split: str, batch_size: Optional[int], amp: bool,
              amp_dtype: str, out: Optional[str], save_scores: Optional[str]) -> None:
-    """Evaluate a checkpoint or an engine: top-1, top-5, mean class accuracy."""
+    """Evaluate a checkpoint or an engine: top-1, top-5, mean class accuracy.
+
+    Under torchrun (e.g. ``torchrun --nproc_per_node 8 -m fastvid eval ...``) every process
+    scores its share of the videos and rank 0 reports the gathered result, the same as one
+    process would.
+    """
     import numpy as np
 
     from fastvid.checkpoint import load_model_for_inference
-    from fastvid.cli.common import resolve_device
     from fastvid.data.lists import resolve_dataset
-    from fastvid.evaluate import evaluate
     from fastvid.loaders import build_loader
     from fastvid.precision import resolve_precision
+    from fastvid.train import evaluate_sharded, process_group
 
     if (checkpoint is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --checkpoint or --engine")
     cfg = load_cli_config(config_path, overrides)
-    dev = resolve_device(device)
-    n_clips = clips or cfg.data.test_clips
-    n_crops = int(crops) if crops else cfg.data.test_crops
-    dataset = resolve_dataset(data_root, cfg.data)
-    records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
-    max_batch = None
-    if checkpoint:
-        model, meta = load_model_for_inference(cfg, checkpoint, dev,
-                                               num_classes=cfg.model.num_classes or dataset.num_classes)
-        num_classes = meta["num_classes"]
-    else:
-        import engines
+    with process_group(device) as dist_info:
+        dev = dist_info.device
+        n_clips = clips or cfg.data.test_clips
+        n_crops = int(crops) if crops else cfg.data.test_crops
+        dataset = resolve_dataset(data_root, cfg.data)
+        records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
+        max_batch = None
+        if checkpoint:
+            model, meta = load_model_for_inference(
+                cfg, checkpoint, dev, num_classes=cfg.model.num_classes or dataset.num_classes)
+            num_classes = meta["num_classes"]
+        else:
+            import engines
 
-        model = engines.load(engine_path, dev)
-        meta = model.meta
-        num_classes = int(meta["num_classes"])
-        max_batch = model.max_batch
-    if dataset.num_classes and dataset.num_classes != num_classes:
-        raise click.ClickException(f"the model has {num_classes} classes but {dataset.root}/"
-                                   f"categories.txt lists {dataset.num_classes}")
-    precision = resolve_precision(amp, amp_dtype, dev)
-    loader_obj = build_loader(cfg, dataset, split, loader=loader, device=dev,
-                              batch_size=batch_size, views=(n_clips, n_crops), records=records)
-    log.info("evaluating %s on %d videos x %d views with loader %s", checkpoint or engine_path,
-             len(records), n_clips * n_crops, loader_obj.backend)
-    res = evaluate(model, loader_obj, view_dims=4, average=cfg.model.average_clips,
-                   autocast=precision.autocast, max_batch=max_batch, progress=True)
-    click.echo(f"Top1: {100 * res.top1:.2f}%")
-    click.echo(f"Top5: {100 * res.top5:.2f}%")
-    click.echo(f"Mean class accuracy: {100 * res.mean_class_acc:.2f}%  ({res.num_videos} videos, "
-               f"{n_clips} clips x {n_crops} crops)")
-    if out:
-        payload = {**res.to_json(), "clips": n_clips, "crops": n_crops, "views": res.views,
-                   "checkpoint": checkpoint, "engine": engine_path, "split": split,
-                   "loader": loader_obj.backend, "config": cfg.to_dict()}
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(payload, indent=2))
-    if save_scores:
-        Path(save_scores).parent.mkdir(parents=True, exist_ok=True)
-        np.save(save_scores, res.scores.astype(np.float32))
+            model = engines.load(engine_path, dev)
+            meta = model.meta
+            num_classes = int(meta["num_classes"])
+            max_batch = model.max_batch
+        if dataset.num_classes and dataset.num_classes != num_classes:
+            raise click.ClickException(f"the model has {num_classes} classes but {dataset.root}/"
+                                       f"categories.txt lists {dataset.num_classes}")
+        precision = resolve_precision(amp, amp_dtype, dev)
+        shard = records[dist_info.rank::dist_info.world_size]
+        loader_obj = None
+        if shard:
+            loader_obj = build_loader(cfg, dataset, split, loader=loader, device=dev,
+                                      batch_size=batch_size, views=(n_clips, n_crops),
+                                      records=shard)
+        backend = loader_obj.backend if loader_obj is not None else loader
+        log.info("evaluating %s on %d videos x %d views with loader %s%s",
+                 checkpoint or engine_path, len(shard), n_clips * n_crops, backend,
+                 f" (rank {dist_info.rank} of {dist_info.world_size})"
+                 if dist_info.distributed else "")
+        res = evaluate_sharded(model, loader_obj, num_classes, dist_info,
+                               average=cfg.model.average_clips, autocast=precision.autocast,
+                               sync_buffers=False, max_batch=max_batch,
+                               progress=dist_info.is_main)
+        if res is None:  # another rank reports
+            return
+        click.echo(f"Top1: {100 * res.top1:.2f}%")
+        click.echo(f"Top5: {100 * res.top5:.2f}%")
+        click.echo(f"Mean class accuracy: {100 * res.mean_class_acc:.2f}%  "
+                   f"({res.num_videos} videos, {n_clips} clips x {n_crops} crops)")
+        if out:
+            payload = {**res.to_json(), "clips": n_clips, "crops": n_crops, "views": res.views,
+                       "checkpoint": checkpoint, "engine": engine_path, "split": split,
+                       "loader": backend, "world_size": dist_info.world_size,
+                       "config": cfg.to_dict()}
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(payload, indent=2))
+        if save_scores:
+            Path(save_scores).parent.mkdir(parents=True, exist_ok=True)
+            np.save(save_scores, res.scores.astype(np.float32))
