@@ -27,6 +27,16 @@ def test_trn_jester_recipe_values():
     assert cfg.input_spec["color"] == "BGR" and cfg.input_spec["mean"] == [104.0, 117.0, 128.0]
 
 
+def test_trn_sthv2_recipe_values():
+    cfg = load_config(CONFIGS / "trn_bninception_sthv2.yaml")
+    jester = load_config(CONFIGS / "trn_bninception_jester.yaml")
+    assert cfg.model_name == "trn_bninception" and cfg.model.consensus == "trn_multiscale"
+    assert cfg.model.num_segments == 8 and cfg.model == jester.model
+    assert cfg.data.format == "videos" and cfg.data.videos_dir == "" and cfg.data.flip is False
+    assert (cfg.train.lr, cfg.train.lr_steps, cfg.train.epochs, cfg.train.batch_size) == (
+        0.001, [50, 100], 120, 24)
+
+
 def test_tpn_recipes():
     slow = load_config(CONFIGS / "tpn_slowonly_r50_k400.yaml")
     tsm = load_config(CONFIGS / "tpn_tsm_r50_sthv1.yaml")

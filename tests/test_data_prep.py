@@ -1,7 +1,9 @@
-"""`fastvid data unpack-jester / prepare-jester / prepare-videos` on small generated inputs."""
+"""`fastvid data unpack-jester / prepare-jester / prepare-videos / prepare-sthv2` on small
+generated inputs."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import tarfile
 from pathlib import Path
@@ -12,7 +14,8 @@ from PIL import Image
 
 from fastvid.cli import cli
 from fastvid.data.lists import ListError, parse_frame_list, parse_video_list, read_categories
-from fastvid.data.prepare import count_frames, prepare_jester, prepare_videos, unpack_jester
+from fastvid.data.prepare import (count_frames, prepare_jester, prepare_sthv2, prepare_videos,
+                                  unpack_jester)
 from fastvid.errors import DataError, FastvidError
 
 CLASSES = ["Swiping Left", "Swiping Right", "Thumb Up"]  # spaces, as Jester's names have
@@ -262,3 +265,235 @@ def test_prepare_videos_cli(tmp_path):
     assert ".mp4" not in (root / "train_list.txt").read_text()
     res = CliRunner().invoke(cli, ["data", "prepare-videos", str(tmp_path / "none")])
     assert res.exit_code == 1 and "video folder not found" in res.output
+
+
+# --- prepare-sthv2 -------------------------------------------------------------------------
+
+# Index order (Holding, Approaching, Pushing) differs from the file's order and the alphabet's.
+STH_LABELS = {"Pushing something from left to right": "2",
+              "Holding something next to something": "0",
+              "Approaching something with your camera": "1"}
+STH_CLASSES = ["Holding something next to something", "Approaching something with your camera",
+               "Pushing something from left to right"]
+STH_TEMPLATES = {0: "Holding [something] next to [something]",
+                 1: "Approaching [something] with your camera",
+                 2: "Pushing [something] from left to right"}
+STH_TRAIN = [("11", 0), ("12", 2), ("13", 1), ("14", 2)]  # 13's video is missing
+STH_VAL = [("21", 1), ("22", 0)]
+STH_VIDEOS = "20bn-something-something-v2"
+
+
+def _sth_entries(rows: list[tuple[str, int]]) -> list[dict]:
+    return [{"id": vid, "label": STH_TEMPLATES[c].replace("[something]", "a cup"),
+             "template": STH_TEMPLATES[c], "placeholders": ["a cup"] * STH_TEMPLATES[c].count("[")}
+            for vid, c in rows]
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=1))  # one value a line, as distributed
+
+
+def _sthv2_root(root: Path, annotations: str = "labels", videos: bool = True) -> Path:
+    """Sth-v2 as distributed: the JSONs in ``root/annotations`` + empty ``<id>.webm`` files
+    (listing does not decode) for every id but 13."""
+    meta = root / annotations
+    _write_json(meta / "something-something-v2-labels.json", STH_LABELS)
+    _write_json(meta / "something-something-v2-train.json", _sth_entries(STH_TRAIN))
+    _write_json(meta / "something-something-v2-validation.json", _sth_entries(STH_VAL))
+    _write_json(meta / "something-something-v2-test.json", [{"id": "31"}])
+    if videos:
+        for vid, _ in STH_TRAIN + STH_VAL:
+            if vid != "13":
+                _touch(root / STH_VIDEOS / f"{vid}.webm")
+    return root
+
+
+@pytest.mark.parametrize("annotations", [".", "labels", "annotations"])
+def test_prepare_sthv2_video_lists(tmp_path, annotations, caplog):
+    root = _sthv2_root(tmp_path / "sth", annotations)
+    with caplog.at_level(logging.WARNING, logger="fastvid.data.prepare"):
+        summary = prepare_sthv2(root, progress=False)
+    assert (root / "categories.txt").read_text() == "".join(f"{c}\n" for c in STH_CLASSES)
+    assert (root / "train_list.txt").read_text() == (f"{STH_VIDEOS}/11.webm 0\n"
+                                                     f"{STH_VIDEOS}/12.webm 2\n"
+                                                     f"{STH_VIDEOS}/14.webm 2\n")
+    assert (root / "val_list.txt").read_text() == (f"{STH_VIDEOS}/21.webm 1\n"
+                                                   f"{STH_VIDEOS}/22.webm 0\n")
+    assert parse_video_list(root / "train_list.txt", root, 3, check_files=True)[2].label == 2
+    assert summary["format"] == "videos" and summary["missing"] == ["13"]
+    assert (summary["classes"], summary["train"], summary["val"]) == (3, 3, 2)
+    assert summary["annotations"] == str(root / annotations)
+    assert set(summary["files"]) == {"categories", "train", "val"}
+    assert "video 13 left out" in caplog.text and "13.webm missing" in caplog.text
+    assert not (root / "train_videofolder.txt").exists()
+
+
+def test_prepare_sthv2_annotations_dir_and_options(tmp_path):
+    root = _sthv2_root(tmp_path / "sth", "meta", videos=False)
+    for vid, _ in STH_TRAIN + STH_VAL:
+        _touch(root / "clips" / f"{vid}.mp4")
+    summary = prepare_sthv2(root, videos_dir="clips", annotations_dir="meta", ext="mp4",
+                            progress=False)
+    assert (summary["train"], summary["val"], summary["missing"]) == (4, 2, [])
+    assert (root / "val_list.txt").read_text() == "clips/21.mp4 1\nclips/22.mp4 0\n"
+    # An absolute annotations_dir works too; the default places do not hold the JSONs.
+    assert prepare_sthv2(root, videos_dir="clips", annotations_dir=root / "meta", ext=".mp4",
+                         progress=False)["train"] == 4
+    with pytest.raises(ListError, match=r"something-something-v2-labels\.json not found in "
+                                        r".*sth, .*sth/labels, .*sth/annotations"):
+        prepare_sthv2(root, videos_dir="clips", progress=False)
+
+
+def test_prepare_sthv2_frames(tmp_path, caplog):
+    root = _sthv2_root(tmp_path / "sth", videos=False)
+    tmpl = "img_{:05d}.jpg"
+    for vid, n in (("11", 3), ("12", 2), ("21", 4), ("22", 1)):
+        for k in range(1, n + 1):
+            _jpeg(root / "frames" / vid / tmpl.format(k), k)
+    (root / "frames" / "14").mkdir()
+    with caplog.at_level(logging.WARNING, logger="fastvid.data.prepare"):
+        summary = prepare_sthv2(root, frames_dir="frames", frame_tmpl=tmpl, progress=False)
+    assert summary["format"] == "frames" and summary["missing"] == ["13", "14"]
+    assert (root / "train_videofolder.txt").read_text() == "11 3 0\n12 2 2\n"
+    assert (root / "val_videofolder.txt").read_text() == "21 4 1\n22 1 0\n"
+    val = parse_frame_list(root / "val_videofolder.txt", root / "frames", 3, check_frames=True,
+                           frame_tmpl=tmpl)
+    assert [(r.num_frames, r.label) for r in val] == [(4, 1), (1, 0)]
+    assert read_categories(root / "categories.txt") == STH_CLASSES
+    assert "13 missing" in caplog.text and "14 has no frames" in caplog.text
+    assert not (root / "train_list.txt").exists()
+    with pytest.raises(ListError, match="frame folder root not found"):
+        prepare_sthv2(root, frames_dir="nope", progress=False)
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    ({"A": "0", "B": "2"}, r"class 'B': index \"2\" is outside 0\.\.1"),
+    ({"A": "1", "B": "1"}, r"class 'B': index \"1\" is already class 'A'"),
+    ({"A": "0", "B": "one"}, r"class 'B': index \"one\" is not an integer"),
+    ({"A": "0", "B": 1.5}, r"class 'B': index 1\.5 is not an integer"),
+    ('{"A": "0", "A": "1"}', r"class 'A' appears twice"),
+    (["A", "B"], r"expected a JSON object .* got a JSON array"),
+    ({}, "no classes"),
+], ids=["out-of-range", "duplicate-index", "not-an-int", "float", "repeated-class", "array",
+        "empty"])
+def test_prepare_sthv2_bad_labels(tmp_path, labels, fragment):
+    root = _sthv2_root(tmp_path / "sth")
+    path = root / "labels" / "something-something-v2-labels.json"
+    path.write_text(labels if isinstance(labels, str) else json.dumps(labels))
+    with pytest.raises(ListError, match=rf"labels/something-something-v2-labels\.json: {fragment}"):
+        prepare_sthv2(root, progress=False)
+    assert not (root / "categories.txt").exists() and not (root / "train_list.txt").exists()
+
+
+def test_prepare_sthv2_bad_entries(tmp_path):
+    root = _sthv2_root(tmp_path / "sth")
+    train = root / "labels" / "something-something-v2-train.json"
+    val = root / "labels" / "something-something-v2-validation.json"
+    entries = _sth_entries(STH_TRAIN)
+    entries[2]["template"] = "Pushing [something] from up to down"
+    _write_json(train, entries)
+    with pytest.raises(ListError, match=r"something-something-v2-train\.json: entry 3 \(id '13'\): "
+                                        r"unknown class 'Pushing something from up to down'"):
+        prepare_sthv2(root, progress=False)
+    del entries[2]["template"]
+    _write_json(train, entries)
+    with pytest.raises(ListError, match=r"train\.json: entry 3 \(id '13'\): missing field "
+                                        r"'template'"):
+        prepare_sthv2(root, progress=False)
+    _write_json(train, [{"template": STH_TEMPLATES[0]}])
+    with pytest.raises(ListError, match=r"train\.json: entry 1: missing field 'id'"):
+        prepare_sthv2(root, progress=False)
+    _write_json(train, [{"id": "1 2", "template": STH_TEMPLATES[0]}])
+    with pytest.raises(ListError, match=r"train\.json: entry 1: id '1 2' cannot name a file"):
+        prepare_sthv2(root, progress=False)
+    _write_json(train, [["11", STH_TEMPLATES[0]]])
+    with pytest.raises(ListError, match=r"train\.json: entry 1: expected an object"):
+        prepare_sthv2(root, progress=False)
+    _write_json(train, {"11": STH_TEMPLATES[0]})
+    with pytest.raises(ListError, match=r"train\.json: expected a JSON array .* got a JSON object"):
+        prepare_sthv2(root, progress=False)
+    _write_json(train, _sth_entries(STH_TRAIN))
+    lines = json.dumps(_sth_entries(STH_VAL), indent=1).splitlines()
+    lines[3] = lines[3].rstrip(",")  # the comma after the first entry's "label"
+    val.write_text("\n".join(lines))
+    with pytest.raises(ListError, match=r"something-something-v2-validation\.json:5:\d+: invalid "
+                                        r"JSON: Expecting ',' delimiter"):
+        prepare_sthv2(root, progress=False)
+    val.unlink()
+    with pytest.raises(ListError, match=r"something-something-v2-validation\.json not found in"):
+        prepare_sthv2(root, progress=False)
+    assert not (root / "categories.txt").exists() and not (root / "train_list.txt").exists()
+
+
+def test_prepare_sthv2_missing_videos(tmp_path):
+    root = _sthv2_root(tmp_path / "sth", videos=False)
+    with pytest.raises(ListError, match=rf"video folder not found: .*{STH_VIDEOS}"):
+        prepare_sthv2(root, progress=False)
+    _touch(root / STH_VIDEOS / "11.webm")
+    with pytest.raises(ListError, match=r"something-something-v2-validation\.json: none of its 2 "
+                                        r"videos has a \.webm file in"):
+        prepare_sthv2(root, progress=False)
+    assert not (root / "train_list.txt").exists()  # train was fine, but nothing is half-written
+
+
+def test_prepare_sthv2_cli(tmp_path):
+    root = _sthv2_root(tmp_path / "sth", "annotations")
+    res = CliRunner().invoke(cli, ["data", "prepare-sthv2", str(root), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert ("3 classes, 3 train + 2 val videos (videos) listed in" in res.output
+            and "1 left out (missing videos)" in res.output)
+    res = CliRunner().invoke(cli, ["data", "prepare-sthv2", str(root), "--no-progress",
+                                   "--frames-dir", "frames"])
+    assert res.exit_code == 1 and "frame folder root not found" in res.output
+    assert "Traceback" not in res.output
+    _write_json(root / "annotations" / "something-something-v2-labels.json", {"A": "1"})
+    res = CliRunner().invoke(cli, ["data", "prepare-sthv2", str(root), "--no-progress"])
+    assert res.exit_code == 1 and "something-something-v2-labels.json: class 'A'" in res.output
+
+
+@pytest.fixture(scope="module")
+def sthv2_videos(tmp_path_factory) -> Path:
+    """Sth-v2 laid out with real VP9 webm videos (64x64, 12 fps), lists by the CLI."""
+    from _media import write_video
+
+    root = _sthv2_root(tmp_path_factory.mktemp("sthv2_e2e"), videos=False)
+    for vid, _ in STH_TRAIN + STH_VAL:
+        if vid != "13":
+            write_video(root / STH_VIDEOS / vid, num_frames=10 + int(vid) % 4, height=64, width=64,
+                        codec="vp9", seed=int(vid), fps=12)
+    res = CliRunner().invoke(cli, ["data", "prepare-sthv2", str(root), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return root
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("dali-cpu", marks=pytest.mark.dali)])
+def test_prepare_sthv2_videos_load(sthv2_videos, backend):
+    """prepare-sthv2's lists + the shipped Sth-v2 config feed the loaders (2D TRN input)."""
+    import torch
+
+    from fastvid.config import load_config, replace
+    from fastvid.data.lists import resolve_dataset
+    from fastvid.loaders import build_loader
+
+    root = sthv2_videos
+    val = parse_video_list(root / "val_list.txt", root, 3, check_files=True)
+    assert [(Path(r.path).name, r.label) for r in val] == [("21.webm", 1), ("22.webm", 0)]
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config(configs / "trn_bninception_sthv2.yaml")
+    cfg = replace(cfg, model={"num_segments": 4}, data={"image_size": 56, "scale_size": 64},
+                  train={"batch_size": 2, "workers": 0})
+    ds = resolve_dataset(root, cfg.data)
+    assert ds.format == "videos" and ds.categories == STH_CLASSES
+    for split, labels in (("val", [[1, 0]]), ("train", None)):
+        loader = build_loader(cfg, ds, split, loader=backend, device=torch.device("cpu"))
+        batches = list(loader)
+        assert loader.backend == backend and loader.bad_samples == []
+        assert len(batches) == 1  # train: 3 videos, batch 2, the last one dropped
+        video, label = batches[0]
+        assert video.shape == (2, 4, 3, 56, 56) and video.dtype == torch.float32
+        assert video.std() > 1  # decoded pixels, not blank frames
+        if labels is not None:
+            assert [label.tolist()] == labels
+        else:
+            assert set(label.tolist()) <= {0, 2}

@@ -1,4 +1,5 @@
-"""``fastvid data ...``: synthetic datasets, unpacking Jester, and writing the dataset lists."""
+"""``fastvid data ...``: synthetic datasets, unpacking Jester, and writing the dataset lists
+(Jester / Sth-v1 frames, Kinetics-style videos, Something-Something V2)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -21,7 +22,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
 
 @cli.group("data")
 def data() -> None:
-    """Make synthetic datasets and prepare downloaded ones (Jester, Kinetics-style videos)."""
+    """Make synthetic datasets and prepare downloaded ones (Jester, Kinetics videos, Sth-v2)."""
 
 
 @data.command("synth")
@@ -137,3 +138,36 @@ def prepare_videos_cmd(root: str, videos_dir: str, exts: tuple[str, ...],
     click.echo(f"{res['classes']} classes, {res['train']} train + {res['val']} val videos "
                f"({res['layout']}) listed in {root}"
                + (f"; {len(res['missing'])} annotated videos not found" if res["missing"] else ""))
+
+
+@data.command("prepare-sthv2")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--videos-dir", default="20bn-something-something-v2", show_default=True,
+              help="Folder of the <id>.webm videos, relative to ROOT.")
+@click.option("--annotations-dir", default=None,
+              help="Folder of the something-something-v2-*.json files, relative to ROOT or "
+                   "absolute (default: the first of ROOT, ROOT/labels, ROOT/annotations "
+                   "holding them).")
+@click.option("--frames-dir", default=None,
+              help="Folder of extracted frames (<id>/00001.jpg ...), relative to ROOT: list the "
+                   "frame folders (train/val_videofolder.txt) instead of the videos.")
+@click.option("--frame-tmpl", default="{:05d}.jpg", show_default=True,
+              help="Frame file names (1-based), with --frames-dir.")
+@click.option("--ext", default=".webm", show_default=True, help="Video file suffix.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@friendly_errors
+def prepare_sthv2_cmd(root: str, videos_dir: str, annotations_dir: Optional[str],
+                      frames_dir: Optional[str], frame_tmpl: str, ext: str, progress: bool) -> None:
+    """Something-Something V2 under ROOT -> categories.txt + train/val lists.
+
+    Reads something-something-v2-{labels,train,validation}.json; writes train_list.txt and
+    val_list.txt ('<videos-dir>/<id>.webm label'), or with --frames-dir train_videofolder.txt
+    and val_videofolder.txt ('<id> <num_frames> label').
+    """
+    from fastvid.data.prepare import prepare_sthv2
+
+    res = prepare_sthv2(root, videos_dir=videos_dir, annotations_dir=annotations_dir,
+                        frames_dir=frames_dir, frame_tmpl=frame_tmpl, ext=ext, progress=progress)
+    what = "missing videos" if res["format"] == "videos" else "missing or empty frame folders"
+    click.echo(f"{res['classes']} classes, {res['train']} train + {res['val']} val videos "
+               f"({res['format']}) listed in {root}; {len(res['missing'])} left out ({what})")

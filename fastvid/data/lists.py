@@ -160,7 +160,7 @@ def resolve_dataset(root: str | Path, data_cfg) -> DatasetInfo:
         else:
             raise ListError(f"{root}: no dataset lists found (expected {' + '.join(FRAME_LISTS)} "
                             f"for frame folders or {' + '.join(VIDEO_LISTS)} for videos; run "
-                            f"'fastvid data prepare-jester' or 'fastvid data prepare-videos')")
+                            f"'fastvid data prepare-jester', 'prepare-videos' or 'prepare-sthv2')")
     defaults = FRAME_LISTS if fmt == "frames" else VIDEO_LISTS
     train_list = root / (data_cfg.train_list or defaults[0])
     val_list = root / (data_cfg.val_list or defaults[1])

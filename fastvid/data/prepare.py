@@ -10,16 +10,21 @@
 * :func:`prepare_videos` - video files (Kinetics as distributed: class-per-folder, or an
   annotation CSV ``label,youtube_id,time_start,time_end,split``) -> ``train_list.txt``,
   ``val_list.txt`` (``relative/path.ext class_index``, mmaction2's format) and ``categories.txt``.
+* :func:`prepare_sthv2` - Something-Something V2 as distributed (``20bn-something-something-v2/
+  <id>.webm`` + ``something-something-v2-{labels,train,validation}.json``) -> ``categories.txt``
+  and either ``train_list.txt``/``val_list.txt`` (the videos) or, when frames were extracted,
+  ``train_videofolder.txt``/``val_videofolder.txt``.
 
-Bad input raises :class:`~fastvid.data.lists.ListError` (naming file and line) or a
-:class:`~fastvid.errors.FastvidError`; samples that cannot be used (an empty frame folder, a
-Kinetics clip that failed to download) are logged, left out and counted in the summary.
+Bad input raises :class:`~fastvid.data.lists.ListError` (naming file and line, or file and JSON
+entry) or a :class:`~fastvid.errors.FastvidError`; samples that cannot be used (an empty frame
+folder, a Kinetics clip that failed to download) are logged, left out and counted in the summary.
 """
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import json
 import logging
 import os
 import re
@@ -35,7 +40,8 @@ from fastvid.data.lists import ListError, read_categories
 from fastvid.errors import DataError, FastvidError
 
 __all__ = ["JESTER_PARTS", "JESTER_PART_PREFIX", "JESTER_LABEL_FILES", "VIDEO_EXTS",
-           "unpack_jester", "prepare_jester", "count_frames", "prepare_videos"]
+           "STHV2_FILES", "unpack_jester", "prepare_jester", "count_frames", "prepare_videos",
+           "prepare_sthv2"]
 
 _logger = logging.getLogger(__name__)
 
@@ -45,6 +51,11 @@ JESTER_PART_PREFIX = "20bn-jester-v1-"
 JESTER_LABEL_FILES = {"jester-v1-labels.csv": "labels.csv", "jester-v1-train.csv": "train.csv",
                       "jester-v1-validation.csv": "validation.csv", "jester-v1-test.csv": "test.csv"}
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+# Something-Something V2's annotation files (the test split has no labels and is not used).
+STHV2_FILES = {"labels": "something-something-v2-labels.json",
+               "train": "something-something-v2-train.json",
+               "val": "something-something-v2-validation.json"}
+_STHV2_ANNOTATION_DIRS = (".", "labels", "annotations")  # searched in this order under ROOT
 # First-row id fields that mark a header rather than a sample.
 _ID_HEADERS = {"id", "video_id", "video", "name", "youtube_id", "vid"}
 _LABEL_HEADERS = {"label", "labels", "name", "class", "classes", "category", "template"}
@@ -497,3 +508,236 @@ def prepare_videos(root: str | Path, videos_dir: str = "videos",
             "val": counts["val"], "missing": missing, "ignored": ignored,
             "files": {"train": str(root / "train_list.txt"), "val": str(root / "val_list.txt"),
                       "categories": str(root / "categories.txt")}}
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare-sthv2
+
+class _JSONPairs(list):
+    """A JSON object as its ``(key, value)`` pairs, in file order (repeated keys kept)."""
+
+
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _json_type(value: Any) -> str:
+    """What ``value`` is called in JSON (for messages)."""
+    if isinstance(value, (dict, _JSONPairs)):
+        return "object"
+    kinds = ((bool, "boolean"), (str, "string"), (list, "array"), ((int, float), "number"))
+    for typ, name in kinds:
+        if isinstance(value, typ):
+            return name
+    return "null"
+
+
+def _read_json(path: Path, pairs: bool = False) -> Any:
+    """Parse ``path``; a syntax error becomes a :class:`ListError` naming file, line and column.
+
+    With ``pairs``, JSON objects come back as :class:`_JSONPairs`, so a repeated key is seen
+    rather than silently replaced by the last one.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ListError(f"{path}: not UTF-8 text ({exc})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_JSONPairs if pairs else None)
+    except json.JSONDecodeError as exc:
+        raise ListError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+
+
+def _find_annotation(root: Path, name: str, annotations_dir: Optional[str | Path]) -> Path:
+    """``name`` in ``annotations_dir`` (relative to ``root`` or absolute), else the first of
+    ``root``, ``root/labels``, ``root/annotations`` holding it."""
+    dirs = ([root / annotations_dir] if annotations_dir is not None
+            else [root / d for d in _STHV2_ANNOTATION_DIRS])
+    for folder in dirs:
+        if (folder / name).is_file():
+            return folder / name
+    raise ListError(f"{name} not found in {', '.join(str(d) for d in dirs)} (download the "
+                    f"Something-Something V2 annotations, or pass annotations_dir)")
+
+
+def _read_sthv2_labels(path: Path) -> list[str]:
+    """``{"class name": "index", ...}`` -> class names in index order (indices exactly 0..N-1)."""
+    raw = _read_json(path, pairs=True)
+    if not isinstance(raw, _JSONPairs):
+        raise ListError(f"{path}: expected a JSON object {{\"class name\": \"index\", ...}}, got "
+                        f"a JSON {_json_type(raw)}")
+    if not raw:
+        raise ListError(f"{path}: no classes")
+    names: dict[int, str] = {}
+    seen: set[str] = set()
+    for key, value in raw:
+        name = key.strip()  # the name categories.txt will hold
+        where = f"{path}: class {key!r}"
+        if name in seen:
+            raise ListError(f"{where} appears twice")
+        seen.add(name)
+        if not name:
+            raise ListError(f"{where}: empty class name")
+        if "\n" in name or "\r" in name:
+            raise ListError(f"{where}: a class name cannot span lines (categories.txt has one "
+                            f"a line)")
+        shown = json.dumps(value)[:80]  # as the file has it: "3"
+        if isinstance(value, bool) or not (isinstance(value, int) or (
+                isinstance(value, str) and _INTEGER.fullmatch(value))):
+            raise ListError(f"{where}: index {shown} is not an integer")
+        index = int(value)
+        if not 0 <= index < len(raw):
+            raise ListError(f"{where}: index {shown} is outside 0..{len(raw) - 1} (the indices "
+                            f"of its {len(raw)} classes must be exactly 0..{len(raw) - 1})")
+        if index in names:
+            raise ListError(f"{where}: index {shown} is already class {names[index]!r}")
+        names[index] = name
+    return [names[i] for i in range(len(raw))]  # N distinct indices in 0..N-1: all present
+
+
+def _read_sthv2_split(path: Path, class_index: dict[str, int]) -> list[tuple[str, int]]:
+    """A train/validation JSON -> ``(id, class index)`` in file order; entries counted from 1."""
+    raw = _read_json(path)
+    if not isinstance(raw, list):
+        raise ListError(f"{path}: expected a JSON array of {{\"id\", \"template\", ...}} "
+                        f"objects, got a JSON {_json_type(raw)}")
+    rows: list[tuple[str, int]] = []
+    labels_name = STHV2_FILES["labels"]
+    for number, entry in enumerate(raw, 1):
+        where = f"{path}: entry {number}"
+        if not isinstance(entry, dict):
+            raise ListError(f"{where}: expected an object with 'id' and 'template', got "
+                            f"{json.dumps(entry)[:80]}")
+        if "id" not in entry:
+            raise ListError(f"{where}: missing field 'id'")
+        vid = entry["id"]
+        if isinstance(vid, bool) or not isinstance(vid, (str, int)):
+            raise ListError(f"{where}: 'id' must be a string, got {json.dumps(vid)[:80]}")
+        vid = str(vid)
+        if not vid or any(c.isspace() or c in "/\\" for c in vid) or vid in (".", ".."):
+            raise ListError(f"{where}: id {vid!r} cannot name a file (empty, or has a space or "
+                            f"a slash)")
+        where = f"{where} (id {vid!r})"
+        if "template" not in entry:
+            raise ListError(f"{where}: missing field 'template'")
+        template = entry["template"]
+        if not isinstance(template, str):
+            raise ListError(f"{where}: 'template' must be a string, got "
+                            f"{json.dumps(template)[:80]}")
+        name = template.replace("[", "").replace("]", "").strip()
+        if name not in class_index:
+            raise ListError(f"{where}: unknown class {name!r} (template {template!r} is not in "
+                            f"{labels_name})")
+        rows.append((vid, class_index[name]))
+    return rows
+
+
+def prepare_sthv2(root: str | Path, videos_dir: str = "20bn-something-something-v2",
+                  annotations_dir: Optional[str | Path] = None, frames_dir: Optional[str] = None,
+                  frame_tmpl: str = "{:05d}.jpg", ext: str = ".webm",
+                  progress: bool = True) -> dict[str, Any]:
+    """Write ``categories.txt`` and the train/val lists for Something-Something V2 in ``root``.
+
+    Reads ``something-something-v2-labels.json`` (``{"class name": "index"}``; the indices,
+    strings as distributed, give the order of ``categories.txt`` and must be exactly 0..N-1),
+    ``something-something-v2-train.json`` and ``-validation.json`` (arrays of ``{"id",
+    "template", ...}``; a sample's class is its template without the square brackets:
+    ``"Holding [something] next to [something]"`` -> ``"Holding something next to
+    something"``). The JSONs are looked for in ``annotations_dir`` when given, else in
+    ``root``, ``root/labels``, ``root/annotations`` (first found). The test JSON (no labels) is
+    not used.
+
+    Without ``frames_dir`` the lists name the videos: ``train_list.txt`` / ``val_list.txt``
+    with ``<videos_dir>/<id><ext> <class_index>`` (paths relative to ``root``, as
+    :func:`prepare_videos` writes them, so ``data.videos_dir`` stays unset). With
+    ``frames_dir`` (frames extracted to ``root/<frames_dir>/<id>/``) the frames of every video
+    are counted and ``train_videofolder.txt`` / ``val_videofolder.txt`` (``<id> <num_frames>
+    <class_index>``) are written, as :func:`prepare_jester` does. A video whose file (or frame
+    folder) is missing or empty is logged, left out and counted; nothing is written unless
+    both splits keep at least one video.
+
+    Args:
+        root: dataset root.
+        videos_dir: folder of the ``<id><ext>`` videos, relative to ``root``.
+        annotations_dir: folder of the JSONs (relative to ``root``, or absolute).
+        frames_dir: folder of extracted frame folders, relative to ``root``; given, the frame
+            lists are written instead of the video lists.
+        frame_tmpl: frame file names (1-based index), with ``frames_dir``.
+        ext: video file suffix (``.webm`` as distributed).
+        progress: show a tqdm bar while checking videos / counting frames.
+
+    Returns:
+        ``{"root", "format", "classes", "train", "val", "missing", "annotations", "files"}``:
+        ``format`` is ``"videos"`` or ``"frames"``; ``train``/``val`` the videos listed;
+        ``missing`` the ids left out (train's, then val's); ``annotations`` the folder of the
+        labels JSON.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ListError(f"dataset root not found: {root}")
+    ext = f".{ext}" if ext and not ext.startswith(".") else ext
+    labels_path = _find_annotation(root, STHV2_FILES["labels"], annotations_dir)
+    names = _read_sthv2_labels(labels_path)
+    class_index = {name: i for i, name in enumerate(names)}
+    splits = {"train": ("train_list.txt", "train_videofolder.txt"),
+              "val": ("val_list.txt", "val_videofolder.txt")}
+    sources = {split: _find_annotation(root, STHV2_FILES[split], annotations_dir)
+               for split in splits}
+    rows = {split: _read_sthv2_split(path, class_index) for split, path in sources.items()}
+
+    fmt = "videos" if frames_dir is None else "frames"
+    if fmt == "videos":
+        media = root / videos_dir
+        if not media.is_dir():
+            raise ListError(f"video folder not found: {media} (expected {media}/<id>{ext})")
+        present = {entry.name for entry in os.scandir(media) if entry.is_file()}
+        prefix = Path(videos_dir).as_posix().rstrip("/")
+        prefix = "" if prefix in ("", ".") else f"{prefix}/"
+    else:
+        media = root / frames_dir
+        if not media.is_dir():
+            raise ListError(f"frame folder root not found: {media} (expected "
+                            f"{media}/<id>/{frame_tmpl.format(1)} ...)")
+
+    summary: dict[str, Any] = {"root": str(root), "format": fmt, "classes": len(names),
+                               "missing": [], "annotations": str(labels_path.parent), "files": {}}
+    outputs = {"categories": (root / "categories.txt", names)}
+    for split, (video_list, frame_list) in splits.items():
+        source = sources[split]
+        lines, skipped = [], []
+        desc = f"check videos ({split})" if fmt == "videos" else f"count frames ({split})"
+        for vid, label in tqdm(rows[split], desc=desc, unit="video", disable=not progress):
+            if fmt == "videos":
+                if f"{vid}{ext}" in present:
+                    lines.append(f"{prefix}{vid}{ext} {label}")
+                    continue
+                why = f"{media / (vid + ext)} missing"
+            else:
+                n = count_frames(media / vid, frame_tmpl)
+                if n:
+                    lines.append(f"{vid} {n} {label}")
+                    continue
+                why = f"{media / vid} " + ("has no frames" if (media / vid).is_dir() else "missing")
+            skipped.append(vid)
+            if len(skipped) <= _MAX_LISTED:
+                _logger.warning("%s (%s): video %s left out: %s", source.name, split, vid, why)
+        if len(skipped) > _MAX_LISTED:
+            _logger.warning("%s: %d more videos left out (%s)", source.name,
+                            len(skipped) - _MAX_LISTED,
+                            f"no {ext} file" if fmt == "videos" else "missing or empty folders")
+        if not lines:
+            what = f"has a {ext} file in" if fmt == "videos" else "has frames under"
+            raise ListError(f"{source}: none of its {len(rows[split])} videos {what} {media}")
+        if skipped:
+            _logger.warning("%s (%s): %d of %d videos left out", source.name, split, len(skipped),
+                            len(rows[split]))
+        list_name = video_list if fmt == "videos" else frame_list
+        outputs[split] = (root / list_name, lines)
+        summary[split] = len(lines)
+        summary["missing"] += skipped
+    # Written only once every list is known good: no mix of old and new lists after an error.
+    for key, (path, lines) in outputs.items():
+        _write_atomic(path, lines)
+        summary["files"][key] = str(path)
+    return summary
