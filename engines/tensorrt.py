@@ -46,17 +46,34 @@ def unavailable_reason(device: torch.device) -> Optional[str]:
 
 def precision_unsupported(precision: str, device: torch.device) -> Optional[str]:
     """Why TensorRT cannot build ``precision`` on ``device``, or None."""
-    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+    # including_emulation=False: the default also says True on pre-Ampere GPUs that only emulate bf16.
+    if (precision == "bf16" and torch.cuda.is_available()
+            and not torch.cuda.is_bf16_supported(including_emulation=False)):
         return "this GPU has no bf16 support; use --precision fp16"
     return None
+
+
+def _shape_range(sample: tuple[int, ...], batch: int, max_batch: int) -> dict[str, tuple[int, ...]]:
+    """``torch_tensorrt.Input`` shape keywords for batch in [1, max_batch] optimised for ``batch``."""
+    return {"min_shape": (1, *sample), "opt_shape": (batch, *sample), "max_shape": (max_batch, *sample)}
+
+
+def _save_opt_batch(batch: int, max_batch: int) -> int:
+    """Opt batch of the Input given to ``torch_tensorrt.save(retrace=True)``.
+
+    save re-exports the compiled module with an example tensor of the Input's opt shape, and
+    torch.export specialises a dimension whose example size is 1 (a ``Dim(min=1)`` batch then fails
+    with "specialized it to be a constant (1)"); so the example gets 2 rows whenever the range allows.
+    The engines are already built: this does not change their optimisation profile.
+    """
+    return max(batch, min(2, max_batch))
 
 
 def _input_spec(example: torch.Tensor, batch: int, max_batch: int) -> Any:
     import torch_tensorrt
 
-    sample = tuple(example.shape[1:])
-    return torch_tensorrt.Input(min_shape=(1, *sample), opt_shape=(batch, *sample),
-                                max_shape=(max_batch, *sample), dtype=example.dtype)
+    return torch_tensorrt.Input(**_shape_range(tuple(example.shape[1:]), batch, max_batch),
+                                dtype=example.dtype)
 
 
 def compile_and_save(exported: torch.export.ExportedProgram, example: torch.Tensor, *, precision: str,
@@ -65,17 +82,19 @@ def compile_and_save(exported: torch.export.ExportedProgram, example: torch.Tens
     import torch_tensorrt
 
     inputs = [_input_spec(example, batch, max_batch)]
-    trt_gm = torch_tensorrt.dynamo.compile(
-        exported,
-        arg_inputs=inputs,
-        device=device,
-        use_explicit_typing=True,
-        disable_tf32=(precision == "fp32"),
-        # Run the whole network in TensorRT when possible; tiny leftover blocks stay in PyTorch.
-        min_block_size=1,
-    )
-    torch_tensorrt.save(trt_gm, str(out_path), output_format="exported_program",
-                        arg_inputs=inputs, retrace=True)
+    with torch.cuda.device(device):  # save's example inputs go to the current device
+        trt_gm = torch_tensorrt.dynamo.compile(
+            exported,
+            arg_inputs=inputs,
+            device=device,
+            use_explicit_typing=True,
+            disable_tf32=(precision == "fp32"),
+            # Run the whole network in TensorRT when possible; tiny leftover blocks stay in PyTorch.
+            min_block_size=1,
+        )
+        save_inputs = [_input_spec(example, _save_opt_batch(batch, max_batch), max_batch)]
+        torch_tensorrt.save(trt_gm, str(out_path), output_format="exported_program",
+                            arg_inputs=save_inputs, retrace=True)
 
 
 def load_runner(path: Path, device: torch.device, meta: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:

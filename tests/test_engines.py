@@ -223,6 +223,34 @@ def test_fp16_on_cpu_and_missing_trt_are_clear_errors(tmp_path):
         engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "trt", out_path=tmp_path / "x")
 
 
+def test_trt_save_example_keeps_the_batch_dynamic():
+    """torch_tensorrt.save(retrace=True) re-exports with an opt-shape example (no TensorRT needed)."""
+    from engines.tensorrt import _save_opt_batch, _shape_range
+
+    sample = (FRAMES, 3, 8, 8)
+    assert _shape_range(sample, 1, MAX_BATCH) == {"min_shape": (1, *sample), "opt_shape": (1, *sample),
+                                                  "max_shape": (MAX_BATCH, *sample)}
+    assert [_save_opt_batch(b, m) for b, m in [(1, 1), (1, 4), (2, 4), (3, 4), (4, 4)]] == [1, 2, 2, 3, 4]
+    model = _Tiny().eval()
+    batch = torch.export.Dim("_0", min=1, max=MAX_BATCH)  # what save infers from a dynamic Input
+    with pytest.raises(Exception, match="specialized"):  # the bug: a batch-1 opt shape as example
+        torch.export.export(model, (torch.zeros(1, *sample),), dynamic_shapes=({0: batch},))
+    ep = torch.export.export(model, (torch.zeros(_save_opt_batch(1, MAX_BATCH), *sample),),
+                             dynamic_shapes=({0: batch},))
+    assert ep.module()(torch.zeros(1, *sample)).shape == (1, 3)
+    assert ep.module()(torch.zeros(MAX_BATCH, *sample)).shape == (MAX_BATCH, 3)
+
+
+def test_trt_bf16_check_ignores_emulated_bf16(monkeypatch):
+    from engines.tensorrt import precision_unsupported
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # A pre-Ampere GPU: bf16 only emulated, so the default (including_emulation=True) says True.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert "bf16" in precision_unsupported("bf16", torch.device("cuda", 0))
+    assert precision_unsupported("fp16", torch.device("cuda", 0)) is None
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cli_build_engine_trt_without_tensorrt_says_what_is_missing(tmp_path):
     from fastvid.cli import cli
@@ -249,11 +277,11 @@ def test_aoti_fp16_engine_on_cuda(trn, tmp_path):
 
 
 @pytest.mark.trt
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_trt_engine_build_load_validate(trn, tmp_path, precision):
+@pytest.mark.parametrize("precision,opt_batch", [("fp32", 2), ("fp16", 2), ("fp16", 1)])
+def test_trt_engine_build_load_validate(trn, tmp_path, precision, opt_batch):
     model = trn.to("cuda")
     example = torch.zeros(2, FRAMES, 3, SIZE, SIZE, device="cuda")
-    path = engines.build_engine(model, example, "trt", precision, batch=2, max_batch=MAX_BATCH,
+    path = engines.build_engine(model, example, "trt", precision, batch=opt_batch, max_batch=MAX_BATCH,
                                 out_path=tmp_path / f"trn_{precision}", meta={"mean": BGR_MEAN, "std": BGR_STD})
     assert path.suffix == ".ep"
     engine = engines.load(path, "cuda")
