@@ -46,18 +46,14 @@ def reset_vm_hwm() -> bool:
 def _device_used_reader(device: torch.device) -> tuple[Callable[[], float], str]:
     """A function giving the device's used memory in MiB, and its label."""
     index = device.index if device.index is not None else torch.cuda.current_device()
+    # NVML numbers every GPU of the machine; a CUDA index counts only CUDA_VISIBLE_DEVICES.
+    # torch.cuda.device_memory_used maps one to the other (and uses pynvml).
     try:
-        import pynvml
-    except ImportError:
-        pynvml = None
-    if pynvml is not None:
-        try:
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            return (lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used / _MB,
-                    "NVML device used memory (all processes), sampled every 5 ms")
-        except pynvml.NVMLError:
-            pass  # no NVML library or device: fall back to the CUDA runtime's view
+        torch.cuda.device_memory_used(index)
+        return (lambda: torch.cuda.device_memory_used(index) / _MB,
+                "NVML device used memory (all processes), sampled every 5 ms")
+    except Exception:  # noqa: BLE001 - no pynvml (ModuleNotFoundError) or NVML (NVMLError, RuntimeError)
+        pass  # fall back to the CUDA runtime's view
 
     def used() -> float:
         free, total = torch.cuda.mem_get_info(index)

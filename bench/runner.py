@@ -48,11 +48,12 @@ def time_callable(fn: Runner, x: torch.Tensor, device: torch.device, warmup: int
     if device.type == "cuda":
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        stream = torch.cuda.current_stream(device)  # not the current device's: device may be cuda:1
         t0 = time.perf_counter()
         for start, end in zip(starts, ends):
-            start.record()
+            start.record(stream)
             fn(x)
-            end.record()
+            end.record(stream)
         torch.cuda.synchronize(device)
         total = time.perf_counter() - t0
         return [s.elapsed_time(e) for s, e in zip(starts, ends)], total
@@ -155,7 +156,8 @@ class InferenceBenchmarkRunner:
 
         if precision == "fp16" and self.device.type == "cpu":
             return "fp16 inference needs a CUDA device (no fast fp16 CPU kernels)"
-        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if (precision == "bf16" and self.device.type == "cuda"
+                and not torch.cuda.is_bf16_supported(including_emulation=False)):
             return "this GPU has no bf16 support"
         if backend in ("eager",):
             return None

@@ -55,6 +55,8 @@ def resolve_precision(amp: bool, amp_dtype: str, device: torch.device | str) -> 
     if device.type == "cpu" and amp_dtype == "fp16":
         raise FastvidError("--amp-dtype fp16 needs a CUDA device (GradScaler fp16 training); "
                            "use --amp-dtype bf16 on CPU")
-    if device.type == "cuda" and amp_dtype == "bf16" and not torch.cuda.is_bf16_supported():
+    # including_emulation=False: by default pre-Ampere GPUs, which only emulate bf16, say True too.
+    if (device.type == "cuda" and amp_dtype == "bf16"
+            and not torch.cuda.is_bf16_supported(including_emulation=False)):
         raise FastvidError("this GPU does not support bf16; use --amp-dtype fp16")
     return Precision(device.type, DTYPES[amp_dtype])

@@ -197,3 +197,33 @@ def test_gpu_peak_memory_is_labelled():
     res = mem.result()
     assert res["torch_peak_mem_mb"] >= 255 and "max_memory_allocated" in res["torch_peak_mem_method"]
     assert res["peak_mem_mb"] > 0 and "device used memory" in res["peak_mem_method"]
+
+
+def test_bf16_checks_ignore_emulated_bf16(monkeypatch):
+    from fastvid.errors import FastvidError
+    from fastvid.precision import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # A pre-Ampere GPU: bf16 only emulated, so the default (including_emulation=True) says True.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    with pytest.raises(FastvidError, match="bf16"):
+        resolve_precision(True, "bf16", "cuda")
+    runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (4, 3, 32, 32), "cuda")
+    assert "bf16" in runner._skip_reason("eager", "bf16")
+
+
+def test_device_memory_reader_uses_the_nvml_mapping(monkeypatch):
+    from bench.memory import _MB, _device_used_reader
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "device_memory_used", lambda i: calls.append(i) or 3 * _MB)
+    read, how = _device_used_reader(torch.device("cuda", 1))
+    assert read() == 3.0 and calls[-1] == 1 and how.startswith("NVML")
+
+    def no_pynvml(i):
+        raise ModuleNotFoundError("nvidia-ml-py does not seem to be installed")
+
+    monkeypatch.setattr(torch.cuda, "device_memory_used", no_pynvml)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (1 * _MB, 5 * _MB))
+    read, how = _device_used_reader(torch.device("cuda", 1))
+    assert read() == 4.0 and how.startswith("torch.cuda.mem_get_info")
