@@ -10,9 +10,10 @@ against the Torch-TensorRT 2.14 documentation:
 * Dynamic batch, ``examples/dynamo/save_dynamic_shapes_both_methods.py`` ("Method 2"): pass the
   same ``torch_tensorrt.Input(min_shape, opt_shape, max_shape, dtype)`` objects to compile and to
   save with ``retrace=True``; the saved program keeps the batch range.
-* Precision, ``user_guide/compilation/compilation_settings``: ``enabled_precisions`` is
-  deprecated and ``use_explicit_typing`` (strong typing, default True) builds each layer in the
-  dtype of the graph. So fp16/bf16 engines come from a model and input cast to that dtype by
+* Precision, ``user_guide/compilation/compilation_settings``: strong typing builds each layer
+  in the dtype of the graph (``use_explicit_typing``: default True since 2.10; 2.13 removed it
+  and ``enabled_precisions`` from ``dynamo.compile``, where strong typing is simply the
+  behaviour, so passing it only matters to older releases). So fp16/bf16 engines come from a model and input cast to that dtype by
   :func:`engines.export.cast_for_precision`; fp32 disables TF32 so that fp32 means fp32.
 """
 from __future__ import annotations
