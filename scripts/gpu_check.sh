@@ -53,47 +53,10 @@ for m in ("torchvision", "triton", "onnxruntime", "torch_tensorrt", "nvidia.dali
     print(f"  {m}: {'yes' if found else 'no'}")
 EOF
 
-# A small driver on the library API (no click/PyYAML needed). Each call appends its records to
-# OUT_DIR/results.json, so a step stopped by its cap keeps what the others measured.
-DRIVER="$(mktemp -t fastvid_gpu_check.XXXXXX.py)"
-trap 'rm -f "$DRIVER"' EXIT
-cat >"$DRIVER" <<'EOF'
-import logging
-import sys
-
-import torch
-
-from bench import InferenceBenchmarkRunner, append_records, bench_training
-from fastvid.models import create_model
-
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-section, name, out_dir = sys.argv[1], sys.argv[2], sys.argv[3]
-BGR = ([104.0, 117.0, 128.0], [1.0, 1.0, 1.0])
-RGB = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
-MODELS = {  # name: (kwargs, sample shape, (mean, std))
-    "trn_bninception": (dict(num_classes=27, num_segments=8, consensus="trn_multiscale"), (8, 3, 224, 224), BGR),
-    "tpn_slowonly_r50": (dict(num_classes=400), (3, 8, 224, 224), RGB),
-}
-kwargs, sample, (mean, std) = MODELS[name]
-device = torch.device("cuda")
-torch.backends.cudnn.benchmark = True
-model = create_model(name, **kwargs)
-extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh"}
-if section == "train":
-    recs = bench_training(model, sample, kwargs["num_classes"], device, batch=8, warmup=3, iters=10,
-                          model_name=name, extra=extra)
-    append_records(out_dir, recs)
-else:
-    model = model.eval().to(device)
-    backends = sys.argv[4].split(",")
-    runner = InferenceBenchmarkRunner(model, sample, device, model_name=name, warmup=5, iters=30,
-                                      extra=extra, mean=mean, std=std)
-    recs = runner.run(backends, batches=[1, 16], precisions=["fp16"],
-                      on_records=lambda group: append_records(out_dir, group))
-for r in recs:
-    print({k: r.get(k) for k in ("kind", "backend", "precision", "channels_last", "batch", "status",
-                                 "video_per_s", "videos_per_s", "ratio_to_eager", "ratio_to_fp32", "reason")})
-EOF
+# The benchmark steps are bench/gpu_check.py (library API, argparse: no click/PyYAML needed).
+# Each call appends its records to OUT_DIR/results.json, so a step stopped by its cap keeps what
+# the others measured.
+DRIVER=("$PY" -m bench.gpu_check)
 
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     if "$PY" -c "import pytest" 2>/dev/null; then
@@ -103,10 +66,10 @@ if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
     else
         say "pytest is not installed: GPU tests skipped"
     fi
-    step "train bench TRN" 60 "$PY" "$DRIVER" train trn_bninception "$OUT_DIR"
-    step "train bench TPN" 60 "$PY" "$DRIVER" train tpn_slowonly_r50 "$OUT_DIR"
-    step "inference bench TRN" 150 "$PY" "$DRIVER" infer trn_bninception "$OUT_DIR" eager,compile,aoti,onnx,trt
-    step "inference bench TPN" 150 "$PY" "$DRIVER" infer tpn_slowonly_r50 "$OUT_DIR" eager,compile,aoti,onnx,trt
+    step "train bench TRN" 60 "${DRIVER[@]}" train trn_bninception "$OUT_DIR"
+    step "train bench TPN" 60 "${DRIVER[@]}" train tpn_slowonly_r50 "$OUT_DIR"
+    step "inference bench TRN" 150 "${DRIVER[@]}" infer trn_bninception "$OUT_DIR"
+    step "inference bench TPN" 150 "${DRIVER[@]}" infer tpn_slowonly_r50 "$OUT_DIR"
 else
     say "no CUDA device: nothing to measure on GPU"
 fi

@@ -227,3 +227,31 @@ def test_device_memory_reader_uses_the_nvml_mapping(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (1 * _MB, 5 * _MB))
     read, how = _device_used_reader(torch.device("cuda", 1))
     assert read() == 4.0 and how.startswith("torch.cuda.mem_get_info")
+
+
+def test_gpu_check_driver_runs_its_sections_on_cpu(tmp_path):
+    """bench/gpu_check.py (what scripts/gpu_check.sh runs per model) with small CPU inputs."""
+    from bench.gpu_check import main
+
+    out = tmp_path / "gpu"
+    small = ["--device", "cpu", "--frames", "4", "--size", "64", "--warmup", "1", "--iters", "2"]
+    assert main(["infer", "trn_bninception", str(out), *small, "--backends", "eager,trt",
+                 "--batches", "1,2", "--precisions", "fp32"]) == 0
+    assert main(["infer", "tpn_slowonly_r50", str(out), *small, "--backends", "eager",
+                 "--batches", "1", "--precisions", "fp32"]) == 0
+    assert main(["train", "trn_bninception", str(out), *small, "--train-batch", "2",
+                 "--train-warmup", "1", "--train-iters", "1"]) == 0
+    records = read_records(out)
+    infer = [r for r in records if r["kind"] == "inference"]
+    eager = [r for r in infer if r["backend"] == "eager" and r["status"] == "ok"]
+    assert sorted((r["model"], r["batch"]) for r in eager) == [
+        ("tpn_slowonly_r50", 1), ("trn_bninception", 1), ("trn_bninception", 2)]
+    assert all(r["video_per_s"] > 0 and r["input_shape"][1:] in ([4, 3, 64, 64], [3, 4, 64, 64])
+               for r in eager)
+    trt = [r for r in infer if r["backend"] == "trt"]
+    assert len(trt) == 2 and all(r["status"] == "skipped" and r["reason"] for r in trt)
+    train = [r for r in records if r["kind"] == "train"]
+    assert {(r["precision"], r["channels_last"]) for r in train} == {
+        ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)}
+    assert all(r["status"] == "ok" and r["videos_per_s"] > 0 for r in train)
+    assert all(r["source"] == "scripts/gpu_check.sh" for r in records)
