@@ -15,18 +15,26 @@ __all__ = ["unavailable_reason", "precision_unsupported", "compile_and_save", "l
 
 def unavailable_reason(device: torch.device) -> Optional[str]:
     """None when AOTInductor can build for ``device``, else why not."""
-    if device.type == "cpu":
-        from torch._inductor import config
+    if device.type not in ("cpu", "cuda"):
+        return f"device type {device.type!r} is not supported"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available (torch.cuda.is_available() is False)"
+    from torch._inductor import config
 
-        cxx = config.cpp.cxx[-1] if isinstance(config.cpp.cxx, tuple) else config.cpp.cxx
-        if not (cxx and shutil.which(cxx)):
-            return f"AOTInductor on CPU needs a C++ compiler ({cxx or 'g++'} not found on PATH)"
-        return None
+    # The C++ wrapper is compiled on both device types.
+    cxx = config.cpp.cxx[-1] if isinstance(config.cpp.cxx, tuple) else config.cpp.cxx
+    if not (cxx and shutil.which(cxx)):
+        return (f"AOTInductor on {device.type.upper()} needs a C++ compiler "
+                f"({cxx or 'g++'} not found on PATH)")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return "CUDA is not available (torch.cuda.is_available() is False)"
-        return None
-    return f"device type {device.type!r} is not supported"
+        from torch.utils import cpp_extension
+
+        # On CUDA that wrapper includes the CUDA toolkit's headers (cpp_extension.include_paths
+        # raises "CUDA_HOME environment variable is not set" without one); pip wheels ship none.
+        if cpp_extension.CUDA_HOME is None:
+            return ("AOTInductor on CUDA needs the CUDA toolkit headers: no toolkit found (set "
+                    "CUDA_HOME to the CUDA install root, or put its nvcc on PATH)")
+    return None
 
 
 def precision_unsupported(precision: str, device: torch.device) -> Optional[str]:
@@ -34,7 +42,9 @@ def precision_unsupported(precision: str, device: torch.device) -> Optional[str]
     if device.type == "cpu" and precision == "fp16":
         return ("fp16 engines need a CUDA device: CPU kernels have no fast fp16 path; "
                 "use --precision bf16 or fp32 on CPU")
-    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+    # including_emulation=False: pre-Ampere GPUs, which only emulate bf16, say True by default.
+    if (device.type == "cuda" and precision == "bf16"
+            and not torch.cuda.is_bf16_supported(including_emulation=False)):
         return "this GPU has no bf16 support; use --precision fp16"
     return None
 

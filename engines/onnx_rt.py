@@ -81,7 +81,18 @@ def _session(path: Path, device: torch.device) -> Any:
                                 "CPUExecutionProvider"]
     else:
         providers = ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    if device.type == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
+        # ONNX Runtime falls back to the CPU provider when the CUDA one fails to load (e.g. an
+        # onnxruntime-gpu built for another CUDA/cuDNN major), logging it only; the IO binding
+        # below hands it CUDA buffers, and a benchmark would time the CPU.
+        from fastvid.errors import BackendUnavailable
+
+        raise BackendUnavailable(
+            f"onnxruntime could not create its CUDAExecutionProvider (session providers: "
+            f"{', '.join(sess.get_providers())}); install an onnxruntime-gpu built for this CUDA "
+            f"version (torch {torch.__version__}, CUDA {torch.version.cuda})")
+    return sess
 
 
 def load_runner(path: Path, device: torch.device, meta: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -292,3 +292,49 @@ def test_trt_engine_build_load_validate(trn, tmp_path, precision, opt_batch):
     with pytest.raises(engines.EngineError, match="got"):
         engine(torch.zeros(MAX_BATCH + 1, FRAMES, 3, SIZE, SIZE, device="cuda"))
     trn.to("cpu")
+
+
+def test_aoti_on_cuda_needs_a_compiler_and_the_cuda_toolkit(monkeypatch):
+    """AOTInductor's CUDA wrapper is C++ compiled against the toolkit headers (CUDA_HOME)."""
+    from torch._inductor import config as inductor_config
+    from torch.utils import cpp_extension
+
+    from engines.aoti import unavailable_reason
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
+    assert "CUDA_HOME" in unavailable_reason(cuda)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", "/opt/cuda")
+    assert unavailable_reason(cuda) is None
+    # (monkeypatch.setattr on the config proxy would delete the option on undo)
+    with inductor_config.patch({"cpp.cxx": ("no-such-compiler-xyz",)}):
+        assert "C++ compiler" in unavailable_reason(cuda)
+        assert "C++ compiler" in unavailable_reason(torch.device("cpu"))
+    assert inductor_config.cpp.cxx != ("no-such-compiler-xyz",)
+
+
+def test_aoti_bf16_check_ignores_emulated_bf16(monkeypatch):
+    from engines.aoti import precision_unsupported
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert "bf16" in precision_unsupported("bf16", torch.device("cuda", 0))
+
+
+def test_onnx_cuda_session_that_fell_back_to_cpu_is_refused(monkeypatch, tmp_path):
+    """ONNX Runtime silently runs on the CPU provider when the CUDA one fails to load."""
+    import onnxruntime
+
+    from engines.onnx_rt import _session
+
+    class _FellBack:
+        def __init__(self, path, sess_options=None, providers=None):
+            assert providers[0][0] == "CUDAExecutionProvider"
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", _FellBack)
+    with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
+        _session(tmp_path / "m.onnx", torch.device("cuda", 0))
