@@ -18,6 +18,7 @@ import torch.nn as nn
 from fastvid.errors import FastvidError
 from fastvid.models import split_outputs
 from fastvid.precision import resolve_precision
+from fastvid.train import to_channels_last
 
 from .memory import PeakMemory
 from .records import percentiles, stamp
@@ -62,6 +63,8 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
     video = torch.randn((batch, *sample_shape), generator=gen).to(device)
     label = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
     records: list[dict[str, Any]] = []
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as fastvid train (and bench.gpu_check) run
     for precision_name, channels_last in (variants or default_variants(device)):
         rec: dict[str, Any] = {"kind": "train", "model": model_name, "precision": precision_name,
                                "channels_last": channels_last, "batch": batch,
@@ -82,10 +85,13 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         x = video
         if channels_last:
             fmt = _memory_format(layout)
-            net = net.to(memory_format=fmt)
+            # Per weight rank, as fastvid train does (TPN-TSM mixes 2D and 3D convolutions).
+            net = to_channels_last(net)
             if fmt is torch.channels_last_3d:
                 x = video.contiguous(memory_format=fmt)
-        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        # The optimizer fastvid train builds: fused SGD on CUDA.
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9,
+                                    fused=True if device.type == "cuda" else None)
         scaler = precision.grad_scaler()
         criterion = nn.CrossEntropyLoss()
 

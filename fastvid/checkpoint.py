@@ -100,7 +100,9 @@ def capture_rng(model: Optional[nn.Module] = None) -> dict[str, Any]:
 def restore_rng(state: dict[str, Any], model: Optional[nn.Module] = None) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU the saving process saw; resuming on a machine with fewer GPUs must
+        # not index a device that is not there (set_rng_state_all enumerates the list).
+        torch.cuda.set_rng_state_all(list(state["cuda"])[:torch.cuda.device_count()])
     if model is not None:
         gens = _module_generators(model)
         for key, gstate in state.get("modules", {}).items():

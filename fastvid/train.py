@@ -35,7 +35,7 @@ from fastvid.version import __version__
 
 __all__ = ["TrainOptions", "train", "build_optimizer", "load_pretrained", "DistInfo",
            "init_distributed", "unwrap", "recompute_bn_stats", "evaluate_sharded",
-           "process_group"]
+           "process_group", "to_channels_last"]
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,35 @@ def _memory_format(cfg: Config) -> torch.memory_format:
     return torch.channels_last_3d if cfg.model.backbone == "resnet3d_slowonly50" else torch.channels_last
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Put every convolution's weight in channels-last: ``channels_last`` for 4-D weights,
+    ``channels_last_3d`` for 5-D ones; returns ``model``.
+
+    ``model.to(memory_format=...)`` cannot do this for a model that mixes 2D and 3D
+    convolutions (TPN-TSM: 2D backbone, 3D neck): it converts every 4-D and 5-D tensor to the
+    one format given and raises "required rank 4 tensor to use channels_last format" on the
+    other rank.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() in (4, 5):
+            m.to(memory_format=torch.channels_last if m.weight.dim() == 4 else torch.channels_last_3d)
+    return model
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this run's ``fused``/``foreach`` choice.
+
+    Saved param groups carry the implementation flags of the run that wrote them and
+    ``load_state_dict`` copies them over: a CPU checkpoint (``fused=None``) resumed on CUDA would
+    run the unfused SGD, which GradScaler (that sees the optimizer built with ``fused=True``)
+    then hands ``found_inf`` - an AssertionError in fp16 training.
+    """
+    keep = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, keep):
+        group.update(flags)
+
+
 def _to_memory_format(video: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
     # 2D models fold (N, T) into the batch inside forward; the 5D input stays contiguous and the
     # channels_last weights make the convolutions pick the NHWC kernels.
@@ -315,7 +344,10 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     if opts.pretrained and ckpt is None:
         load_pretrained(model, opts.pretrained)
     fmt = _memory_format(cfg)
-    model = model.to(device=device, memory_format=fmt)
+    model = to_channels_last(model.to(device))
+    if device.type == "cuda":
+        # Fixed input shapes: let cuDNN time its algorithms once (torchvision's reference does).
+        torch.backends.cudnn.benchmark = True
     optimizer = build_optimizer(model, cfg, device, apex=opts.apex)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.train.lr_steps),
                                                      gamma=cfg.train.lr_gamma)
@@ -324,13 +356,21 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     start_epoch, step, skip_batches, best_top1 = 0, 0, 0, -1.0
     if ckpt is not None:
         unwrap(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        _load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("scaler") or not scaler.is_enabled():
+            scaler.load_state_dict(ckpt.get("scaler", {}))
+        else:  # saved by an fp32/bf16 run (disabled scaler, empty state): start a fresh scale
+            log.info("resume: the checkpoint has no GradScaler state; fp16 starts a new loss scale")
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
         skip_batches = int(ckpt.get("batch_in_epoch", 0))
         best_top1 = float(ckpt.get("best_top1", -1.0))
         restore_rng(ckpt["rng"], unwrap(model))
+        if dist_info.rank:
+            # last.pt holds rank 0's generators only: restored on every rank they would give all
+            # ranks the same dropout masks and relation draws. Other ranks get their own stream.
+            torch.manual_seed(int(np.random.SeedSequence([cfg.train.seed, dist_info.rank, step])
+                                  .generate_state(1)[0]))
         log.info("resumed from %s: epoch %d, step %d%s", resume_path, start_epoch, step,
                  f", batch {skip_batches} of the epoch" if skip_batches else "")
 
@@ -564,8 +604,13 @@ def _train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.op
             if aux is not None:
                 loss = loss + aux_weight * criterion(aux.float(), label)
         # One sync per step: a non-finite loss must not reach the weights. With fp16 the
-        # GradScaler also skips steps whose gradients overflowed.
-        if not bool(torch.isfinite(loss)):
+        # GradScaler also skips steps whose gradients overflowed. Under DDP every rank must take
+        # the same branch: a rank that skipped backward would leave the others waiting in DDP's
+        # gradient all-reduce (and pair its next collective with theirs).
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
+        if dist_info.distributed:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite):
             nonfinite_run += 1
             optimizer.zero_grad(set_to_none=True)
             log.warning("non-finite loss at epoch %d step %d (%d in a row); step skipped",

@@ -255,3 +255,29 @@ def test_gpu_check_driver_runs_its_sections_on_cpu(tmp_path):
         ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)}
     assert all(r["status"] == "ok" and r["videos_per_s"] > 0 for r in train)
     assert all(r["source"] == "scripts/gpu_check.sh" for r in records)
+
+
+class _Tiny2D3D(nn.Module):
+    """2D convs per frame, then a 3D conv over time: TPN-TSM's mix of weight ranks, tiny."""
+
+    input_layout = "NTCHW"
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2d = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv3d = nn.Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t = x.shape[:2]
+        y = torch.relu(self.conv2d(x.flatten(0, 1)))
+        y = y.reshape(n, t, *y.shape[1:]).transpose(1, 2)
+        return self.fc(torch.relu(self.conv3d(y)).mean((2, 3, 4)))
+
+
+def test_train_bench_channels_last_with_2d_and_3d_convs():
+    """``net.to(memory_format=channels_last)`` raised on the 5-D weights, outside the try."""
+    recs = bench_training(_Tiny2D3D(), (4, 3, 8, 8), 3, "cpu", batch=2,
+                          variants=[("fp32", False), ("fp32", True)], warmup=1, iters=2)
+    assert [r["status"] for r in recs] == ["ok", "ok"], [r.get("reason") for r in recs]

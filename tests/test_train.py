@@ -196,3 +196,116 @@ def test_eval_under_torchrun_matches_one_process(synth_frames, trained_trn, tmp_
     res_two = json.loads((tmp_path / "two.json").read_text())
     assert res_two["world_size"] == 2 and res_one["world_size"] == 1
     assert res_two["top1"] == res_one["top1"] and res_two["num_videos"] == 24
+
+
+# --- CUDA-path review: DDP step agreement, channels-last, resume details (CPU-checkable) ---
+
+_NONFINITE_WORKER = r'''
+import datetime, json, sys
+import torch, torch.distributed as dist, torch.nn as nn
+from fastvid.config import load_config
+from fastvid.precision import resolve_precision
+from fastvid import train as T
+
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+info = T.init_distributed("cpu")
+torch.manual_seed(0)
+model = nn.Linear(4, 3)
+ddp = nn.parallel.DistributedDataParallel(model)
+cfg = load_config(sys.argv[1])
+cfg.train.max_nonfinite_steps, cfg.train.log_interval, cfg.train.ckpt_interval = 3, 100, 0
+cfg.train.clip_grad_norm = None
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+precision = resolve_precision(False, "fp32", "cpu")
+gen = torch.Generator().manual_seed(1 + info.rank)
+batches = [(torch.randn(2, 4, generator=gen), torch.tensor([0, 1])) for _ in range(4)]
+if info.rank == 1:
+    batches[1][0][0, 0] = float("nan")  # only rank 1 sees a non-finite loss, at step 2
+opts = T.TrainOptions(data_root=".", work_dir=".", progress=False)
+res = T._train_one_epoch(ddp, nn.CrossEntropyLoss(), optimizer, precision.grad_scaler(), batches,
+                         precision, cfg, 0, 0, 0, torch.contiguous_format, T._MetricsLog(None),
+                         T._StopFlag(), info, opts, lambda *a: None)
+weights = [None] * info.world_size
+dist.all_gather_object(weights, [p.detach().tolist() for p in model.parameters()])
+if info.is_main:
+    print("RESULT " + json.dumps({"step": res["step"], "loss": res["loss"], "same": weights[0] == weights[1]}))
+dist.destroy_process_group()
+'''
+
+
+def test_ddp_nonfinite_loss_on_one_rank_is_skipped_on_every_rank(tmp_path):
+    """A rank that skipped backward alone would leave the others in DDP's gradient all-reduce."""
+    from _helpers import CONFIG
+
+    script = tmp_path / "nonfinite_worker.py"
+    script.write_text(_NONFINITE_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), CONFIG]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    res = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])
+    assert res["step"] == 4 and np.isfinite(res["loss"]) and res["same"], res
+    assert "non-finite loss at epoch 1 step 2" in out
+
+
+def test_to_channels_last_handles_2d_and_3d_convs_in_one_model():
+    from fastvid.models import create_model
+    from fastvid.train import to_channels_last
+
+    model = create_model("tpn_tsm_r50", num_classes=3, num_segments=4)  # 2D backbone, 3D neck
+    with pytest.raises(RuntimeError, match="rank 4"):
+        model.to(memory_format=torch.channels_last)  # what fastvid train did before
+    to_channels_last(model)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert {m.weight.dim() for m in convs} == {4, 5}
+    for m in convs:
+        fmt = torch.channels_last if m.weight.dim() == 4 else torch.channels_last_3d
+        assert m.weight.is_contiguous(memory_format=fmt), m
+
+
+@pytest.mark.parametrize("name,kwargs,shape", [
+    ("tpn_slowonly_r50", {}, (2, 3, 4, 32, 32)),
+    ("tpn_tsm_r50", {"num_segments": 4}, (2, 4, 3, 32, 32)),
+    ("trn_bninception", {"num_segments": 4, "consensus": "trn_multiscale"}, (2, 4, 3, 64, 64)),
+])
+def test_every_trainable_parameter_gets_a_gradient_each_step(name, kwargs, shape):
+    """DDP is built without find_unused_parameters: a trainable parameter left without a gradient
+    in a training step (TPN's aux head, TRN's sampled relations) would fail the next iteration."""
+    from fastvid.models import create_model, split_outputs
+    from fastvid.train import to_channels_last
+
+    torch.manual_seed(0)
+    model = to_channels_last(create_model(name, num_classes=3, **kwargs)).train()
+    logits, aux = split_outputs(model(torch.randn(shape)))
+    loss = logits.float().logsumexp(1).mean() + (0.5 * aux.float().logsumexp(1).mean() if aux is not None else 0)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert (aux is not None) == name.startswith("tpn")
+
+
+def test_resumed_optimizer_keeps_this_runs_fused_choice():
+    """A CPU checkpoint (fused=None) resumed on CUDA must stay fused: GradScaler hands found_inf
+    to an optimizer built with fused=True, which the unfused SGD asserts against."""
+    from fastvid.train import _load_optimizer_state
+
+    params = [torch.nn.Parameter(torch.ones(2))]
+    saved = torch.optim.SGD(params, lr=0.1, momentum=0.9).state_dict()
+    assert saved["param_groups"][0]["fused"] is None
+    cuda_run = torch.optim.SGD(params, lr=0.1, momentum=0.9, fused=True)  # as built on CUDA
+    _load_optimizer_state(cuda_run, saved)
+    assert cuda_run.param_groups[0]["fused"] is True and cuda_run.param_groups[0]["lr"] == 0.1
+
+
+def test_restore_rng_with_fewer_gpus_than_the_saving_run(monkeypatch):
+    from fastvid.checkpoint import restore_rng
+
+    got = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: got.append(list(states)))
+    states = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    restore_rng({"torch": torch.get_rng_state(), "cuda": states})
+    assert len(got) == 1 and len(got[0]) == 1 and torch.equal(got[0][0], states[0])
