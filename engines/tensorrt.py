@@ -13,8 +13,11 @@ against the Torch-TensorRT 2.14 documentation:
 * Precision, ``user_guide/compilation/compilation_settings``: strong typing builds each layer
   in the dtype of the graph (``use_explicit_typing``: default True since 2.10; 2.13 removed it
   and ``enabled_precisions`` from ``dynamo.compile``, where strong typing is simply the
-  behaviour, so passing it only matters to older releases). So fp16/bf16 engines come from a model and input cast to that dtype by
-  :func:`engines.export.cast_for_precision`; fp32 disables TF32 so that fp32 means fp32.
+  behaviour, so passing it only matters to older releases). So fp16/bf16 engines come from a
+  model and input cast to that dtype by :func:`engines.export.cast_for_precision`; fp32
+  disables TF32 so that fp32 means fp32.
+* Saving with ``retrace=True`` re-exports from the Inputs' opt shapes: see
+  :func:`_save_opt_batch`.
 """
 from __future__ import annotations
 

@@ -123,7 +123,8 @@ def summarize(scores: np.ndarray, labels: np.ndarray, views: int = 1,
                       list(bad_samples or []))
 
 
-def interleave_shards(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def interleave_shards(parts: Sequence[tuple[np.ndarray, np.ndarray]],
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Put per-rank ``(scores, labels)`` back in list order.
 
     Rank ``r`` of ``W`` scored the records ``r, r + W, r + 2W, ...`` (``records[r::W]``: every
