@@ -18,22 +18,15 @@ import torch
 from bench.records import append_records
 from bench.runner import InferenceBenchmarkRunner
 from bench.train import bench_training
-from fastvid.models import create_model
+from fastvid.models import create_model, get_model_spec
 
 __all__ = ["MODELS", "run_section", "main"]
 
-_BGR = ([104.0, 117.0, 128.0], [1.0, 1.0, 1.0])  # BNInception: BGR 0-255
-_RGB = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])  # ResNets: ImageNet RGB
-# name: (create_model kwargs, sample layout, (mean, std))
-MODELS: dict[str, tuple[dict[str, Any], str, tuple[list[float], list[float]]]] = {
-    "trn_bninception": (dict(num_classes=27, num_segments=8, consensus="trn_multiscale"),
-                        "TCHW", _BGR),
-    "tpn_slowonly_r50": (dict(num_classes=400), "CTHW", _RGB),
+# name: create_model kwargs (layout, normalisation and frames come from the model's spec)
+MODELS: dict[str, dict[str, Any]] = {
+    "trn_bninception": dict(num_classes=27, consensus="trn_multiscale"),
+    "tpn_slowonly_r50": dict(num_classes=400),
 }
-
-
-def _sample_shape(layout: str, frames: int, size: int) -> tuple[int, int, int, int]:
-    return (frames, 3, size, size) if layout == "TCHW" else (3, frames, size, size)
 
 
 def run_section(section: str, name: str, out_dir: str, *, device: str = "cuda",
@@ -49,13 +42,15 @@ def run_section(section: str, name: str, out_dir: str, *, device: str = "cuda",
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    kwargs, layout, (mean, std) = MODELS[name]
-    if "num_segments" in kwargs:  # TRN's relation head is built for its number of segments
-        kwargs = {**kwargs, "num_segments": frames}
+    spec = get_model_spec(name)
+    kwargs = dict(MODELS[name])
+    if not spec.is_3d:  # a 2D model (TRN's relation head) is built for its number of segments
+        kwargs["num_segments"] = frames
+    mean, std = list(spec.mean), list(spec.std)
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    sample = _sample_shape(layout, frames, size)
+    sample = spec.input_shape(1, frames, size)[1:]
     model = create_model(name, **kwargs)
     extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh"}
     if section == "train":

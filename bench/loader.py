@@ -61,7 +61,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
     A backend that cannot run here (no DALI, no GPU, a codec DALI's CPU decoder lacks) gives a
     record with ``"skipped": reason`` instead of stopping the comparison.
     """
-    from fastvid.loaders import build_loader, is_3d
+    from fastvid.loaders import build_loader
 
     device = torch.device(device)
     records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
@@ -70,7 +70,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
     base = {"kind": "loader", "batches": batches, "batch_size": batch_size, "workers": n_workers,
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "date": date, "dataset": str(dataset.root), "format": dataset.format,
-            "image_size": cfg.data.image_size, "layout": "NCTHW" if is_3d(cfg) else "NTCHW",
+            "image_size": cfg.data.image_size, "layout": cfg.spec.input_layout,
             "versions": _versions()}
     results = []
     for backend in backends:
@@ -83,7 +83,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             video, _ = next(stream)  # warm-up: builds pipelines, starts workers
             _sync(device)
             rec["startup_s"] = round(time.perf_counter() - t0, 3)
-            frames_per_video = (video.shape[2] if is_3d(cfg) else video.shape[1])
+            frames_per_video = video.shape[cfg.spec.input_layout.index("T")]
             n_videos = 0
             t0 = time.perf_counter()
             for _ in range(batches):

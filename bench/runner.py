@@ -21,16 +21,26 @@ import torch
 import torch.nn as nn
 
 from fastvid.errors import BackendUnavailable
+from fastvid.models import input_layout
 from fastvid.precision import DTYPES
 
 from .memory import PeakMemory
 from .records import percentiles, stamp
 
-__all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "time_callable"]
+__all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "inference_backends", "time_callable"]
 
 log = logging.getLogger(__name__)
 
-INFERENCE_BACKENDS = ("eager", "compile", "aoti", "onnx", "trt")
+
+
+def inference_backends() -> tuple[str, ...]:
+    """What ``fastvid bench --backends`` takes: eager, torch.compile, and every engine backend."""
+    from engines.backends import engine_names
+
+    return ("eager", "compile", *engine_names())
+
+
+INFERENCE_BACKENDS = inference_backends()
 Runner = Callable[[torch.Tensor], Any]
 
 
@@ -131,7 +141,9 @@ class InferenceBenchmarkRunner:
         # AOTInductor and ONNX Runtime kernels do not depend on an optimisation batch: one engine
         # covering every requested batch saves a compile per batch. TensorRT tunes for its opt
         # shape, so it gets one engine per batch.
-        shared = backend != "trt"
+        from engines.backends import engine_backend
+
+        shared = not engine_backend(backend).tuned_per_batch
         key = (backend, precision if shared else f"{precision}/b{batch}")
         if key in self._built:
             eng, info = self._built[key]
@@ -178,7 +190,7 @@ class InferenceBenchmarkRunner:
     def _input(self, batch: int, precision: str) -> torch.Tensor:
         from engines import validation_batch
 
-        layout = getattr(self.model, "input_layout", "NTCHW")
+        layout = input_layout(self.model)
         x = validation_batch((batch,) + self.sample_shape, self.mean, self.std, layout=layout, seed=1)
         return x.to(device=self.device, dtype=DTYPES[precision])
 

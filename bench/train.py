@@ -1,8 +1,9 @@
 """Training-throughput benchmark: fp32 vs AMP and channels-first vs channels-last, side by side.
 
-Each variant trains a fresh copy of the same model on one synthetic batch (forward, backward,
-SGD step) so the numbers measure compute only; precision comes from
-:func:`fastvid.precision.resolve_precision`, as in ``fastvid train``.
+Each variant trains a fresh copy of the same model on one synthetic batch with the training
+step of ``fastvid train`` (:class:`fastvid.training.TrainStep`: forward, loss with the auxiliary
+head's, backward, gradient clipping, fused SGD), so the numbers measure compute only; precision
+comes from :func:`fastvid.precision.resolve_precision`, as in ``fastvid train``.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from fastvid.config import Config, ModelConfig, TrainConfig, replace
 from fastvid.errors import FastvidError
-from fastvid.models import split_outputs
+from fastvid.models import input_layout, to_channels_last
 from fastvid.precision import resolve_precision
-from fastvid.train import to_channels_last
+from fastvid.training import TrainStep, build_optimizer
 
 from .memory import PeakMemory
 from .records import percentiles, stamp
@@ -34,17 +36,13 @@ def default_variants(device: torch.device | str) -> list[tuple[str, bool]]:
     return [(p, cl) for p in precisions for cl in (False, True)]
 
 
-def _memory_format(layout: str) -> torch.memory_format:
-    # 3D models see (N, C, T, H, W): channels_last_3d; 2D models fold T into N inside forward, so
-    # only their 4D conv weights take channels_last.
-    return torch.channels_last_3d if layout == "NCTHW" else torch.channels_last
-
-
 def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: int,
                    device: torch.device | str, *, batch: int = 8,
                    variants: Optional[Sequence[tuple[str, bool]]] = None, warmup: int = 2,
                    iters: int = 10, model_name: str = "",
-                   extra: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+                   extra: Optional[dict[str, Any]] = None,
+                   aux_loss_weight: float = ModelConfig.aux_loss_weight,
+                   clip_grad_norm: Optional[float] = TrainConfig.clip_grad_norm) -> list[dict[str, Any]]:
     """One ``kind: train`` record per (precision, channels_last) variant.
 
     Args:
@@ -56,9 +54,11 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         variants: (precision, channels_last) pairs; default :func:`default_variants`.
         warmup, iters: untimed and timed steps.
         model_name, extra: copied into the records.
+        aux_loss_weight, clip_grad_norm: the step's (``model.aux_loss_weight``,
+            ``train.clip_grad_norm`` of the config; defaults: the configs' defaults).
     """
     device = torch.device(device)
-    layout = getattr(model, "input_layout", "NTCHW")
+    layout = input_layout(model)
     gen = torch.Generator().manual_seed(0)
     video = torch.randn((batch, *sample_shape), generator=gen).to(device)
     label = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
@@ -82,29 +82,18 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         if device.type == "cuda":
             torch.cuda.empty_cache()
         net = copy.deepcopy(model).to(device).train()
-        x = video
+        fmt = None
         if channels_last:
-            fmt = _memory_format(layout)
             # Per weight rank, as fastvid train does (TPN-TSM mixes 2D and 3D convolutions).
             net = to_channels_last(net)
-            if fmt is torch.channels_last_3d:
-                x = video.contiguous(memory_format=fmt)
-        # The optimizer fastvid train builds: fused SGD on CUDA.
-        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9,
-                                    fused=True if device.type == "cuda" else None)
-        scaler = precision.grad_scaler()
-        criterion = nn.CrossEntropyLoss()
+            fmt = torch.channels_last_3d if layout == "NCTHW" else torch.channels_last
+        # The optimizer fastvid train builds: fused SGD (with zeroed momentum buffers).
+        optimizer = build_optimizer(net, replace(Config(), train={"lr": 1e-3}), device)
+        train_step = TrainStep(net, optimizer, precision, aux_loss_weight=aux_loss_weight,
+                               clip_grad_norm=clip_grad_norm, memory_format=fmt)
 
         def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with precision.autocast():
-                logits, aux = split_outputs(net(x))
-                loss = criterion(logits.float(), label)
-                if aux is not None:
-                    loss = loss + 0.5 * criterion(aux.float(), label)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            train_step(video, label)
 
         try:
             with PeakMemory(device) as mem:

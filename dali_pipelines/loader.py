@@ -17,9 +17,9 @@ import torch
 
 from dali_pipelines.sources import (DALI_CPU_CODECS, UNSUPPORTED_MARK, ClipSource, decode_bad,
                                     items_per_epoch)
+from fastvid.data.bad_samples import BadSampleLog
 from fastvid.data.lists import VideoRecord
 from fastvid.data.sampling import shard_indices
-from fastvid.data.torch_loader import BadSampleLog
 from fastvid.data.transforms import SamplePlanner
 from fastvid.errors import BackendUnavailable, DataError
 

@@ -8,7 +8,6 @@ precision's tolerance is removed and raises :class:`EngineValidationError`.
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import logging
 import time
@@ -19,9 +18,11 @@ import torch
 import torch.nn as nn
 
 from fastvid.errors import BackendUnavailable, FastvidError
+from fastvid.models import input_layout
 from fastvid.precision import DTYPES
 from fastvid.version import __version__
 
+from .backends import EngineBackend, engine_backend, engine_backends, engine_names
 from .export import cast_for_precision, export_model, graph_problems, validation_batch
 
 __all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENSIONS",
@@ -30,9 +31,9 @@ __all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENS
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("aoti", "onnx", "trt")
-EXTENSIONS = {"aoti": ".pt2", "onnx": ".onnx", "trt": ".ep"}
-_MODULES = {"aoti": "engines.aoti", "onnx": "engines.onnx_rt", "trt": "engines.tensorrt"}
+# Derived from the registry (engines/backends.py), kept as names for callers.
+BACKENDS = engine_names()
+EXTENSIONS = {e.name: e.extension for e in engine_backends()}
 
 # Allowed max |engine - eager fp32| divided by the logit scale max |eager fp32 logits|. fp32 on CUDA is
 # looser because cuDNN convolutions may run in TF32 (10-bit mantissa) in the engine; fp16 keeps
@@ -52,28 +53,25 @@ class EngineValidationError(EngineError):
     """A freshly built engine disagrees with the eager model beyond the precision's tolerance."""
 
 
-def _backend_module(backend: str) -> Any:
-    if backend not in _MODULES:
-        raise EngineError(f"unknown engine backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    return importlib.import_module(_MODULES[backend])
+def _backend_module(backend: str) -> EngineBackend:
+    return engine_backend(backend).load()
 
 
 def available_backends(device: torch.device | str | None = None) -> dict[str, Optional[str]]:
-    """``{backend: None if usable on device else the reason}`` for aoti, onnx and trt.
+    """``{backend: None if usable on device else the reason}`` for every registered backend.
 
     ``device`` defaults to CUDA when available, else CPU.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    return {name: _backend_module(name).unavailable_reason(device) for name in BACKENDS}
+    return {name: _backend_module(name).unavailable_reason(device) for name in engine_names()}
 
 
 def require_backend(backend: str, device: torch.device | str) -> None:
     """Raise :class:`BackendUnavailable` naming what is missing and which backends do work."""
+    engine_backend(backend)  # an unknown name raises, listing the known ones
     status = available_backends(device)
-    if backend not in status:
-        raise EngineError(f"unknown engine backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     reason = status[backend]
     if reason is not None:
         usable = [b for b, r in status.items() if r is None]
@@ -223,10 +221,11 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     check_supported(backend, precision, device)
     mod = _backend_module(backend)
     out = Path(out_path)
-    if out.suffix != EXTENSIONS[backend]:
-        out = out.with_name(out.name + EXTENSIONS[backend])
+    ext = engine_backend(backend).extension
+    if out.suffix != ext:
+        out = out.with_name(out.name + ext)
     out.parent.mkdir(parents=True, exist_ok=True)
-    layout = getattr(model, "input_layout", None) or meta.get("input_layout") or "NTCHW"
+    layout = input_layout(model, default=meta.get("input_layout") or "NTCHW")
     sample_shape = tuple(example_input.shape[1:])
     if validation_input is None:
         validation_input = validation_batch((max_batch,) + sample_shape, meta.get("mean"), meta.get("std"),
@@ -298,7 +297,7 @@ def _remove_artifact(path: Path) -> None:
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """``(artifact path, meta)`` from an artifact or its ``.json``; clear errors when absent/invalid."""
     path = Path(path)
-    if path.suffix == ".json" and path.name[:-5].endswith(tuple(EXTENSIONS.values())):
+    if path.suffix == ".json" and path.name[:-5].endswith(tuple(e.extension for e in engine_backends())):
         path = path.with_name(path.name[:-5])
     mpath = meta_path(path)
     if not mpath.is_file():

@@ -15,15 +15,11 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from fastvid.errors import FastvidError
+from fastvid.errors import CheckpointError
 from fastvid.version import __version__
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng",
-           "load_model_for_inference", "input_shape", "CheckpointError"]
-
-
-class CheckpointError(FastvidError):
-    """A checkpoint is unreadable or belongs to another model/config."""
+           "load_model_for_inference", "infer_num_classes", "CheckpointError"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -110,14 +106,6 @@ def restore_rng(state: dict[str, Any], model: Optional[nn.Module] = None) -> Non
                 gens[key].set_state(gstate)
 
 
-def input_shape(cfg: Any, batch: int) -> tuple[int, ...]:
-    """Batch-contract shape of one view at ``data.image_size`` for the configured model."""
-    size = cfg.data.image_size
-    if cfg.model.backbone == "resnet3d_slowonly50":
-        return (batch, 3, cfg.data.clip_len, size, size)
-    return (batch, cfg.model.num_segments, 3, size, size)
-
-
 _ARCH_KEYS = ("arch", "backbone", "consensus", "num_segments", "img_feature_dim", "subsample_num")
 
 
@@ -155,7 +143,7 @@ def load_model_for_inference(cfg: Any, checkpoint: str | Path, device: torch.dev
     if num_classes is None:
         num_classes = cfg.model.num_classes or (len(classes) if classes else None)
     if num_classes is None:
-        num_classes = _infer_num_classes(state, str(path))
+        num_classes = infer_num_classes(cfg.spec, state, str(path))
     model = create_model_from_config(cfg.model, num_classes)
     load_weights(model, state if not _is_wrapped(raw) else raw)
     model.eval().to(device)
@@ -169,14 +157,12 @@ def _is_wrapped(raw: dict[str, Any]) -> bool:
     return any(k in raw for k in ("model", "state_dict"))
 
 
-def _infer_num_classes(state: dict[str, torch.Tensor], where: str) -> int:
-    """Class count from the last classifier layer of a state dict (fastvid, TRN-pytorch, mmaction2)."""
-    for key in ("cls_head.fc_cls.weight", "module.new_fc.weight", "new_fc.weight"):
-        if key in state:
-            return int(state[key].shape[0])
-    # TRN-pytorch multi-scale heads end each scale with Linear(256, num_classes).
-    fusion = sorted(k for k in state if "fc_fusion_scales" in k and k.endswith(".weight"))
-    if fusion:
-        return int(state[fusion[-1]].shape[0])
-    raise CheckpointError(f"{where}: cannot tell the number of classes from the checkpoint; "
-                          f"pass --set model.num_classes=N")
+def infer_num_classes(spec: Any, state: dict[str, torch.Tensor], where: str) -> int:
+    """Class count from the model's classifier in a state dict (fastvid, TRN-pytorch, mmaction2
+    layouts; ``spec`` is the :class:`fastvid.models.ModelSpec` naming the classifiers)."""
+    found = spec.num_classes_in(state)
+    if found is None:
+        raise CheckpointError(f"{where}: cannot tell the number of classes from the checkpoint "
+                              f"(none of {', '.join(spec.classifier)} in it); pass "
+                              f"--set model.num_classes=N")
+    return found

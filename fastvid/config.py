@@ -13,6 +13,8 @@ from typing import Any, Iterable, Mapping, Optional, get_args, get_origin, get_t
 
 import yaml
 
+from fastvid.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "ModelConfig",
@@ -24,34 +26,14 @@ __all__ = [
     "config_from_dict",
     "save_config",
     "model_name",
-    "BACKBONE_INPUT",
+    "model_spec",
 ]
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and source."""
-
-
-# Input convention of each backbone family: channel order, value range 0-255, mean/std per channel.
-BACKBONE_INPUT: dict[str, dict[str, Any]] = {
-    "bninception": {"color": "BGR", "mean": [104.0, 117.0, 128.0], "std": [1.0, 1.0, 1.0]},
-    "resnet3d_slowonly50": {"color": "RGB", "mean": [123.675, 116.28, 103.53],
-                            "std": [58.395, 57.12, 57.375]},
-    "tsm_resnet50": {"color": "RGB", "mean": [123.675, 116.28, 103.53],
-                     "std": [58.395, 57.12, 57.375]},
-}
-
-_ARCH_BACKBONES = {
-    ("trn", "bninception"): "trn_bninception",
-    ("tpn", "resnet3d_slowonly50"): "tpn_slowonly_r50",
-    ("tpn", "tsm_resnet50"): "tpn_tsm_r50",
-}
 
 
 @dataclass
 class ModelConfig:
     arch: str = "trn"  # trn | tpn
-    backbone: str = "bninception"  # bninception | resnet3d_slowonly50 | tsm_resnet50
+    backbone: str = "bninception"  # the registered pairs: fastvid.models.model_specs()
     consensus: str = "trn_multiscale"  # avg | trn | trn_multiscale (TRN only)
     num_classes: Optional[int] = None  # default: from categories.txt or the checkpoint
     num_segments: int = 8  # TSN segments (TRN, TSM); frames per clip for 2D models
@@ -82,7 +64,7 @@ class DataConfig:
     frame_interval: int = 8  # dense sampling: stride between sampled frames
     test_clips: int = 1
     test_crops: int = 1  # 1 (centre) | 3 | 10
-    color: Optional[str] = None  # BGR | RGB; default from the backbone
+    color: Optional[str] = None  # BGR | RGB; default from the model's spec
     mean: Optional[list] = None
     std: Optional[list] = None
     max_bad_fraction: float = 0.01  # stop the run when more samples than this fail to decode
@@ -96,8 +78,10 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
+    lr_schedule: str = "step"  # step (the papers': x lr_gamma at lr_steps) | cosine (to 0 at the end)
     lr_steps: list = field(default_factory=lambda: [50, 100])
     lr_gamma: float = 0.1
+    warmup_epochs: int = 0  # linear warm-up from lr / 10 over this many epochs (either schedule)
     clip_grad_norm: Optional[float] = 20.0
     label_smoothing: float = 0.0
     workers: int = 2
@@ -126,23 +110,44 @@ class Config:
         return model_name(self.model)
 
     @property
+    def spec(self) -> Any:
+        """The :class:`fastvid.models.ModelSpec` of the configured model."""
+        return model_spec(self.model)
+
+    @property
+    def frames_per_view(self) -> int:
+        """Frames in one clip the model sees: ``data.clip_len`` for 3D models, else
+        ``model.num_segments``."""
+        return self.data.clip_len if self.spec.is_3d else self.model.num_segments
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        """Batch-contract shape of one view at ``data.image_size`` for the configured model."""
+        return self.spec.input_shape(batch, self.frames_per_view, self.data.image_size)
+
+    @property
     def input_spec(self) -> dict[str, Any]:
         """Channel order, mean and std the loaders must produce for this model."""
-        base = BACKBONE_INPUT.get(self.model.backbone, BACKBONE_INPUT["bninception"])
+        spec = self.spec
         return {
-            "color": self.data.color or base["color"],
-            "mean": list(self.data.mean or base["mean"]),
-            "std": list(self.data.std or base["std"]),
+            "color": self.data.color or spec.color,
+            "mean": list(self.data.mean or spec.mean),
+            "std": list(self.data.std or spec.std),
         }
+
+
+def model_spec(model_cfg: ModelConfig) -> Any:
+    """The registered :class:`fastvid.models.ModelSpec` for an (arch, backbone) pair."""
+    from fastvid.models import UnknownModel, find_model
+
+    try:
+        return find_model(model_cfg.arch, model_cfg.backbone)
+    except UnknownModel as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def model_name(model_cfg: ModelConfig) -> str:
     """Registry name for an (arch, backbone) pair."""
-    key = (model_cfg.arch, model_cfg.backbone)
-    if key not in _ARCH_BACKBONES:
-        known = ", ".join(f"{a}+{b}" for a, b in _ARCH_BACKBONES)
-        raise ConfigError(f"unsupported model.arch/model.backbone {key[0]}+{key[1]}; known: {known}")
-    return _ARCH_BACKBONES[key]
+    return model_spec(model_cfg).name
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -232,8 +237,6 @@ def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
 
 
 _CHOICES = {
-    "model.arch": ("trn", "tpn"),
-    "model.backbone": tuple(BACKBONE_INPUT),
     "model.consensus": ("avg", "trn", "trn_multiscale"),
     "model.average_clips": ("prob", "score"),
     "data.format": (None, "frames", "videos"),
@@ -241,6 +244,7 @@ _CHOICES = {
     "data.sampling": ("tsn", "dense"),
     "data.test_crops": (1, 3, 10),
     "data.color": (None, "BGR", "RGB"),
+    "train.lr_schedule": ("step", "cosine"),
 }
 
 
@@ -251,7 +255,10 @@ def _validate(cfg: Config, source: str) -> None:
         if value not in choices:
             shown = ", ".join(str(c) for c in choices if c is not None)
             raise ConfigError(f"{source}: '{dotted}' is {value!r}; expected one of {shown}")
-    model_name(cfg.model)
+    try:
+        model_spec(cfg.model)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     positive = ["model.num_segments", "train.epochs", "train.batch_size", "data.image_size",
                 "data.clip_len", "data.frame_interval", "data.test_clips"]
     for dotted in positive:
@@ -260,6 +267,8 @@ def _validate(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: '{dotted}' must be positive")
     if cfg.train.lr <= 0:
         raise ConfigError(f"{source}: 'train.lr' must be positive")
+    if cfg.train.warmup_epochs < 0:
+        raise ConfigError(f"{source}: 'train.warmup_epochs' must be >= 0")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"{source}: 'model.dropout' must be in [0, 1)")
 

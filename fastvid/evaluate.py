@@ -8,9 +8,13 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn as nn
 
-__all__ = ["EvalResult", "evaluate", "summarize", "interleave_shards", "topk_accuracy",
-           "mean_class_accuracy", "average_views"]
+from fastvid.distributed import DistInfo
+
+__all__ = ["EvalResult", "evaluate", "evaluate_sharded", "summarize", "interleave_shards",
+           "topk_accuracy", "mean_class_accuracy", "average_views"]
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +150,43 @@ def interleave_shards(parts: Sequence[tuple[np.ndarray, np.ndarray]],
         scores[r::world] = s
         labels[r::world] = lab
     return scores, labels
+
+
+def evaluate_sharded(model: Callable[[torch.Tensor], torch.Tensor], loader: Optional[Any],
+                     num_classes: int, dist_info: DistInfo, average: str = "prob",
+                     autocast: Optional[Callable[[], Any]] = None, sync_buffers: bool = True,
+                     **eval_kwargs: Any) -> Optional[EvalResult]:
+    """Evaluate on every rank's shard of the val list; the merged result on rank 0, else None.
+
+    ``loader`` yields this rank's ``records[rank::world]`` (None when that is empty); the
+    scores of all ranks are gathered and put back in list order (:func:`interleave_shards`).
+
+    Under DDP the ranks' BN running statistics differ slightly (DDP broadcasts rank 0's buffers
+    at the start of each forward, then every rank updates them with its own batch), so rank 0's
+    buffers - the ones the checkpoint keeps - are broadcast first (``sync_buffers``; pointless
+    for a model every rank loaded from one file, impossible for an engine): the scores are those
+    of the saved model, whichever rank computed them. ``eval_kwargs`` go to :func:`evaluate`.
+    """
+    if not dist_info.distributed:
+        if loader is None:
+            return None
+        return evaluate(model, loader, view_dims=4, average=average, autocast=autocast,
+                        **eval_kwargs)
+    if sync_buffers and isinstance(model, nn.Module):
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+    if loader is not None:
+        part = evaluate(model, loader, view_dims=4, average=average, autocast=autocast,
+                        **eval_kwargs)
+        mine = (part.scores, part.labels, part.views, part.bad_samples)
+    else:  # fewer val videos than ranks
+        mine = (np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), 1, [])
+    parts: list[Any] = [None] * dist_info.world_size
+    dist.all_gather_object(parts, mine)
+    if not dist_info.is_main:
+        return None
+    scores, labels = interleave_shards([(p[0], p[1]) for p in parts])
+    views = max(p[2] for p in parts)
+    result = summarize(scores, labels, views, [b for p in parts for b in p[3]])
+    log.info("evaluated %d val videos on %d ranks", len(labels), dist_info.world_size)
+    return result

@@ -1,19 +1,23 @@
-"""The one factory that picks a data loader: DALI on GPU, DALI on CPU, or PyTorch.
+"""The one factory that picks a data loader, and the registry of loader backends.
 
-Every loader yields the batch contract (see DESIGN.md): ``(video, label)`` with ``video`` float32
-on the target device, ``(N, T, C, H, W)`` for 2D models and ``(N, C, T, H, W)`` for 3D models,
-normalized per ``cfg.input_spec``, plus a views axis ``(N, V, ...)`` when ``views`` is given;
-``label`` int64 ``(N,)``, -1 for evaluation samples that could not be decoded. The training loop
-and the evaluator never ask which backend they got.
+Every loader yields the batch contract (``docs/design.md``): ``(video, label)`` with ``video``
+float32 on the target device, ``(N, T, C, H, W)`` for 2D models and ``(N, C, T, H, W)`` for 3D
+models (``cfg.spec.input_layout``), normalized per ``cfg.input_spec``, plus a views axis
+``(N, V, ...)`` when ``views`` is given; ``label`` int64 ``(N,)``, -1 for evaluation samples that
+could not be decoded. The training loop and the evaluator never ask which backend they got.
 
-``dali_pipelines`` and ``fastvid.data.torch_loader`` are imported only when chosen, so the torch
-loader works without DALI installed.
+A backend is registered once (:func:`register_loader`) with its name, an availability check
+that says why it cannot run, and a factory; the CLI's ``--loader`` choices, ``auto``'s order of
+preference and the benchmark's lists are derived from the registry. The factories import
+``dali_pipelines`` / ``fastvid.data.torch_loader`` only when chosen, so the torch loader works
+without DALI installed.
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Iterator, Optional, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -23,18 +27,17 @@ from fastvid.data.sampling import SamplingSpec
 from fastvid.data.transforms import SamplePlanner
 from fastvid.errors import BackendUnavailable, DataError
 
-__all__ = ["VideoLoader", "build_loader", "resolve_loader_name", "dali_available", "is_3d",
-           "planner_for", "LOADER_NAMES"]
+__all__ = ["VideoLoader", "LoaderBackend", "register_loader", "loader_backends", "loader_names",
+           "build_loader", "resolve_loader_name", "dali_available", "planner_for"]
 
 log = logging.getLogger(__name__)
 
-LOADER_NAMES = ("auto", "dali", "dali-cpu", "torch")
 
-
+@runtime_checkable
 class VideoLoader(Protocol):
-    """What every backend provides."""
+    """What every backend's loader object provides."""
 
-    backend: str  # "dali" (GPU), "dali-cpu", "torch"
+    backend: str  # the registered backend name
     num_samples: int  # samples this shard yields per epoch (padding included when sharded)
 
     @property
@@ -47,6 +50,51 @@ class VideoLoader(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
 
+# The factory's keyword arguments, the same for every backend (see build_loader).
+LoaderFactory = Callable[..., VideoLoader]
+
+
+@dataclass(frozen=True)
+class LoaderBackend:
+    """A registered loader backend.
+
+    Attributes:
+        name: ``--loader`` value.
+        description: One line for ``--help``.
+        unavailable_reason: ``f(device) -> None`` when it can run for that target device, else
+            why not (naming what to install or use instead).
+        factory: ``f(records, planner, **common) -> VideoLoader``; imports its package lazily.
+        preference: ``auto`` takes the available backend with the lowest value.
+    """
+
+    name: str
+    description: str
+    unavailable_reason: Callable[[torch.device], Optional[str]]
+    factory: LoaderFactory
+    preference: int = 100
+
+
+_BACKENDS: dict[str, LoaderBackend] = {}
+
+
+def register_loader(backend: LoaderBackend) -> LoaderBackend:
+    """Add a loader backend; its name becomes a ``--loader`` choice."""
+    if backend.name in _BACKENDS or backend.name == "auto":
+        raise ValueError(f"loader backend {backend.name!r} registered twice (or named 'auto')")
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def loader_backends() -> list[LoaderBackend]:
+    """Registered backends, in ``auto``'s order of preference."""
+    return sorted(_BACKENDS.values(), key=lambda b: (b.preference, b.name))
+
+
+def loader_names(auto: bool = True) -> tuple[str, ...]:
+    """``--loader`` choices: ``auto`` (when asked for) and every registered backend."""
+    return (("auto",) if auto else ()) + tuple(b.name for b in loader_backends())
+
+
 def dali_available() -> bool:
     """True when the ``nvidia.dali`` package can be found (it is not imported here)."""
     try:
@@ -55,37 +103,65 @@ def dali_available() -> bool:
         return False
 
 
+def _torch_factory(records: Sequence[VideoRecord], planner: SamplePlanner, **common: Any) -> VideoLoader:
+    from fastvid.data.torch_loader import TorchVideoLoader
+
+    return TorchVideoLoader(records, planner, **common)
+
+
+def _dali_factory(use_gpu: bool) -> LoaderFactory:
+    def make(records: Sequence[VideoRecord], planner: SamplePlanner, **common: Any) -> VideoLoader:
+        from dali_pipelines import DaliVideoLoader
+
+        return DaliVideoLoader(records, planner, use_gpu=use_gpu, **common)
+
+    return make
+
+
+def _dali_reason(device: torch.device) -> Optional[str]:
+    if not dali_available():
+        return "the nvidia-dali package is not installed (pip install 'fastvid[dali]')"
+    return None
+
+
+def _dali_gpu_reason(device: torch.device) -> Optional[str]:
+    reason = _dali_reason(device)
+    if reason is None and not (device.type == "cuda" and torch.cuda.is_available()):
+        reason = (f"it needs a CUDA GPU as the target device (device is {device}, CUDA available: "
+                  f"{torch.cuda.is_available()})")
+    return reason
+
+
+register_loader(LoaderBackend(
+    "dali", "NVIDIA DALI on the GPU: nvJPEG / NVDEC decode, crop, resize and normalize on the device",
+    _dali_gpu_reason, _dali_factory(use_gpu=True), preference=0))
+register_loader(LoaderBackend(
+    "dali-cpu", "NVIDIA DALI on the CPU (JPEG frames; VP8/VP9/MJPEG videos)",
+    _dali_reason, _dali_factory(use_gpu=False), preference=10))
+register_loader(LoaderBackend(
+    "torch", "PyTorch DataLoader workers: libjpeg-turbo / PyAV decode, augment on the target device",
+    lambda device: None, _torch_factory, preference=20))
+
+
 def resolve_loader_name(name: str, device: torch.device) -> str:
-    """``auto`` -> ``dali`` (CUDA device and DALI), ``dali-cpu`` (DALI), else ``torch``.
-
-    Explicit names are checked: ``dali`` needs the package and a CUDA target device,
-    ``dali-cpu`` the package; otherwise :class:`BackendUnavailable` says what is missing.
-    """
+    """``auto`` -> the first available backend in order of preference; an explicit name is
+    checked, and :class:`BackendUnavailable` says what is missing and what else works."""
     device = torch.device(device)
-    if name not in LOADER_NAMES:
-        raise BackendUnavailable(f"unknown loader {name!r}; choose one of {', '.join(LOADER_NAMES)}")
-    has_dali = dali_available()
-    cuda = device.type == "cuda" and torch.cuda.is_available()
     if name == "auto":
-        chosen = "dali" if (has_dali and cuda) else "dali-cpu" if has_dali else "torch"
-        why = ("CUDA device and DALI present" if chosen == "dali" else
-               "DALI present, target device is CPU" if chosen == "dali-cpu" else
-               "nvidia-dali is not installed")
-        log.info("loader auto -> %s (%s)", chosen, why)
-        return chosen
-    if name in ("dali", "dali-cpu") and not has_dali:
-        raise BackendUnavailable(f"--loader {name}: the nvidia-dali package is not installed "
-                                 f"(pip install 'fastvid[dali]'), or use --loader torch")
-    if name == "dali" and not cuda:
-        raise BackendUnavailable("--loader dali needs a CUDA GPU as the target device "
-                                 f"(device is {device}, CUDA available: {torch.cuda.is_available()}); "
-                                 "use --loader dali-cpu or --loader torch")
+        for backend in loader_backends():
+            reason = backend.unavailable_reason(device)
+            if reason is None:
+                log.info("loader auto -> %s (%s)", backend.name, backend.description)
+                return backend.name
+            log.debug("loader auto: not %s: %s", backend.name, reason)
+        raise BackendUnavailable("no loader backend can run here")  # torch always can
+    if name not in _BACKENDS:
+        raise BackendUnavailable(f"unknown loader {name!r}; choose one of {', '.join(loader_names())}")
+    reason = _BACKENDS[name].unavailable_reason(device)
+    if reason is not None:
+        usable = [b.name for b in loader_backends() if b.unavailable_reason(device) is None]
+        raise BackendUnavailable(f"--loader {name}: {reason}; use --loader {' or '.join(usable)}")
     return name
-
-
-def is_3d(cfg: Config) -> bool:
-    """3D models take (N, C, T, H, W); the 2D ones (N, T, C, H, W)."""
-    return cfg.model.backbone == "resnet3d_slowonly50"
 
 
 def planner_for(cfg: Config, split: str, views: Optional[tuple[int, int]]) -> SamplePlanner:
@@ -136,15 +212,9 @@ def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str =
         batch_size=int(batch_size or cfg.train.batch_size),
         workers=cfg.train.workers if workers is None else int(workers),
         mean=spec["mean"], std=spec["std"], bgr=spec["color"] == "BGR",
-        channels_first=is_3d(cfg), shuffle=train,
+        channels_first=cfg.spec.is_3d, shuffle=train,
         drop_last=train if drop_last is None else bool(drop_last),
         shard_id=shard_id, num_shards=num_shards, frame_tmpl=cfg.data.frame_tmpl,
         max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.train.seed,
     )
-    if name == "torch":
-        from fastvid.data.torch_loader import TorchVideoLoader
-
-        return TorchVideoLoader(records, planner, **common)
-    from dali_pipelines import DaliVideoLoader
-
-    return DaliVideoLoader(records, planner, use_gpu=name == "dali", **common)
+    return _BACKENDS[name].factory(records, planner, **common)

@@ -145,7 +145,7 @@ def predict_input(cfg: Config, model: Callable[[torch.Tensor], torch.Tensor], sp
                   fps: Optional[float] = None, views: tuple[int, int] = (1, 1),
                   batch_size: int = 8, max_batch: Optional[int] = None,
                   loader: str = "torch", model_name: str = "") -> dict[str, Any]:
-    """Predictions for one input, in the predictions-JSON schema of DESIGN.md."""
+    """Predictions for one input, in the predictions-JSON schema of docs/design.md."""
     source = FrameSource(spec, fps)
     window_len = parse_span(window, source.fps)
     stride_len = parse_span(stride, source.fps) or (max(1, window_len // 2) if window_len else None)
@@ -217,7 +217,7 @@ def _predict_windows(cfg: Config, model: Callable, source: FrameSource, device: 
     from torchvision.transforms.v2 import functional as F
 
     from fastvid.data.transforms import normalize_video
-    from fastvid.loaders import is_3d, planner_for
+    from fastvid.loaders import planner_for
 
     planner = planner_for(cfg, "predict", views)
     n_views = planner.num_views
@@ -231,7 +231,7 @@ def _predict_windows(cfg: Config, model: Callable, source: FrameSource, device: 
     def flush() -> Iterator[tuple[int, int, np.ndarray]]:
         batch = torch.stack([v for _, _, v in ready]).to(device)
         video = normalize_video(batch, spec_in["mean"], spec_in["std"],
-                                bgr=spec_in["color"] == "BGR", channels_first=is_3d(cfg))
+                                bgr=spec_in["color"] == "BGR", channels_first=cfg.spec.is_3d)
         flat = video.reshape(-1, *video.shape[2:])
         probs = _probs(model, flat, n_views, cfg.model.average_clips, chunk)
         for (s, e, _), p in zip(ready, probs):

@@ -2,7 +2,7 @@
 
 Every rank builds the same tiny model but gives its BN running statistics rank-dependent values
 (as DDP leaves them after training), scores ``videos[rank::world]`` with
-:func:`fastvid.train.evaluate_sharded`, and rank 0 saves the merged scores and labels.
+:func:`fastvid.evaluate.evaluate_sharded`, and rank 0 saves the merged scores and labels.
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import torch
 
-from fastvid.train import evaluate_sharded, init_distributed
+from fastvid.distributed import init_distributed
+from fastvid.evaluate import evaluate_sharded
 
 from _ddp_eval_data import NUM_CLASSES, make_data, make_model  # the script's folder is on sys.path
 

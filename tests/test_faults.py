@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -54,7 +55,25 @@ def test_malformed_list_line_stops_before_training(root, tmp_path):
     res = invoke(train_args(bad, tmp_path / "w", "--epochs", "1"))
     assert res.exit_code == 1
     assert "train_videofolder.txt:3" in res.output and "class index 9 out of range" in res.output
-    assert not (tmp_path / "w" / "last.pt").exists()
+    assert not (tmp_path / "w").exists()  # nothing written, not even an empty run dir
+
+
+def test_resuming_a_finished_run_is_a_no_op_that_keeps_its_summary(root, trained, tmp_path):
+    work = tmp_path / "done"
+    work.mkdir()
+    for name in ("last.pt", "summary.json", "metrics.jsonl"):
+        (work / name).write_bytes((trained / name).read_bytes())
+    before = {name: _digest(work / name) for name in ("last.pt", "summary.json", "metrics.jsonl")}
+    epochs = json.loads((work / "summary.json").read_text())["epochs"]
+    res = invoke(train_args(root, work, "--epochs", str(epochs), "--resume", "auto"))
+    assert res.exit_code == 0, res.output
+    assert {name: _digest(work / name) for name in before} == before
+    # Killed between the last checkpoint and the summary: the summary is rebuilt, not nulled.
+    (work / "summary.json").unlink()
+    res = invoke(train_args(root, work, "--epochs", str(epochs), "--resume", "auto"))
+    assert res.exit_code == 0, res.output
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["final"]["epoch"] == epochs and summary["final"]["val_top1"] >= 0
 
 
 def test_unwritable_work_dir(root, tmp_path):

@@ -88,6 +88,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(synth_frames, tmp_path):
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0
     assert "interrupted by SIGTERM" in output and "--resume auto" in output
+    assert "(epoch 1, step" in output  # 1-based, as the progress bar says "epoch 1/2"
     ckpt = torch.load(work / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] >= 2
     run_cli(train_args(synth_frames, work, *common, "--resume", "auto"))
@@ -204,27 +205,29 @@ _NONFINITE_WORKER = r'''
 import datetime, json, sys
 import torch, torch.distributed as dist, torch.nn as nn
 from fastvid.config import load_config
+from fastvid.distributed import init_distributed
 from fastvid.precision import resolve_precision
-from fastvid import train as T
+from fastvid import training as T
 
 dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
-info = T.init_distributed("cpu")
+info = init_distributed("cpu")
 torch.manual_seed(0)
 model = nn.Linear(4, 3)
 ddp = nn.parallel.DistributedDataParallel(model)
 cfg = load_config(sys.argv[1])
 cfg.train.max_nonfinite_steps, cfg.train.log_interval, cfg.train.ckpt_interval = 3, 100, 0
 cfg.train.clip_grad_norm = None
-optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+# argv[2]: "fused" skips on the device (found_inf), else the host check of non-fused optimizers
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1, fused=(sys.argv[2] == "fused") or None)
 precision = resolve_precision(False, "fp32", "cpu")
 gen = torch.Generator().manual_seed(1 + info.rank)
 batches = [(torch.randn(2, 4, generator=gen), torch.tensor([0, 1])) for _ in range(4)]
 if info.rank == 1:
     batches[1][0][0, 0] = float("nan")  # only rank 1 sees a non-finite loss, at step 2
-opts = T.TrainOptions(data_root=".", work_dir=".", progress=False)
-res = T._train_one_epoch(ddp, nn.CrossEntropyLoss(), optimizer, precision.grad_scaler(), batches,
-                         precision, cfg, 0, 0, 0, torch.contiguous_format, T._MetricsLog(None),
-                         T._StopFlag(), info, opts, lambda *a: None)
+step = T.TrainStep(ddp, optimizer, precision, dist_info=info)
+setup = T.EpochSetup(cfg, info, T.MetricsLog(None), T.StopFlag(),
+                     T.NonFiniteMonitor(info.device, cfg.train.max_nonfinite_steps), progress=False)
+res = T.train_one_epoch(step, batches, 0, 0, 0, setup)
 weights = [None] * info.world_size
 dist.all_gather_object(weights, [p.detach().tolist() for p in model.parameters()])
 if info.is_main:
@@ -233,15 +236,17 @@ dist.destroy_process_group()
 '''
 
 
-def test_ddp_nonfinite_loss_on_one_rank_is_skipped_on_every_rank(tmp_path):
-    """A rank that skipped backward alone would leave the others in DDP's gradient all-reduce."""
+@pytest.mark.parametrize("optimizer", ["fused", "foreach"])
+def test_ddp_nonfinite_loss_on_one_rank_is_skipped_on_every_rank(tmp_path, optimizer):
+    """A rank that skipped backward alone would leave the others in DDP's gradient all-reduce;
+    a rank that stepped while another skipped would leave the replicas different."""
     from _helpers import CONFIG
 
     script = tmp_path / "nonfinite_worker.py"
     script.write_text(_NONFINITE_WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), CONFIG]
+           str(script), CONFIG, optimizer]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -252,7 +257,7 @@ def test_ddp_nonfinite_loss_on_one_rank_is_skipped_on_every_rank(tmp_path):
 
 def test_to_channels_last_handles_2d_and_3d_convs_in_one_model():
     from fastvid.models import create_model
-    from fastvid.train import to_channels_last
+    from fastvid.models import to_channels_last
 
     model = create_model("tpn_tsm_r50", num_classes=3, num_segments=4)  # 2D backbone, 3D neck
     with pytest.raises(RuntimeError, match="rank 4"):
@@ -273,8 +278,7 @@ def test_to_channels_last_handles_2d_and_3d_convs_in_one_model():
 def test_every_trainable_parameter_gets_a_gradient_each_step(name, kwargs, shape):
     """DDP is built without find_unused_parameters: a trainable parameter left without a gradient
     in a training step (TPN's aux head, TRN's sampled relations) would fail the next iteration."""
-    from fastvid.models import create_model, split_outputs
-    from fastvid.train import to_channels_last
+    from fastvid.models import create_model, split_outputs, to_channels_last
 
     torch.manual_seed(0)
     model = to_channels_last(create_model(name, num_classes=3, **kwargs)).train()
@@ -289,7 +293,7 @@ def test_every_trainable_parameter_gets_a_gradient_each_step(name, kwargs, shape
 def test_resumed_optimizer_keeps_this_runs_fused_choice():
     """A CPU checkpoint (fused=None) resumed on CUDA must stay fused: GradScaler hands found_inf
     to an optimizer built with fused=True, which the unfused SGD asserts against."""
-    from fastvid.train import _load_optimizer_state
+    from fastvid.training import load_optimizer_state as _load_optimizer_state
 
     params = [torch.nn.Parameter(torch.ones(2))]
     saved = torch.optim.SGD(params, lr=0.1, momentum=0.9).state_dict()

@@ -9,7 +9,6 @@ import click
 __all__ = ["config_options", "device_option", "loader_option", "load_cli_config",
            "resolve_device", "friendly_errors", "USER_ERRORS", "int_list"]
 
-LOADERS = ("auto", "dali", "dali-cpu", "torch")
 
 
 def device_option(fn: Callable) -> Callable:
@@ -18,7 +17,9 @@ def device_option(fn: Callable) -> Callable:
 
 
 def loader_option(fn: Callable) -> Callable:
-    return click.option("--loader", type=click.Choice(LOADERS), default="auto", show_default=True,
+    from fastvid.loaders import loader_names
+
+    return click.option("--loader", type=click.Choice(loader_names()), default="auto", show_default=True,
                         help="Data loader: auto picks DALI on GPU, then DALI on CPU, then torch.")(fn)
 
 
@@ -60,13 +61,11 @@ def resolve_device(name: str):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input: shown as one clear line, not a traceback."""
-    from fastvid.config import ConfigError
-    from fastvid.data.lists import ListError
+    """Exceptions that mean bad input: shown as one clear line, not a traceback (every error
+    fastvid raises on purpose is a FastvidError; a missing file named by the user too)."""
     from fastvid.errors import FastvidError
-    from fastvid.models.weights import WeightsError
 
-    return (ConfigError, ListError, WeightsError, FastvidError, FileNotFoundError)
+    return (FastvidError, FileNotFoundError)
 
 
 USER_ERRORS = _user_errors

@@ -7,15 +7,18 @@ from typing import Any, Optional
 
 import click
 
+from bench.runner import inference_backends
+from engines.backends import engine_names
 from fastvid.cli import cli
 from fastvid.cli.common import (config_options, friendly_errors, int_list, load_cli_config,
                                 resolve_device)
+from fastvid.loaders import loader_names
 
 log = logging.getLogger("fastvid.cli.engine")
 
-ENGINE_BACKENDS = ("trt", "aoti", "onnx")
-BENCH_BACKENDS = ("eager", "compile", "aoti", "onnx", "trt")
-LOADERS = ("dali", "dali-cpu", "torch")
+ENGINE_BACKENDS = engine_names()
+BENCH_BACKENDS = inference_backends()
+LOADERS = loader_names(auto=False)
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -84,8 +87,6 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
     import torch
 
     import engines
-    from fastvid.checkpoint import input_shape
-
     cfg = load_cli_config(config_path, overrides)
     dev = resolve_device(device)
     max_batch = max_batch or batch
@@ -98,7 +99,7 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
     if out is None:
         ckpt = Path(checkpoint)
         out = str(ckpt.with_name(f"{ckpt.stem}.{backend}.{precision}.b{batch}-{max_batch}"))
-    example = torch.zeros(input_shape(cfg, batch), device=dev)
+    example = torch.zeros(cfg.input_shape(batch), device=dev)
     path = engines.build_engine(model, example, backend, precision, batch=batch, max_batch=max_batch,
                                 out_path=out, meta=_engine_meta(cfg, meta, checkpoint))
     info = engines.read_meta(path)[1]
@@ -189,10 +190,8 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
                   common: dict[str, Any]) -> list[dict[str, Any]]:
     import engines
     from bench.runner import InferenceBenchmarkRunner
-    from fastvid.checkpoint import input_shape
-
     model, meta = _model_for(cfg, checkpoint, dev)
-    sample = input_shape(cfg, 1)[1:]
+    sample = cfg.input_shape(1)[1:]
     spec = cfg.input_spec
     extra = dict(common, weights=meta["weights"])
     prebuilt: dict[str, list[Path]] = {}
@@ -214,7 +213,9 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
 
         records += bench_training(model, sample, int(meta["num_classes"]), dev,
                                   batch=train_batch or cfg.train.batch_size, warmup=min(warmup, 3) or 1,
-                                  iters=min(iters, 20), model_name=cfg.model_name, extra=extra)
+                                  iters=min(iters, 20), model_name=cfg.model_name, extra=extra,
+                                  aux_loss_weight=cfg.model.aux_loss_weight,
+                                  clip_grad_norm=cfg.train.clip_grad_norm)
     return records
 
 

@@ -9,6 +9,7 @@ import click
 
 from fastvid.cli import cli
 from fastvid.cli.common import config_options, friendly_errors, load_cli_config
+from fastvid.loaders import loader_names
 
 
 @cli.command("predict")
@@ -31,7 +32,7 @@ from fastvid.cli.common import config_options, friendly_errors, load_cli_config
 @click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None,
               help="Test crops (default: data.test_crops).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
-@click.option("--loader", type=click.Choice(["auto", "dali", "dali-cpu", "torch"]), default="auto",
+@click.option("--loader", type=click.Choice(loader_names()), default="auto",
               show_default=True,
               help="Decoder for short inputs: auto is DALI (NVDEC/nvJPEG) on a GPU, else torch (PyAV: any codec).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write predictions JSON here.")

@@ -48,7 +48,7 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
               pretrained: Optional[str], compile_: bool, apex: bool, tensorboard: bool,
               max_steps_per_epoch: Optional[int], progress: bool) -> None:
     """Train a model. Multi-GPU: torchrun --nproc_per_node N -m fastvid train ..."""
-    from fastvid.train import TrainOptions, train
+    from fastvid.training import TrainOptions, train
 
     extra = list(overrides)
     if epochs is not None:
@@ -105,7 +105,8 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
     from fastvid.data.lists import resolve_dataset
     from fastvid.loaders import build_loader
     from fastvid.precision import resolve_precision
-    from fastvid.train import evaluate_sharded, process_group
+    from fastvid.distributed import process_group
+    from fastvid.evaluate import evaluate_sharded
 
     if (checkpoint is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --checkpoint or --engine")

@@ -10,15 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from fastvid.errors import ListError
+
 __all__ = ["ListError", "VideoRecord", "parse_frame_list", "parse_video_list", "read_categories",
            "DatasetInfo", "resolve_dataset", "FRAME_LISTS", "VIDEO_LISTS"]
 
 FRAME_LISTS = ("train_videofolder.txt", "val_videofolder.txt")
 VIDEO_LISTS = ("train_list.txt", "val_list.txt")
-
-
-class ListError(ValueError):
-    """A dataset list or folder is malformed; the message names file and line."""
 
 
 @dataclass(frozen=True)

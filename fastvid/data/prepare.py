@@ -1,4 +1,4 @@
-"""Turning downloaded datasets into the lists fastvid reads (``DESIGN.md``, "Files on disk").
+"""Turning downloaded datasets into the lists fastvid reads (``docs/design.md``, "Files on disk").
 
 * :func:`unpack_jester` - 20BN-Jester ships as 23 parts of one ``tar.gz``
   (``20bn-jester-v1-00`` ... ``-22``) plus label CSVs; the parts are streamed into

@@ -22,7 +22,7 @@ More than 8 classes combine the motion with the object's shape (disc, square, tr
 up to 32 classes) and then with its palette (colour or grey: up to 64). With 8 classes or fewer,
 shape and palette are random nuisances.
 
-Output layouts are those of ``DESIGN.md`` ("Files on disk"): the Jester layout for
+Output layouts are those of ``docs/design.md`` ("Files on disk"): the Jester layout for
 ``kind="frames"`` (JPEG folders, ``labels/*.csv``, then :func:`fastvid.data.prepare.prepare_jester`)
 and class-per-folder video files with mmaction2 lists for ``kind="video"``. Everything is
 deterministic from the seed: every clip draws from its own generator spawned from

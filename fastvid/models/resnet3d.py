@@ -16,9 +16,14 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["ConvBNAct", "Bottleneck3d", "ResNet3dSlowOnly", "init_resnet_weights"]
+__all__ = ["ConvBNAct", "Bottleneck3d", "ResNet3dSlowOnly", "init_resnet_weights", "IMAGENET_MEAN",
+           "IMAGENET_STD"]
 
 _Int3 = tuple[int, int, int]
+
+# Input normalisation of ImageNet-trained ResNets (torchvision, mmaction2), RGB in 0-255 units.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 class ConvBNAct(nn.Module):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from fastvid.errors import FastvidError
 
 from ._registry import register_model
-from .resnet3d import ConvBNAct, ResNet3dSlowOnly, conv3d_bn
+from .resnet3d import IMAGENET_MEAN, IMAGENET_STD, ConvBNAct, ResNet3dSlowOnly, conv3d_bn
 from .resnet_tsm import ResNetTSM
 
 __all__ = ["ceil_max_pool3d", "TemporalModulation", "SpatialModulation", "LevelFusion", "AuxHead",
@@ -233,7 +233,7 @@ class TPN(nn.Module):
     train mode. Averaging over test clips/crops is the evaluator's job.
     """
 
-    input_color = "RGB"
+    input_color = "RGB"  # ImageNet ResNet weights: RGB, IMAGENET_MEAN / IMAGENET_STD (0-255)
 
     def __init__(self, backbone: nn.Module, num_classes: int, num_segments: int = 8,
                  dropout: float = 0.5, aux_loss_weight: float = 0.5) -> None:
@@ -323,14 +323,19 @@ def _torchvision_to_convmodule(key: str) -> str:
     return key
 
 
-@register_model
+_TPN_SPEC = dict(arch="tpn", color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_size=224,
+                 num_frames=8, classifier=("cls_head.fc_cls",),
+                 config_keys=("num_segments", "dropout", "aux_loss_weight"))
+
+
+@register_model(backbone="resnet3d_slowonly50", input_layout="NCTHW", **_TPN_SPEC)
 def tpn_slowonly_r50(num_classes: int, num_segments: int = 8, dropout: float = 0.5,
                      aux_loss_weight: float = 0.5, **_: object) -> TPN:
     """TPN on SlowOnly ResNet-50 (mmaction2 ``tpn-slowonly_r50``, 8x8x1 clips); input NCTHW."""
     return TPN(ResNet3dSlowOnly(), num_classes, num_segments, dropout, aux_loss_weight)
 
 
-@register_model
+@register_model(backbone="tsm_resnet50", input_layout="NTCHW", **_TPN_SPEC)
 def tpn_tsm_r50(num_classes: int, num_segments: int = 8, dropout: float = 0.5,
                 aux_loss_weight: float = 0.5, **_: object) -> TPN:
     """TPN on TSM ResNet-50 (mmaction2 ``tpn-tsm_r50``, 1x1x8 segments); input NTCHW."""

@@ -344,7 +344,14 @@ class TSN(nn.Module):
 TRN = TSN
 
 
-@register_model
+@register_model(arch="trn", backbone="bninception", input_layout="NTCHW",
+                color=BNInception.input_color, mean=BNInception.input_mean,
+                std=BNInception.input_std, crop_size=224, num_frames=8,
+                # multi-scale and single-scale relation heads end in the classifier; with avg
+                # consensus new_fc is it (with a relation head it is the feature projection).
+                classifier=("consensus.fc_fusion_scales.0.3", "consensus.classifier.3", "new_fc"),
+                config_keys=("num_segments", "consensus", "img_feature_dim", "dropout",
+                             "subsample_num", "partial_bn"))
 def trn_bninception(num_classes: int, num_segments: int = 8, consensus: str = "trn_multiscale",
                     img_feature_dim: int = 256, dropout: float = 0.8, subsample_num: int = 3,
                     partial_bn: bool = True, **_: Any) -> TSN:

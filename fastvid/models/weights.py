@@ -1,6 +1,7 @@
 """Loading weights from fastvid, TRN-pytorch, mmaction2 and ImageNet BNInception files."""
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
@@ -8,11 +9,11 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-__all__ = ["WeightsError", "load_weights", "read_state_dict", "check_and_load"]
+from fastvid.errors import WeightsError
 
+__all__ = ["WeightsError", "load_weights", "load_pretrained", "read_state_dict", "check_and_load"]
 
-class WeightsError(RuntimeError):
-    """Raised when a weights file cannot be read or does not fit the model."""
+log = logging.getLogger(__name__)
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -84,3 +85,36 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any],
     if convert is not None:
         state = convert(state)
     return check_and_load(model, state, where=where, strict=strict)
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Initialise from an ImageNet BNInception file, a TRN-pytorch or mmaction2 checkpoint.
+
+    Unlike :func:`load_weights` this is for fine-tuning: tensors whose shape differs from the
+    model's (a classifier for another class count) and keys the file lacks (new heads) are left
+    at their initialisation and reported, never silently.
+    """
+    state = read_state_dict(path)
+    convert = getattr(model, "convert_state_dict", None)
+    if convert is not None:
+        state = convert(state)
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    if not loaded:
+        raise WeightsError(f"--pretrained {path}: no tensor of the file matches "
+                           f"{type(model).__name__} (is it for another architecture?)")
+    report = {
+        "loaded": sorted(loaded),
+        "shape_mismatch": sorted(k for k, v in state.items() if k in own and v.shape != own[k].shape),
+        "not_in_file": sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked")),
+        "unused": sorted(k for k in state if k not in own),
+    }
+    model.load_state_dict(loaded, strict=False)
+    log.info("pretrained %s: loaded %d tensors; kept initialisation for %d (%d shape mismatches); "
+             "%d tensors of the file unused", path, len(report["loaded"]), len(report["not_in_file"]) +
+             len(report["shape_mismatch"]), len(report["shape_mismatch"]), len(report["unused"]))
+    for key in ("shape_mismatch", "not_in_file", "unused"):
+        if report[key]:
+            log.info("  %s: %s%s", key, ", ".join(report[key][:8]),
+                     " ..." if len(report[key]) > 8 else "")
+    return report

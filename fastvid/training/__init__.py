@@ -1,0 +1,19 @@
+"""Training: the SGD recipes of the papers with AMP, channels-last and DDP through torchrun.
+
+* :mod:`.step` -- :class:`TrainStep`, one optimisation step (shared with ``fastvid bench --train``)
+  with no host synchronisation, and :class:`NonFiniteMonitor`;
+* :mod:`.optim` -- the optimizer and the LR schedule builders;
+* :mod:`.bn` -- precise BN before evaluation;
+* :mod:`.loop` -- :func:`train` and :func:`train_one_epoch`, checkpoints and exact resume.
+
+Distributed helpers live in :mod:`fastvid.distributed`, sharded evaluation in
+:mod:`fastvid.evaluate`.
+"""
+from .bn import recompute_bn_stats
+from .loop import EpochSetup, MetricsLog, StopFlag, TrainOptions, train, train_one_epoch
+from .optim import build_lr_scheduler, build_optimizer, load_optimizer_state, lr_factor
+from .step import NonFiniteMonitor, StepOutput, TrainStep, to_input_format
+
+__all__ = ["TrainOptions", "train", "train_one_epoch", "EpochSetup", "MetricsLog", "StopFlag",
+           "TrainStep", "StepOutput", "NonFiniteMonitor", "to_input_format", "build_optimizer",
+           "build_lr_scheduler", "load_optimizer_state", "lr_factor", "recompute_bn_stats"]

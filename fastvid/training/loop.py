@@ -1,0 +1,470 @@
+"""The training loop: build everything in :func:`train`, run :func:`train_one_epoch` per epoch,
+evaluate, checkpoint (torchvision's ``references/video_classification/train.py`` is the model).
+
+It never asks which loader or precision it has: the loader yields the batch contract on the
+device, :class:`fastvid.precision.Precision` supplies autocast and the GradScaler, and
+:class:`fastvid.training.TrainStep` is the step. Host synchronisations happen at log steps
+(``train.log_interval``), checkpoints and epoch ends only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from fastvid.checkpoint import (capture_rng, check_config_matches, load_checkpoint, restore_rng,
+                                save_checkpoint)
+from fastvid.config import Config, save_config
+from fastvid.distributed import DistInfo, any_rank, init_distributed, unwrap
+from fastvid.errors import FastvidError, TrainingAborted
+from fastvid.evaluate import evaluate_sharded
+from fastvid.models import create_model_from_config, load_pretrained, to_channels_last
+from fastvid.precision import resolve_precision
+from fastvid.version import __version__
+
+from .bn import recompute_bn_stats
+from .optim import build_lr_scheduler, build_optimizer, load_optimizer_state
+from .step import NonFiniteMonitor, TrainStep
+
+__all__ = ["TrainOptions", "train", "train_one_epoch", "EpochSetup", "MetricsLog", "StopFlag"]
+
+log = logging.getLogger("fastvid.train")
+
+
+@dataclass
+class TrainOptions:
+    data_root: Path
+    work_dir: Path
+    loader: str = "auto"
+    device: str = "auto"
+    amp: bool = False
+    amp_dtype: str = "bf16"
+    resume: Optional[str] = None  # None | "auto" | path
+    pretrained: Optional[str] = None
+    compile: bool = False
+    apex: bool = False  # apex.optimizers.FusedSGD when importable
+    tensorboard: bool = False
+    progress: bool = True
+    max_steps_per_epoch: Optional[int] = None  # smoke tests and benchmarks
+
+
+class StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop saves ``last.pt`` at the next step and exits non-zero."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.signum = signum
+        log.warning("received %s: finishing the current step, saving last.pt, then exiting",
+                    signal.Signals(signum).name)
+
+    @contextmanager
+    def installed(self) -> Iterator["StopFlag"]:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread (e.g. called from a test thread)
+                pass
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per log step / epoch), optionally mirrored to TensorBoard."""
+
+    def __init__(self, path: Optional[Path], tensorboard_dir: Optional[Path] = None) -> None:
+        self.path = path
+        self.tb = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.warning("--tensorboard: the tensorboard package is not installed; skipping")
+            else:
+                self.tb = SummaryWriter(str(tensorboard_dir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record.get("step", 0)
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record.get('type', 'train')}/{key}", value, step)
+
+
+@dataclass
+class EpochSetup:
+    """What :func:`train_one_epoch` needs besides the step and the loader."""
+
+    cfg: Config
+    dist_info: DistInfo
+    metrics: MetricsLog
+    stop: StopFlag
+    monitor: NonFiniteMonitor
+    progress: bool = True
+    max_steps: Optional[int] = None
+    save_mid_epoch: Callable[[int, int], None] = lambda step, batches: None
+
+
+def _num_classes(cfg: Config, dataset: Any, records: list) -> int:
+    if cfg.model.num_classes:
+        return cfg.model.num_classes
+    if dataset.num_classes:
+        return dataset.num_classes
+    return max(r.label for r in records) + 1
+
+
+def _checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+                      scheduler: Any, cfg: Config, classes: Optional[list[str]], epoch: int,
+                      step: int, batch_in_epoch: int, best_top1: float) -> dict[str, Any]:
+    plain = unwrap(model)
+    return {
+        "model": plain.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "batch_in_epoch": batch_in_epoch,
+        "rng": capture_rng(plain),
+        "config": cfg.to_dict(),
+        "classes": classes,
+        "model_name": cfg.model_name,
+        "best_top1": best_top1,
+        "fastvid_version": __version__,
+    }
+
+
+def _check_writable(work_dir: Path) -> None:
+    """Fail before any work when ``work_dir`` cannot be created or written (creating nothing)."""
+    existing = work_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FastvidError(f"work dir {work_dir} is not writable: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FastvidError(f"work dir {work_dir} is not writable: no write permission on {existing}")
+
+
+def _resume_path(opts: TrainOptions, work_dir: Path) -> Optional[Path]:
+    if not opts.resume:
+        return None
+    if opts.resume == "auto":
+        path = work_dir / "last.pt"
+        if path.is_file():
+            return path
+        log.info("--resume auto: no %s yet, starting from scratch", path)
+        return None
+    path = Path(opts.resume)
+    if not path.is_file():
+        raise FastvidError(f"--resume {path}: file not found")
+    return path
+
+
+def _finished_summary(work_dir: Path, ckpt: dict[str, Any], cfg: Config) -> Optional[dict[str, Any]]:
+    """The run's summary when ``ckpt`` ends the configured training (resuming it is a no-op)."""
+    if int(ckpt.get("epoch", 0)) < cfg.train.epochs or int(ckpt.get("batch_in_epoch", 0)):
+        return None
+    path = work_dir / "summary.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    # Finished, but the summary was never written (killed right after the last checkpoint):
+    # rebuild it from the metrics log.
+    final = None
+    metrics = work_dir / "metrics.jsonl"
+    if metrics.is_file():
+        epochs = [json.loads(x) for x in metrics.read_text().splitlines() if '"type": "epoch"' in x]
+        final = epochs[-1] if epochs else None
+    return {"model": cfg.model_name, "epochs": cfg.train.epochs, "steps": int(ckpt.get("step", 0)),
+            "best_top1": float(ckpt.get("best_top1", -1.0)), "final": final,
+            "fastvid_version": __version__, "rebuilt_from": str(metrics)}
+
+
+def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
+    """Train as configured; returns the run summary (also written to ``summary.json``)."""
+    from fastvid.data.lists import resolve_dataset
+    from fastvid.loaders import build_loader
+
+    dist_info = init_distributed(opts.device)
+    device = dist_info.device
+    precision = resolve_precision(opts.amp, opts.amp_dtype, device)
+    work_dir = Path(opts.work_dir)
+    if dist_info.is_main:
+        _check_writable(work_dir)
+
+    dataset = resolve_dataset(opts.data_root, cfg.data)
+    train_records = dataset.records("train", frame_tmpl=cfg.data.frame_tmpl)
+    val_records = dataset.records("val", frame_tmpl=cfg.data.frame_tmpl)
+    num_classes = _num_classes(cfg, dataset, train_records)
+    for split, recs in (("train", train_records), ("val", val_records)):
+        bad = [r for r in recs if r.label >= num_classes]
+        if bad:
+            raise FastvidError(f"{split} list has class index {bad[0].label} but the model has "
+                               f"{num_classes} classes (model.num_classes)")
+    cfg.model.num_classes = num_classes
+    classes = dataset.categories
+
+    resume_path = _resume_path(opts, work_dir)
+    ckpt = None
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        check_config_matches(ckpt.get("config", {}), cfg, str(resume_path))
+        finished = _finished_summary(work_dir, ckpt, cfg)
+        if finished is not None:
+            if dist_info.is_main:
+                if not (work_dir / "summary.json").is_file():
+                    (work_dir / "summary.json").write_text(json.dumps(finished, indent=2))
+                log.info("%s: this run already finished its %d epochs; nothing to do (raise "
+                         "--epochs to train on)", resume_path, cfg.train.epochs)
+            if dist_info.distributed:
+                dist.destroy_process_group()
+            return finished
+
+    torch.manual_seed(cfg.train.seed + dist_info.rank)
+    model = create_model_from_config(cfg.model, num_classes)
+    if opts.pretrained and ckpt is None:
+        load_pretrained(model, opts.pretrained)
+    fmt = cfg.spec.memory_format
+    model = to_channels_last(model.to(device))
+    if device.type == "cuda":
+        # Fixed input shapes: let cuDNN time its algorithms once (torchvision's reference does).
+        torch.backends.cudnn.benchmark = True
+    optimizer = build_optimizer(model, cfg, device, apex=opts.apex)
+    scheduler = build_lr_scheduler(optimizer, cfg)
+
+    start_epoch, step, skip_batches, best_top1 = 0, 0, 0, -1.0
+    scaler_state = None
+    if ckpt is not None:
+        unwrap(model).load_state_dict(ckpt["model"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler_state = ckpt.get("scaler")
+        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        skip_batches = int(ckpt.get("batch_in_epoch", 0))
+        best_top1 = float(ckpt.get("best_top1", -1.0))
+        restore_rng(ckpt["rng"], unwrap(model))
+        if dist_info.rank:
+            # last.pt holds rank 0's generators only: restored on every rank they would give all
+            # ranks the same dropout masks and relation draws. Other ranks get their own stream.
+            torch.manual_seed(int(np.random.SeedSequence([cfg.train.seed, dist_info.rank, step])
+                                  .generate_state(1)[0]))
+        log.info("resumed from %s: epoch %d, step %d%s", resume_path, start_epoch, step,
+                 f", batch {skip_batches} of the epoch" if skip_batches else "")
+
+    if opts.compile:
+        model = torch.compile(model)
+    if dist_info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    train_step = TrainStep(model, optimizer, precision, aux_loss_weight=cfg.model.aux_loss_weight,
+                           clip_grad_norm=cfg.train.clip_grad_norm,
+                           label_smoothing=cfg.train.label_smoothing, memory_format=fmt,
+                           dist_info=dist_info)
+    scaler = train_step.scaler
+    if scaler_state or not scaler.is_enabled():
+        scaler.load_state_dict(scaler_state or {})
+    elif ckpt is not None:  # saved by an fp32/bf16 run (disabled scaler, empty state)
+        log.info("resume: the checkpoint has no GradScaler state; fp16 starts a new loss scale")
+
+    train_loader = build_loader(cfg, dataset, "train", loader=opts.loader, device=device,
+                                shard_id=dist_info.rank, num_shards=dist_info.world_size,
+                                records=train_records)
+    # Every rank scores its own records[rank::world] (each video once, no padding); the scores
+    # are gathered and put back in list order, so the metrics are those of one process.
+    val_shard = val_records[dist_info.rank::dist_info.world_size]
+    val_loader = None
+    if val_shard:
+        val_loader = build_loader(cfg, dataset, "val", loader=opts.loader, device=device,
+                                  records=val_shard)
+
+    if dist_info.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, work_dir / "config.yaml")
+        log.info("training %s (%d classes) on %s, %s, loader %s, %d train / %d val videos, "
+                 "world size %d", cfg.model_name, num_classes, device, precision.name,
+                 train_loader.backend, len(train_records), len(val_records), dist_info.world_size)
+    metrics = MetricsLog(work_dir / "metrics.jsonl" if dist_info.is_main else None,
+                         work_dir / "tb" if (opts.tensorboard and dist_info.is_main) else None)
+
+    history: list[dict[str, Any]] = []
+    stop = StopFlag()
+    setup = EpochSetup(cfg, dist_info, metrics, stop,
+                       NonFiniteMonitor(device, cfg.train.max_nonfinite_steps),
+                       progress=opts.progress, max_steps=opts.max_steps_per_epoch)
+    t_start = time.time()
+    with stop.installed():
+        for epoch in range(start_epoch, cfg.train.epochs):
+            train_loader.set_epoch(epoch)
+
+            def save_mid_epoch(at_step: int, batches: int, epoch: int = epoch) -> None:
+                save_checkpoint(_checkpoint_state(model, optimizer, scaler, scheduler, cfg, classes,
+                                                  epoch, at_step, batches, best_top1),
+                                work_dir / "last.pt")
+
+            setup.save_mid_epoch = save_mid_epoch
+            result = train_one_epoch(train_step, train_loader, epoch, step, skip_batches, setup)
+            step = result["step"]
+            skip_batches = 0
+            if result["stopped"]:
+                if dist_info.is_main:
+                    save_mid_epoch(step, result["batches"])
+                    log.warning("saved %s at epoch %d step %d; continue with --resume auto",
+                                work_dir / "last.pt", epoch + 1, step)
+                signum = stop.signum or signal.SIGTERM
+                raise TrainingAborted(f"interrupted by {signal.Signals(signum).name}; last.pt saved "
+                                      f"(epoch {epoch + 1}, step {step}); continue with --resume auto",
+                                      ) from None
+            scheduler.step()
+            record = {"type": "epoch", "epoch": epoch + 1, "step": step,
+                      "train_loss": result["loss"], "lr": float(optimizer.param_groups[0]["lr"]),
+                      "videos_per_s": result["videos_per_s"], "data_wait": result["data_wait"],
+                      "bad_samples": len(getattr(train_loader, "bad_samples", []) or []),
+                      "epoch_time_s": result["time"]}
+            if cfg.train.precise_bn_batches > 0:
+                # The loader is still at this epoch: its first batches again, no new randomness.
+                used = recompute_bn_stats(unwrap(model), train_loader, cfg.train.precise_bn_batches,
+                                          precision, fmt, dist_info)
+                record["precise_bn_batches"] = used
+            is_best = False
+            ev = None
+            if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
+                ev = evaluate_sharded(unwrap(model), val_loader, num_classes, dist_info,
+                                      average=cfg.model.average_clips, autocast=precision.autocast)
+            if ev is not None:
+                record.update(val_top1=ev.top1, val_top5=ev.top5, val_mean_class_acc=ev.mean_class_acc)
+                is_best = ev.top1 > best_top1
+                best_top1 = max(best_top1, ev.top1)
+                log.info("epoch %d: loss %.4f, val top1 %.2f%% top5 %.2f%%", epoch + 1,
+                         result["loss"], 100 * ev.top1, 100 * ev.top5)
+            if dist_info.is_main:
+                metrics.write(record)
+                history.append(record)
+                state = _checkpoint_state(model, optimizer, scaler, scheduler, cfg, classes,
+                                          epoch + 1, step, 0, best_top1)
+                save_checkpoint(state, work_dir / "last.pt")
+                if is_best:
+                    save_checkpoint(state, work_dir / "best.pt")
+            if dist_info.distributed:
+                dist.barrier()
+
+    summary = {"model": cfg.model_name, "num_classes": num_classes, "epochs": cfg.train.epochs,
+               "steps": step, "best_top1": best_top1, "device": str(device),
+               "precision": precision.name, "loader": train_loader.backend,
+               "world_size": dist_info.world_size, "time_s": time.time() - t_start,
+               "final": history[-1] if history else None, "fastvid_version": __version__}
+    if dist_info.is_main:
+        (work_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if dist_info.distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, skip_batches: int,
+                    setup: EpochSetup) -> dict[str, Any]:
+    """One epoch of ``loader`` (0-based ``epoch``), after the ``skip_batches`` a resumed run did.
+
+    Returns ``step`` (global, after the epoch), ``loss`` (mean over the steps taken), ``stopped``
+    (a signal arrived), ``batches`` (position in the epoch), ``videos_per_s``, ``data_wait``
+    (share of the epoch spent waiting for the loader) and ``time``.
+    """
+    from tqdm import tqdm
+
+    cfg, dist_info, monitor = setup.cfg, setup.dist_info, setup.monitor
+    train_step.model.train()
+    total = len(loader)
+    if setup.max_steps:
+        total = min(total, setup.max_steps)
+    main = dist_info.is_main
+    bar = tqdm(total=total, initial=skip_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+               unit="batch", disable=not (setup.progress and main), leave=False)
+    loss_sum = torch.zeros((), device=dist_info.device)
+    n_loss = torch.zeros((), dtype=torch.int64, device=dist_info.device)
+    videos, wait, t_epoch = 0, 0.0, time.time()
+    t_last = time.time()
+    window_videos, window_wait, window_start = 0, 0.0, time.time()
+    batches_done = skip_batches
+    stopped = False
+    out = None
+    log_every = max(1, cfg.train.log_interval)
+    for i, (video, label) in enumerate(loader):
+        if i < skip_batches:
+            # Resuming inside an epoch: the sampling of epoch e is a pure function of (seed, e),
+            # so skipping the consumed batches replays exactly the remaining ones.
+            continue
+        if i >= total:
+            break
+        t_data = time.time()
+        wait += t_data - t_last
+        window_wait += t_data - t_last
+        out = train_step(video, label)
+        good = ~out.skipped
+        loss_sum += torch.where(good, out.loss, 0.0)
+        n_loss += good.to(torch.int64)
+        step += 1
+        monitor.update(out.skipped, step)
+        batches_done = i + 1
+        videos += label.shape[0]
+        window_videos += label.shape[0]
+        bar.update(1)
+        at_log = step % log_every == 0
+        if at_log:
+            monitor.check(epoch + 1, log)
+            if main:
+                elapsed = max(time.time() - window_start, 1e-9)
+                rec = {"type": "train", "epoch": epoch + 1, "step": step,
+                       "loss": float(out.loss), "lr": float(train_step.optimizer.param_groups[0]["lr"]),
+                       "videos_per_s": window_videos * dist_info.world_size / elapsed,
+                       "data_wait": window_wait / elapsed}
+                setup.metrics.write(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}",
+                                vps=f"{rec['videos_per_s']:.1f}", wait=f"{100 * rec['data_wait']:.0f}%")
+            window_videos, window_wait, window_start = 0, 0.0, time.time()
+        if cfg.train.ckpt_interval and step % cfg.train.ckpt_interval == 0:
+            monitor.check(epoch + 1, log)  # never checkpoint past the non-finite limit
+            if main:
+                setup.save_mid_epoch(step, batches_done)
+        # Single process: the flag is a Python value, free to read every step. Under DDP the
+        # ranks agree through a collective, at log steps only (it synchronises the host).
+        if (not dist_info.distributed or at_log) and any_rank(setup.stop.signum is not None,
+                                                               dist_info):
+            stopped = True
+            break
+        t_last = time.time()
+    bar.close()
+    monitor.check(epoch + 1, log)
+    elapsed = max(time.time() - t_epoch, 1e-9)
+    n = int(n_loss)
+    mean_loss = float(loss_sum) / max(n, 1)
+    if dist_info.distributed:
+        t = torch.tensor([mean_loss], device=dist_info.device)
+        dist.all_reduce(t)
+        mean_loss = float(t) / dist_info.world_size
+    return {"step": step, "loss": mean_loss if n else math.nan, "stopped": stopped,
+            "batches": batches_done, "videos_per_s": videos * dist_info.world_size / elapsed,
+            "data_wait": wait / elapsed, "time": elapsed}
