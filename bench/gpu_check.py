@@ -2,7 +2,7 @@
 
 ``python -m bench.gpu_check {train,infer} MODEL OUT_DIR [options]`` measures TRN-BNInception or
 TPN-SlowOnly-R50 with random weights (timings only) and appends its records to
-``OUT_DIR/results.json`` as each group finishes, so a step stopped by the script's time cap
+``OUT_DIR/results.json`` as each is measured, so a step stopped by the script's time cap
 keeps what it measured. It runs where only torch is installed (a lent GPU machine may lack
 click and PyYAML), hence argparse rather than the package's click CLI. The defaults are the GPU
 check's; the tests run the same code on CPU with small inputs.
@@ -59,17 +59,15 @@ def run_section(section: str, name: str, out_dir: str, *, device: str = "cuda",
     model = create_model(name, **kwargs)
     extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh"}
     if section == "train":
-        records = bench_training(model, sample, kwargs["num_classes"], dev, batch=train_batch,
-                                 warmup=train_warmup, iters=train_iters,
-                                 model_name=name, extra=extra)
-        append_records(out_dir, records)
-        return records
+        return bench_training(model, sample, kwargs["num_classes"], dev, batch=train_batch,
+                              warmup=train_warmup, iters=train_iters, model_name=name, extra=extra,
+                              on_record=lambda rec: append_records(out_dir, [rec]))
     if section != "infer":
         raise ValueError(f"section must be 'train' or 'infer', got {section!r}")
     runner = InferenceBenchmarkRunner(model.eval().to(dev), sample, dev, model_name=name,
                                       warmup=warmup, iters=iters, extra=extra, mean=mean, std=std)
     return runner.run(list(backends), batches=list(batches), precisions=list(precisions),
-                      on_records=lambda group: append_records(out_dir, group))
+                      on_record=lambda rec: append_records(out_dir, [rec]))
 
 
 def _csv(text: str) -> list[str]:
