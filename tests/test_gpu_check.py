@@ -1,11 +1,20 @@
-"""The GPU check on a CPU: tests that skip without PyAV (as on the lent GPU machine)."""
+"""The GPU check on a CPU: the time budget, records kept when a step is stopped, tests that skip
+without PyAV, the script end to end (at most 8 files) and the filing of a GPU run's results."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
+
+from bench.gpu_check import PRESETS, TIME_BUDGET, TimeBudget, keep_results, main
+from bench.records import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,6 +23,108 @@ def _env(*paths: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), str(REPO), env.get("PYTHONPATH", "")])
     return env
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_time_budget_starts_only_what_fits_and_learns_durations():
+    clock = _Clock()
+    budget = TimeBudget(deadline=1100.0, clock=clock)
+    skipped = []
+    started = []
+    gate = budget.gate(["a1", "b1", "a2", "c1", "a3"], kind=lambda v: v[0],
+                       expected_s=lambda v, last: {"a": 10.0, "b": 500.0, "c": 5.0}[v[0]] if last is None else last,
+                       on_skip=lambda v, info: skipped.append((v, info)))
+    for variant in gate:
+        started.append(variant)
+        clock.t += 40.0  # every variant that runs takes 40 s
+    # a1 (10 s expected) runs; b1 (500 s, 60 s left) is skipped without stopping the rest; a2
+    # now expects a1's 40 s and fits; c1 (5 s, 20 s left) fits; a3 (40 s, none left) does not.
+    assert started == ["a1", "a2", "c1"]
+    assert [v for v, _ in skipped] == ["b1", "a3"]
+    assert skipped[0][1] == {"expected_s": 500.0, "left_s": 60.0}
+    assert skipped[1][1] == {"expected_s": 40.0, "left_s": 0.0}
+    assert budget.last_s == {"a": 40.0, "c": 40.0} and budget.current is None
+
+
+def test_time_budget_defers_a_signal_while_a_record_is_written():
+    budget = TimeBudget(None)
+    with pytest.raises(BaseException) as info:
+        with budget.hold():
+            budget.on_signal(signal.SIGTERM, None)  # arrives mid-write: must not raise here
+            written = True
+    assert written and type(info.value).__name__ == "StepStopped"
+    with pytest.raises(BaseException, match="SIGTERM"):
+        budget.on_signal(signal.SIGTERM, None)  # outside a write: stops at once
+
+
+def test_passed_deadline_records_every_variant_as_skipped(tmp_path):
+    out = tmp_path / "out"
+    rc = main(["train", "trn_bninception", str(out), "--device", "cpu", "--frames", "4", "--size", "64",
+               "--deadline", str(time.time() - 1)])
+    assert rc == 0
+    recs = read_records(out)
+    cpu_variants = [v for v in PRESETS["full"].train_variants if v[0] != "fp16"]
+    assert [(r["precision"], r["channels_last"]) for r in recs] == cpu_variants
+    assert all(r["status"] == "skipped" and r["reason"] == TIME_BUDGET and r["left_s"] == 0.0 for r in recs)
+    assert all(r["device_type"] == "cpu" and r["date"] and r["model"] == "trn_bninception" for r in recs)
+
+
+VARIANTS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+
+
+def _start_train_bench(out: Path) -> subprocess.Popen:
+    # Small inputs; fp32 second, so that the signal lands in short steps (bf16 is slow on CPUs
+    # without bf16 units, and a signal waits for the step's backward to return).
+    cmd = [sys.executable, "-m", "bench.gpu_check", "train", "trn_bninception", str(out), "--device", "cpu",
+           "--frames", "2", "--size", "32", "--train-batch", "2", "--train-warmup", "0", "--train-iters", "2",
+           "--train-variants", "fp32,fp32:cl,bf16,bf16:cl"]
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _wait_for_records(out: Path, proc: subprocess.Popen, n: int, timeout: float = 180.0) -> list[dict]:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        recs = read_records(out)  # results.json is replaced atomically: never half written
+        if len(recs) >= n:
+            return recs
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"no {n} records in {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_stopped_train_bench_keeps_what_it_measured(tmp_path, sig):
+    """A step's cap sends SIGTERM (then SIGKILL): the variants measured before are in results.json;
+    after SIGTERM the one in flight is recorded as stopped and the rest as skipped."""
+    out = tmp_path / "out"
+    proc = _start_train_bench(out)
+    first = _wait_for_records(out, proc, 1)
+    proc.send_signal(sig)
+    log = proc.communicate(timeout=60)[0]
+    recs = read_records(out)
+    assert recs[0] == first[0] and first[0]["status"] == "ok" and first[0]["videos_per_s"] > 0
+    assert first[0]["precision"] == "fp32" and first[0]["ratio_to_fp32"] == 1.0
+    assert not list(out.glob(".results.*")), "an interrupted write left a temporary file"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL and all(r["status"] == "ok" for r in recs)
+        return
+    assert proc.returncode == 124, log
+    assert [(r["precision"], r["channels_last"]) for r in recs] == VARIANTS, log
+    statuses = [r["status"] for r in recs]
+    # The signal came while the second variant ran, or (rarely) before it started.
+    assert statuses in (["ok", "stopped", "skipped", "skipped"], ["ok", "skipped", "skipped", "skipped"]), log
+    assert all(r["reason"] == TIME_BUDGET and r["stopped_by"] == "SIGTERM" for r in recs if r["status"] == "skipped")
+    if statuses[1] == "stopped":
+        assert "time cap" in recs[1]["reason"] and recs[1]["elapsed_s"] >= 0
 
 
 def test_dali_tests_skip_without_pyav(tmp_path):
@@ -42,3 +153,46 @@ def test_dali_tests_skip_without_pyav(tmp_path):
     # the GPU graph on frame folders needs no PyAV: only the missing GPU skips it here
     assert outcome["test_dali_gpu_graph_matches_torch[frames]"][0] == "skipped"
     assert "CUDA" in outcome["test_dali_gpu_graph_matches_torch[frames]"][1]
+
+
+def _gpu_records() -> list[dict]:
+    base = {"device": "NVIDIA H200", "device_type": "cuda", "versions": {"torch": "2.11.0+cu130"},
+            "model": "trn_bninception", "weights": "random (gpu_check): timings only"}
+    return [dict(base, kind="inference", backend="eager", precision="fp32", batch=1, status="ok",
+                 video_per_s=110.0, latency_ms={"p50": 9.0, "p90": 9.1, "p99": 9.2}, ratio_to_eager=1.0,
+                 date="2026-12-01T10:00:00+00:00"),
+            dict(base, kind="train", precision="fp32", channels_last=False, batch=24, status="ok",
+                 videos_per_s=380.0, step_ms={"p50": 63.0, "mean": 63.0}, ratio_to_fp32=1.0,
+                 date="2026-12-01T10:01:00+00:00")]
+
+
+def test_keep_files_a_gpu_run_and_links_the_newest(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("intro\n<!-- newest-gpu-report -->No GPU report yet.<!-- /newest-gpu-report -->\nend\n")
+    src = tmp_path / "returned"
+    src.mkdir()
+    (src / "results.json").write_text(json.dumps(_gpu_records()))
+    (src / "gpu_check.log").write_text("log\n")
+    (src / "gpu_tests.log").write_text("tests\n")
+    dest = keep_results(src, repo)
+    assert dest == repo / "reports" / "gpu" / "2026-12-01-nvidia-h200"
+    assert {"results.json", "gpu_check.log", "gpu_tests.log", "report.md"} <= {p.name for p in dest.iterdir()}
+    assert "| eager |" in (dest / "report.md").read_text()
+    readme = (repo / "README.md").read_text()
+    link = "[`reports/gpu/2026-12-01-nvidia-h200/report.md`](reports/gpu/2026-12-01-nvidia-h200/report.md)"
+    assert link in readme and "No GPU report yet" not in readme and readme.endswith("end\n")
+    # the same run again: a new folder, and an older run does not take the link
+    assert keep_results(src, repo).name == "2026-12-01-nvidia-h200-2"
+    older = [dict(r, date="2026-11-30T10:00:00+00:00") for r in _gpu_records()]
+    (src / "results.json").write_text(json.dumps(older))
+    assert keep_results(src, repo).name == "2026-11-30-nvidia-h200"
+    assert "2026-12-01-nvidia-h200-2/report.md" in (repo / "README.md").read_text()
+
+
+def test_keep_refuses_a_cpu_run(tmp_path):
+    from fastvid.errors import FastvidError
+
+    (tmp_path / "results.json").write_text(json.dumps([dict(_gpu_records()[0], device_type="cpu")]))
+    with pytest.raises(FastvidError, match="no CUDA records"):
+        keep_results(tmp_path, tmp_path)
