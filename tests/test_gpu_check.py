@@ -155,6 +155,40 @@ def test_dali_tests_skip_without_pyav(tmp_path):
     assert "CUDA" in outcome["test_dali_gpu_graph_matches_torch[frames]"][1]
 
 
+@pytest.mark.slow
+def test_gpu_check_script_on_cpu(tmp_path):
+    """The whole script with --smoke on this CPU: every step runs, OUT_DIR can come back whole."""
+    out = tmp_path / "out"
+    t0 = time.time()
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(out), "--smoke", "--models", "trn_bninception",
+                           "--tests", "tests/test_bench.py"], cwd=REPO, env=dict(_env(), PYTHON=sys.executable),
+                          capture_output=True, text=True, timeout=420)
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.parent == out for p in files), files
+    names = {p.name for p in files}
+    assert {"results.json", "report.md", "gpu_check.log", "gpu_tests.log"} <= names, names
+    assert elapsed < 360
+    tests_log = (out / "gpu_tests.log").read_text()
+    # -rA: the full summary, one line per test, the skipped GPU test with its reason
+    assert "short test summary info" in tests_log and "SKIPPED" in tests_log and "needs a CUDA GPU" in tests_log
+    recs = read_records(out)
+    train = [(r["precision"], r["channels_last"], r["status"]) for r in recs if r["kind"] == "train"]
+    assert [t[:2] for t in train] == list(PRESETS["smoke"].train_variants)
+    infer = [(r["backend"], r["precision"], r["batch"]) for r in recs if r["kind"] == "inference"]
+    assert infer == list(PRESETS["smoke"].infer_plan)
+    assert all(r["model"] == "trn_bninception" for r in recs if r["kind"] != "loader")
+    loader = {r["backend"]: r for r in recs if r["kind"] == "loader"}
+    assert list(loader) == list(PRESETS["smoke"].loaders)  # torch, dali (skipped: no CUDA), dali-cpu
+    assert loader["dali"]["status"] == "skipped" and "CUDA" in loader["dali"]["reason"]
+    log = (out / "gpu_check.log").read_text()
+    assert "== train bench trn_bninception" in log and "train bench tpn_slowonly_r50" not in log
+    assert "holds" in log and "WARNING" not in log
+    md = (out / "report.md").read_text()
+    assert "## Training throughput" in md and "## Inference" in md and "## Data loaders" in md
+
+
 def _gpu_records() -> list[dict]:
     base = {"device": "NVIDIA H200", "device_type": "cuda", "versions": {"torch": "2.11.0+cu130"},
             "model": "trn_bninception", "weights": "random (gpu_check): timings only"}
