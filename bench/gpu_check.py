@@ -439,6 +439,9 @@ def keep_results(src: str | Path, repo: str | Path = REPO) -> Path:
     from fastvid.errors import FastvidError
 
     src, repo = Path(src), Path(repo)
+    found = [src] if (src / "results.json").is_file() else [p.parent for p in src.rglob("results.json")]
+    if len(found) == 1:  # the device tool may put the files a folder or two further down
+        src = found[0]
     gpu = [r for r in read_records(src) if r.get("device_type") == "cuda"]
     if not gpu:
         raise FastvidError(f"{src}: no CUDA records in results.json: nothing to keep under reports/gpu/")
@@ -453,7 +456,7 @@ def keep_results(src: str | Path, repo: str | Path = REPO) -> Path:
     dest.mkdir(parents=True)
     for f in sorted(src.iterdir()):
         if f.is_file() and not f.name.startswith("."):
-            shutil.copy2(f, dest / f.name)
+            shutil.copyfile(f, dest / f.name)  # not copy2: the returned files are read-only
     from bench.report import render_report
 
     # Relative from the repo root, so that report.md names the repo's folder, not $OUT.

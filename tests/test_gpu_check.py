@@ -204,12 +204,15 @@ def test_keep_files_a_gpu_run_and_links_the_newest(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "README.md").write_text("intro\n<!-- newest-gpu-report -->No GPU report yet.<!-- /newest-gpu-report -->\nend\n")
-    src = tmp_path / "returned"
-    src.mkdir()
+    src = tmp_path / "files_at" / "out"
+    src.mkdir(parents=True)
     (src / "results.json").write_text(json.dumps(_gpu_records()))
     (src / "gpu_check.log").write_text("log\n")
     (src / "gpu_tests.log").write_text("tests\n")
-    dest = keep_results(src, repo)
+    (src / "report.md").write_text("as rendered on the GPU machine\n")
+    for f in src.iterdir():
+        f.chmod(0o444)  # as the device tool hands them over
+    dest = keep_results(tmp_path / "files_at", repo)
     assert dest == repo / "reports" / "gpu" / "2026-12-01-nvidia-h200"
     assert {"results.json", "gpu_check.log", "gpu_tests.log", "report.md"} <= {p.name for p in dest.iterdir()}
     assert "| eager |" in (dest / "report.md").read_text()
@@ -219,6 +222,7 @@ def test_keep_files_a_gpu_run_and_links_the_newest(tmp_path):
     # the same run again: a new folder, and an older run does not take the link
     assert keep_results(src, repo).name == "2026-12-01-nvidia-h200-2"
     older = [dict(r, date="2026-11-30T10:00:00+00:00") for r in _gpu_records()]
+    (src / "results.json").chmod(0o644)
     (src / "results.json").write_text(json.dumps(older))
     assert keep_results(src, repo).name == "2026-11-30-nvidia-h200"
     assert "2026-12-01-nvidia-h200-2/report.md" in (repo / "README.md").read_text()
