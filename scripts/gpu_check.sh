@@ -138,10 +138,13 @@ if [ "${CUDA:-}" != 1 ] && [ "${CUDA:-}" != 0 ]; then say "python/torch did not 
 
 if wants tests; then
     if [ "$PYTEST" = 1 ]; then
-        # SIGINT at the cap: pytest then stops and still prints its summary of what ran.
+        # SIGINT at the cap: pytest then stops and still prints its summary of what ran. Python
+        # ignores SIGINT when it started ignored (a command run in the background), hence the
+        # explicit handler.
         # shellcheck disable=SC2086  # TESTS is a list of paths
         STEP_LOG="$OUT_DIR/gpu_tests.log" step tests INT "pytest -m 'gpu or trt or dali' (gpu_tests.log)" \
-            "$PY" -m pytest $TESTS -m "gpu or trt or dali" -rA -v -p no:cacheprovider \
+            "$PY" -c 'import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.exit(pytest.main(sys.argv[1:]))' $TESTS -m "gpu or trt or dali" -rA -v -p no:cacheprovider \
             -o console_output_style=classic
         summary=$(grep -E "^=+ .*(passed|failed|error|skipped|deselected|no tests ran).* =+$" \
             "$OUT_DIR/gpu_tests.log" | tail -n 1)
