@@ -45,7 +45,7 @@ from bench.runner import InferenceBenchmarkRunner, Variant, inference_plan
 from bench.train import bench_training
 
 __all__ = ["MODELS", "PRESETS", "PRIOR_S", "Preset", "TimeBudget", "StepStopped", "run_section",
-           "keep_results", "main"]
+           "run_loaders", "keep_results", "main"]
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -546,12 +546,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.section == "keep":
-        dest = keep_results(args.src, args.repo)
-        print(f"kept in {dest}")
+        from fastvid.errors import FastvidError
+
+        try:
+            print(f"kept in {keep_results(args.src, args.repo)}")
+        except (FastvidError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     deadline = args.deadline if args.budget_s is None else time.time() + args.budget_s
     budget = TimeBudget(deadline)
-    signal.signal(signal.SIGTERM, budget.on_signal)
+    previous = signal.signal(signal.SIGTERM, budget.on_signal)
     common = dict(preset=args.preset, device=args.device, budget=budget, frames=args.frames,
                   size=args.size)
     try:
@@ -561,18 +566,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             plan = None
             if args.backends or args.batches or args.precisions:
-                base = PRESETS[args.preset]
-                plan = tuple(inference_plan(args.backends or sorted({b for b, _, _ in base.infer_plan}),
-                                            args.batches or sorted({b for _, _, b in base.infer_plan}),
+                base = PRESETS[args.preset].infer_plan
+                plan = tuple(inference_plan(args.backends or list(dict.fromkeys(b for b, _, _ in base)),
+                                            args.batches or list(dict.fromkeys(n for _, _, n in base)),
                                             args.precisions or ["fp16"]))
             run_section(args.section, args.model, args.out_dir, train_variants=args.train_variants,
-                        train_batch=args.train_batch,
-                        train_warmup=args.train_warmup, train_iters=args.train_iters,
-                        warmup=args.warmup, iters=args.iters, infer_plan=plan, **common)
+                        train_batch=args.train_batch, train_warmup=args.train_warmup,
+                        train_iters=args.train_iters, warmup=args.warmup, iters=args.iters,
+                        infer_plan=plan, **common)
     except StepStopped as exc:
         print(f"stopped by {exc} (the step's time cap); what was measured is in results.json",
               file=sys.stderr, flush=True)
         return 124
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 124 if budget.stop_signal is not None else 0
 
 
