@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
+GPU_OUT ?= gpu_check_out
 
-.PHONY: demo test venv install-demo install-test clean-demo gpu-check
+.PHONY: demo test venv install-demo install-test clean-demo gpu-check gpu-keep
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +29,13 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests
 
+# The GPU check (6 min; GPU_CHECK_ARGS=--quick for 3) into $(GPU_OUT); `make gpu-keep` then files it
+# under reports/gpu/<date>-<device>/ and links it from the README.
 gpu-check: $(VENV)/.demo-installed
-	PATH="$(abspath $(BIN)):$$PATH" bash scripts/gpu_check.sh
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/gpu_check.sh $(GPU_OUT) $(GPU_CHECK_ARGS)
+
+gpu-keep: $(VENV)/.demo-installed
+	$(BIN)/python -m bench.gpu_check keep $(GPU_OUT)
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

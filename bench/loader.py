@@ -17,7 +17,7 @@ import logging
 import platform
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -53,13 +53,17 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], device: torch.device,
+def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Iterable[str], device: torch.device,
                   batches: int, batch_size: int, *, workers: Optional[int] = None,
-                  split: str = "train") -> list[dict[str, Any]]:
+                  split: str = "train",
+                  on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> list[dict[str, Any]]:
     """One record per backend: ``videos_per_s``, ``frames_per_s`` and ``ratio_to_torch``.
 
     A backend that cannot run here (no DALI, no GPU, a codec DALI's CPU decoder lacks) gives a
-    record with ``"skipped": reason`` instead of stopping the comparison.
+    record with ``"skipped": reason`` instead of stopping the comparison. ``backends`` is read
+    one at a time, each when the previous one is measured (a lazy iterable can stop early);
+    ``on_record`` gets each record as soon as it is measured, with ``ratio_to_torch`` when the
+    torch loader was measured before it.
     """
     from fastvid.loaders import build_loader
 
@@ -72,7 +76,16 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             "date": date, "dataset": str(dataset.root), "format": dataset.format,
             "image_size": cfg.data.image_size, "layout": cfg.spec.input_layout,
             "versions": _versions()}
-    results = []
+    results: list[dict[str, Any]] = []
+
+    def done(rec: dict[str, Any]) -> None:
+        results.append(rec)
+        torch_rec = next((r for r in results if r["backend"] == "torch" and "videos_per_s" in r), None)
+        if torch_rec is not None and "videos_per_s" in rec:
+            rec["ratio_to_torch"] = round(rec["videos_per_s"] / torch_rec["videos_per_s"], 3)
+        if on_record is not None:
+            on_record(rec)
+
     for backend in backends:
         rec: dict[str, Any] = dict(base, backend=backend)
         try:
@@ -95,13 +108,13 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
         except FastvidError as exc:
             rec["skipped"] = str(exc)
             log.warning("loader bench: %s skipped: %s", backend, exc)
-            results.append(rec)
+            done(rec)
             continue
         rec.update(backend=backend, seconds=round(elapsed, 4),
                    videos_per_s=round(n_videos / elapsed, 2),
                    frames_per_s=round(n_videos * frames_per_video / elapsed, 1),
                    frames_per_video=int(frames_per_video))
-        results.append(rec)
+        done(rec)
     torch_rec = next((r for r in results if r["backend"] == "torch" and "videos_per_s" in r), None)
     for rec in results:
         if torch_rec is not None and "videos_per_s" in rec:

@@ -123,7 +123,11 @@ def append_records(directory: str | Path, records: Iterable[dict[str, Any]]) -> 
     path = directory / RESULTS_FILE
     merged = read_records(path) + list(records)
     fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(merged, fh, indent=1, default=str)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(merged, fh, indent=1, default=str)
+        os.replace(tmp, path)
+    except BaseException:  # an interrupted write leaves results.json as it was, and no stray file
+        os.unlink(tmp)
+        raise
     return path

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -27,10 +27,10 @@ from fastvid.precision import DTYPES
 from .memory import PeakMemory
 from .records import percentiles, stamp
 
-__all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "inference_backends", "time_callable"]
+__all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "inference_backends", "inference_plan",
+           "time_callable", "shares_engines"]
 
 log = logging.getLogger(__name__)
-
 
 
 def inference_backends() -> tuple[str, ...]:
@@ -41,7 +41,32 @@ def inference_backends() -> tuple[str, ...]:
 
 
 INFERENCE_BACKENDS = inference_backends()
+
+
+def shares_engines(backend: str) -> bool:
+    """True when one engine per precision serves every batch of a run (AOTInductor and ONNX
+    Runtime kernels do not depend on an optimisation batch; eager and compile build none);
+    False for backends tuned for their opt batch (TensorRT), which get one engine per batch."""
+    from engines.backends import engine_backend, engine_names
+
+    return backend not in engine_names() or not engine_backend(backend).tuned_per_batch
+
+
 Runner = Callable[[torch.Tensor], Any]
+Variant = tuple[str, str, int]  # (backend, precision, batch)
+RecordCallback = Callable[[dict[str, Any]], None]
+
+
+def inference_plan(backends: Sequence[str], batches: Sequence[int],
+                   precisions: Sequence[str] = ("fp32",)) -> list[Variant]:
+    """(backend, precision, batch) in the order measured: eager fp32 at every batch first (the
+    baseline of ``ratio_to_eager``), then backend by backend in the given order, each backend's
+    batches together (a shared engine is built once, at its first batch)."""
+    plan: list[Variant] = [("eager", "fp32", b) for b in batches]
+    for backend in backends:
+        for precision in precisions:
+            plan += [(backend, precision, b) for b in batches if (backend, precision) != ("eager", "fp32")]
+    return plan
 
 
 def _sync(device: torch.device) -> None:
@@ -138,13 +163,8 @@ class InferenceBenchmarkRunner:
             if meta["precision"] == precision and lo <= batch <= hi:
                 eng = engines.load(path, self.device)
                 return eng, {"engine": str(path), "engine_source": "prebuilt"}
-        # AOTInductor and ONNX Runtime kernels do not depend on an optimisation batch: one engine
-        # covering every requested batch saves a compile per batch. TensorRT tunes for its opt
-        # shape, so it gets one engine per batch.
-        from engines.backends import engine_backend
-
-        shared = not engine_backend(backend).tuned_per_batch
-        key = (backend, precision if shared else f"{precision}/b{batch}")
+        shared = shares_engines(backend)
+        key = self._engine_key(backend, precision, batch)
         if key in self._built:
             eng, info = self._built[key]
             return eng, dict(info, engine_reused=True)
@@ -163,7 +183,8 @@ class InferenceBenchmarkRunner:
         self._built[key] = (eng, info)
         return eng, info
 
-    def _skip_reason(self, backend: str, precision: str) -> Optional[str]:
+    def skip_reason(self, backend: str, precision: str) -> Optional[str]:
+        """Why (backend, precision) cannot run here (package, device, precision), or None."""
         import engines
 
         if precision == "fp16" and self.device.type == "cpu":
@@ -194,6 +215,14 @@ class InferenceBenchmarkRunner:
         x = validation_batch((batch,) + self.sample_shape, self.mean, self.std, layout=layout, seed=1)
         return x.to(device=self.device, dtype=DTYPES[precision])
 
+    @staticmethod
+    def _engine_key(backend: str, precision: str, batch: int) -> tuple[str, str]:
+        return backend, precision if shares_engines(backend) else f"{precision}/b{batch}"
+
+    def reuses_engine(self, backend: str, precision: str, batch: int) -> bool:
+        """True when (backend, precision, batch) would run an engine this run already built."""
+        return self._engine_key(backend, precision, batch) in self._built
+
     def _base(self, backend: str, precision: str, batch: int) -> dict[str, Any]:
         rec: dict[str, Any] = {"kind": "inference", "backend": backend, "precision": precision,
                                "batch": batch, "model": self.model_name,
@@ -205,7 +234,7 @@ class InferenceBenchmarkRunner:
     def bench_one(self, backend: str, precision: str, batch: int) -> dict[str, Any]:
         """One record; never raises for a backend that is missing or fails to build."""
         rec = self._base(backend, precision, batch)
-        reason = self._skip_reason(backend, precision)
+        reason = self.skip_reason(backend, precision)
         if reason:
             rec.update(status="skipped", reason=reason)
             log.info("%s %s batch %d: skipped (%s)", backend, precision, batch, reason)
@@ -246,31 +275,40 @@ class InferenceBenchmarkRunner:
         return rec
 
     def run(self, backends: Sequence[str], batches: Sequence[int], precisions: Sequence[str] = ("fp32",),
-            on_records: Optional[Callable[[list[dict[str, Any]]], None]] = None) -> list[dict[str, Any]]:
-        """Records for every (backend, batch, precision), with ``ratio_to_eager`` filled in.
+            on_record: Optional[RecordCallback] = None) -> list[dict[str, Any]]:
+        """Records for every (backend, batch, precision) in :func:`inference_plan` order."""
+        return self.run_variants(inference_plan(backends, batches, precisions), max_batch=max(batches),
+                                 on_record=on_record)
 
-        ``on_records`` gets each batch's records as soon as they are measured (to save partial
-        results when a time limit may cut the run short).
+    def run_variants(self, variants: Iterable[Variant], *, max_batch: Optional[int] = None,
+                     on_record: Optional[RecordCallback] = None) -> list[dict[str, Any]]:
+        """One record per (backend, precision, batch), with ``ratio_to_eager`` filled in.
+
+        Args:
+            variants: read one at a time, each when the previous one is measured, so a lazy
+                iterable can stop handing out variants (a time budget). Eager fp32 at a batch,
+                when it comes earlier, is the baseline of that batch's ratios.
+            max_batch: the largest batch a shared engine (AOTInductor, ONNX) must accept; by
+                default the batch it is first built for.
+            on_record: called with each record as soon as it is measured (to keep partial
+                results when a time limit cuts the run short).
         """
         records: list[dict[str, Any]] = []
-        self._max_batch = max(batches)
+        baselines: dict[int, float] = {}
+        self._max_batch = max_batch or 1
         try:
-            for batch in batches:
-                baseline = self.bench_one("eager", "fp32", batch)
-                baseline["baseline"] = True
-                group = [baseline]
-                for backend in backends:
-                    for precision in precisions:
-                        if backend == "eager" and precision == "fp32":
-                            continue
-                        group.append(self.bench_one(backend, precision, batch))
-                base = baseline.get("video_per_s")
-                for rec in group:
-                    if rec.get("status") == "ok" and base:
-                        rec["ratio_to_eager"] = round(rec["video_per_s"] / base, 3)
-                records.extend(group)
-                if on_records is not None:
-                    on_records(group)
+            for backend, precision, batch in variants:
+                rec = self.bench_one(backend, precision, batch)
+                if backend == "eager" and precision == "fp32":
+                    rec["baseline"] = True
+                    if rec.get("status") == "ok":
+                        baselines.setdefault(batch, rec["video_per_s"])
+                base = baselines.get(batch)
+                if rec.get("status") == "ok" and base:
+                    rec["ratio_to_eager"] = round(rec["video_per_s"] / base, 3)
+                records.append(rec)
+                if on_record is not None:
+                    on_record(rec)
         finally:
             self._built.clear()
             if self._tmp is not None:

@@ -11,7 +11,7 @@ import copy
 import gc
 import logging
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -36,13 +36,20 @@ def default_variants(device: torch.device | str) -> list[tuple[str, bool]]:
     return [(p, cl) for p in precisions for cl in (False, True)]
 
 
+def _baseline(records: Sequence[dict[str, Any]]) -> Optional[float]:
+    """videos/s of the fp32 channels-first record, the reference of ``ratio_to_fp32``."""
+    return next((r["videos_per_s"] for r in records
+                 if r.get("status") == "ok" and r["precision"] == "fp32" and not r["channels_last"]), None)
+
+
 def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: int,
                    device: torch.device | str, *, batch: int = 8,
-                   variants: Optional[Sequence[tuple[str, bool]]] = None, warmup: int = 2,
+                   variants: Optional[Iterable[tuple[str, bool]]] = None, warmup: int = 2,
                    iters: int = 10, model_name: str = "",
                    extra: Optional[dict[str, Any]] = None,
                    aux_loss_weight: float = ModelConfig.aux_loss_weight,
-                   clip_grad_norm: Optional[float] = TrainConfig.clip_grad_norm) -> list[dict[str, Any]]:
+                   clip_grad_norm: Optional[float] = TrainConfig.clip_grad_norm,
+                   on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> list[dict[str, Any]]:
     """One ``kind: train`` record per (precision, channels_last) variant.
 
     Args:
@@ -51,11 +58,16 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         num_classes: for the synthetic labels.
         device: where to train.
         batch: videos per step.
-        variants: (precision, channels_last) pairs; default :func:`default_variants`.
+        variants: (precision, channels_last) pairs; default :func:`default_variants`. Read one
+            at a time, each when the previous one is measured, so a lazy iterable can stop
+            handing out variants (a time budget).
         warmup, iters: untimed and timed steps.
         model_name, extra: copied into the records.
         aux_loss_weight, clip_grad_norm: the step's (``model.aux_loss_weight``,
             ``train.clip_grad_norm`` of the config; defaults: the configs' defaults).
+        on_record: called with each record as soon as it is complete (to save it before the
+            next variant starts). Its ``ratio_to_fp32`` is set when the fp32 channels-first
+            baseline was measured before it (it is first in :func:`default_variants`).
     """
     device = torch.device(device)
     layout = input_layout(model)
@@ -63,6 +75,15 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
     video = torch.randn((batch, *sample_shape), generator=gen).to(device)
     label = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
     records: list[dict[str, Any]] = []
+
+    def done(rec: dict[str, Any]) -> None:
+        records.append(rec)
+        base = _baseline(records)
+        if base and rec.get("status") == "ok":
+            rec["ratio_to_fp32"] = round(rec["videos_per_s"] / base, 3)
+        if on_record is not None:
+            on_record(rec)
+
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as fastvid train (and bench.gpu_check) run
     for precision_name, channels_last in (variants or default_variants(device)):
@@ -76,7 +97,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             precision = resolve_precision(precision_name != "fp32", precision_name, device)
         except FastvidError as exc:  # e.g. fp16 training asked for on a CPU
             rec.update(status="skipped", reason=str(exc))
-            records.append(rec)
+            done(rec)
             continue
         gc.collect()
         if device.type == "cuda":
@@ -112,7 +133,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
                 total = time.perf_counter() - t0
         except RuntimeError as exc:  # e.g. an op without a bf16 kernel on this device
             rec.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
-            records.append(rec)
+            done(rec)
             continue
         finally:
             del net, optimizer
@@ -120,9 +141,8 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         rec.update(mem.result())
         log.info("train %s channels_last=%s: %.1f videos/s, step %.1f ms", precision_name, channels_last,
                  rec["videos_per_s"], rec["step_ms"]["p50"])
-        records.append(rec)
-    base = next((r["videos_per_s"] for r in records
-                 if r.get("status") == "ok" and r["precision"] == "fp32" and not r["channels_last"]), None)
+        done(rec)
+    base = _baseline(records)
     for rec in records:
         if rec.get("status") == "ok" and base:
             rec["ratio_to_fp32"] = round(rec["videos_per_s"] / base, 3)

@@ -1,5 +1,8 @@
 """Small test media written on the fly: JPEG frame folders (PIL) and MJPEG/VP9/H.264 videos (PyAV).
 
+Without PyAV (a bare torch image, such as the lent GPU machine's), writing a video skips the test
+or fixture that asked for it, with the reason; frame folders need only PIL.
+
 Every frame carries a smooth colour gradient plus a per-frame brightness shift, so frames differ
 from each other (sampling mistakes show) while staying JPEG-friendly (decoder differences stay
 small and measurable).
@@ -29,6 +32,16 @@ def frame_image(index: int, height: int, width: int, seed: int = 0) -> np.ndarra
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def require_pyav() -> None:
+    """Skip the calling test or fixture, with the reason, when PyAV cannot be imported."""
+    import pytest
+
+    try:
+        import av  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"PyAV is not installed, so no test video can be written here ({exc})")
+
+
 def write_frame_folder(folder: str | Path, num_frames: int, height: int = 72, width: int = 96,
                        seed: int = 0, tmpl: str = "{:05d}.jpg") -> Path:
     """``folder/00001.jpg ...`` (1-based, as TRN-pytorch's frame lists)."""
@@ -45,6 +58,7 @@ def write_frame_folder(folder: str | Path, num_frames: int, height: int = 72, wi
 def write_video(path: str | Path, num_frames: int, height: int = 72, width: int = 96,
                 codec: str = "mjpeg", seed: int = 0, fps: int = 25) -> Path:
     """Encode ``num_frames`` frames with PyAV; the suffix of ``path`` is replaced by the codec's."""
+    require_pyav()
     import av
 
     encoder, suffix, pix_fmt = CODECS[codec]

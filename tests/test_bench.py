@@ -100,6 +100,47 @@ def test_train_bench_fp32_vs_bf16_and_channels_last(model_cls):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "input model was trained"
 
 
+def test_train_bench_hands_over_each_record_before_the_next_variant():
+    """on_record gets every record as it is measured (gpu_check appends it at once), and the
+    variants are read one at a time, so a lazy iterable can stop handing them out."""
+    seen: list[dict] = []
+    asked_after: list[int] = []
+
+    def variants():
+        for v in [("fp32", False), ("fp16", False), ("fp32", True)]:
+            asked_after.append(len(seen))
+            yield v
+
+    recs = bench_training(_Tiny2D(), (2, 3, 8, 8), 3, "cpu", batch=2, variants=variants(), warmup=0, iters=1,
+                          on_record=lambda r: seen.append(dict(r)))
+    assert asked_after == [0, 1, 2]  # the next variant was asked for after the record was handed over
+    assert [(r["precision"], r["status"]) for r in seen] == [("fp32", "ok"), ("fp16", "skipped"), ("fp32", "ok")]
+    assert seen[0]["ratio_to_fp32"] == 1.0 and seen[2]["ratio_to_fp32"] > 0  # ratios known when handed over
+    assert [r["status"] for r in recs] == [r["status"] for r in seen]
+
+
+def test_inference_plan_puts_the_baselines_first():
+    from bench.runner import inference_plan
+
+    assert inference_plan(["eager", "compile", "aoti"], [1, 16], ["fp32", "fp16"]) == [
+        ("eager", "fp32", 1), ("eager", "fp32", 16), ("eager", "fp16", 1), ("eager", "fp16", 16),
+        ("compile", "fp32", 1), ("compile", "fp32", 16), ("compile", "fp16", 1), ("compile", "fp16", 16),
+        ("aoti", "fp32", 1), ("aoti", "fp32", 16), ("aoti", "fp16", 1), ("aoti", "fp16", 16)]
+
+
+def test_inference_runner_hands_over_each_record():
+    seen: list[dict] = []
+    runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (2, 3, 16, 16), "cpu", warmup=0, iters=2)
+    variants = [("eager", "fp32", 2), ("eager", "bf16", 2), ("trt", "fp32", 2), ("eager", "fp32", 1)]
+    recs = runner.run_variants(iter(variants), on_record=lambda r: seen.append(dict(r)))
+    assert [(r["backend"], r["precision"], r["batch"]) for r in seen] == variants
+    assert seen[0]["baseline"] is True and seen[0]["ratio_to_eager"] == 1.0
+    assert seen[1]["status"] == "ok" and seen[1]["ratio_to_eager"] > 0  # set before it was handed over
+    assert seen[2]["status"] == "skipped" and "ratio_to_eager" not in seen[2]
+    assert seen[3]["ratio_to_eager"] == 1.0  # batch 1 against its own baseline
+    assert len(recs) == 4
+
+
 def test_train_bench_skips_fp16_on_cpu():
     recs = bench_training(_Tiny2D(), (2, 3, 8, 8), 3, "cpu", batch=2, variants=[("fp16", False)],
                           warmup=0, iters=1)
@@ -209,7 +250,7 @@ def test_bf16_checks_ignore_emulated_bf16(monkeypatch):
     with pytest.raises(FastvidError, match="bf16"):
         resolve_precision(True, "bf16", "cuda")
     runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (4, 3, 32, 32), "cuda")
-    assert "bf16" in runner._skip_reason("eager", "bf16")
+    assert "bf16" in runner.skip_reason("eager", "bf16")
 
 
 def test_device_memory_reader_uses_the_nvml_mapping(monkeypatch):

@@ -264,16 +264,18 @@ def test_cli_build_engine_trt_without_tensorrt_says_what_is_missing(tmp_path):
 
 
 @pytest.mark.gpu
-def test_aoti_fp16_engine_on_cuda(trn, tmp_path):
-    model = trn.to("cuda")
+def test_aoti_fp16_engine_on_cuda(tmp_path):
+    # A conv and a linear layer: AOTInductor's CUDA compile of TRN-BNInception ran past 50 s on
+    # an H200 (this test's old model); the engine path is the same.
+    model = _Tiny().eval().to("cuda")
     example = torch.zeros(1, FRAMES, 3, SIZE, SIZE, device="cuda")
     path = engines.build_engine(model, example, "aoti", "fp16", batch=1, max_batch=2, out_path=tmp_path / "t",
                                 meta={"mean": BGR_MEAN, "std": BGR_STD})
     engine = engines.load(path, "cuda")
+    assert engine.meta["validation"]["passed"]  # fp16 engine vs fp32 eager, within fp16 tolerance
     x = engines.validation_batch((2, FRAMES, 3, SIZE, SIZE), BGR_MEAN, BGR_STD, seed=4).cuda()
     out = engine(x)
-    assert out.is_cuda and out.dtype == torch.float32 and out.shape == (2, CLASSES)
-    trn.to("cpu")
+    assert out.is_cuda and out.dtype == torch.float32 and out.shape == (2, _Tiny.num_classes)
 
 
 @pytest.mark.trt

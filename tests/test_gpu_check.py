@@ -1,0 +1,236 @@
+"""The GPU check on a CPU: the time budget, records kept when a step is stopped, tests that skip
+without PyAV, the script end to end (at most 8 files) and the filing of a GPU run's results."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from bench.gpu_check import PRESETS, TIME_BUDGET, TimeBudget, keep_results, main
+from bench.records import read_records
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(*paths: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_time_budget_starts_only_what_fits_and_learns_durations():
+    clock = _Clock()
+    budget = TimeBudget(deadline=1100.0, clock=clock)
+    skipped = []
+    started = []
+    gate = budget.gate(["a1", "b1", "a2", "c1", "a3"], kind=lambda v: v[0],
+                       expected_s=lambda v, last: {"a": 10.0, "b": 500.0, "c": 5.0}[v[0]] if last is None else last,
+                       on_skip=lambda v, info: skipped.append((v, info)))
+    for variant in gate:
+        started.append(variant)
+        clock.t += 40.0  # every variant that runs takes 40 s
+    # a1 (10 s expected) runs; b1 (500 s, 60 s left) is skipped without stopping the rest; a2
+    # now expects a1's 40 s and fits; c1 (5 s, 20 s left) fits; a3 (40 s, none left) does not.
+    assert started == ["a1", "a2", "c1"]
+    assert [v for v, _ in skipped] == ["b1", "a3"]
+    assert skipped[0][1] == {"expected_s": 500.0, "left_s": 60.0}
+    assert skipped[1][1] == {"expected_s": 40.0, "left_s": 0.0}
+    assert budget.last_s == {"a": 40.0, "c": 40.0} and budget.current is None
+
+
+def test_time_budget_defers_a_signal_while_a_record_is_written():
+    budget = TimeBudget(None)
+    with pytest.raises(BaseException) as info:
+        with budget.hold():
+            budget.on_signal(signal.SIGTERM, None)  # arrives mid-write: must not raise here
+            written = True
+    assert written and type(info.value).__name__ == "StepStopped"
+    with pytest.raises(BaseException, match="SIGTERM"):
+        budget.on_signal(signal.SIGTERM, None)  # outside a write: stops at once
+
+
+def test_passed_deadline_records_every_variant_as_skipped(tmp_path):
+    out = tmp_path / "out"
+    rc = main(["train", "trn_bninception", str(out), "--device", "cpu", "--frames", "4", "--size", "64",
+               "--deadline", str(time.time() - 1)])
+    assert rc == 0
+    recs = read_records(out)
+    cpu_variants = [v for v in PRESETS["full"].train_variants if v[0] != "fp16"]
+    assert [(r["precision"], r["channels_last"]) for r in recs] == cpu_variants
+    assert all(r["status"] == "skipped" and r["reason"] == TIME_BUDGET and r["left_s"] == 0.0 for r in recs)
+    assert all(r["device_type"] == "cpu" and r["date"] and r["model"] == "trn_bninception" for r in recs)
+
+
+VARIANTS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+
+
+def _start_train_bench(out: Path) -> subprocess.Popen:
+    # Small inputs; fp32 second, so that the signal lands in short steps (bf16 is slow on CPUs
+    # without bf16 units, and a signal waits for the step's backward to return).
+    cmd = [sys.executable, "-m", "bench.gpu_check", "train", "trn_bninception", str(out), "--device", "cpu",
+           "--frames", "2", "--size", "32", "--train-batch", "2", "--train-warmup", "0", "--train-iters", "2",
+           "--train-variants", "fp32,fp32:cl,bf16,bf16:cl"]
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _wait_for_records(out: Path, proc: subprocess.Popen, n: int, timeout: float = 180.0) -> list[dict]:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        recs = read_records(out)  # results.json is replaced atomically: never half written
+        if len(recs) >= n:
+            return recs
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"no {n} records in {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_stopped_train_bench_keeps_what_it_measured(tmp_path, sig):
+    """A step's cap sends SIGTERM (then SIGKILL): the variants measured before are in results.json;
+    after SIGTERM the one in flight is recorded as stopped and the rest as skipped."""
+    out = tmp_path / "out"
+    proc = _start_train_bench(out)
+    first = _wait_for_records(out, proc, 1)
+    proc.send_signal(sig)
+    log = proc.communicate(timeout=60)[0]
+    recs = read_records(out)
+    assert recs[0] == first[0] and first[0]["status"] == "ok" and first[0]["videos_per_s"] > 0
+    assert first[0]["precision"] == "fp32" and first[0]["ratio_to_fp32"] == 1.0
+    assert not list(out.glob(".results.*")), "an interrupted write left a temporary file"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL and all(r["status"] == "ok" for r in recs)
+        return
+    assert proc.returncode == 124, log
+    assert [(r["precision"], r["channels_last"]) for r in recs] == VARIANTS, log
+    statuses = [r["status"] for r in recs]
+    # The signal came while the second variant ran, or (rarely) before it started.
+    assert statuses in (["ok", "stopped", "skipped", "skipped"], ["ok", "skipped", "skipped", "skipped"]), log
+    assert all(r["reason"] == TIME_BUDGET and r["stopped_by"] == "SIGTERM" for r in recs if r["status"] == "skipped")
+    if statuses[1] == "stopped":
+        assert "time cap" in recs[1]["reason"] and recs[1]["elapsed_s"] >= 0
+
+
+def test_dali_tests_skip_without_pyav(tmp_path):
+    """On the GPU machine (no PyAV) 20 DALI tests errored in a fixture that wrote videos: with
+    ``import av`` blocked they skip with the reason, and those on frame folders still run."""
+    junit = tmp_path / "junit.xml"
+    select = ("mjpeg or vp9 or h264 or sthv2 or truncated or needs_cuda_target "
+              "or batch_contract and 2d-frames or gpu_graph")
+    cmd = [sys.executable, "-m", "pytest", "-p", "_block_av", "-p", "no:cacheprovider",
+           "tests/test_loaders.py", "tests/test_dali.py", "tests/test_data_prep.py",
+           "-m", "gpu or trt or dali", "-k", select, f"--junitxml={junit}", "-q"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(REPO / "tests"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    outcome = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        skip = case.find("skipped")
+        bad = [c.tag for c in case if c.tag in ("error", "failure")]
+        outcome[case.get("name")] = bad[0] if bad else ("skipped", skip.get("message")) if skip is not None else "passed"
+    assert "No module named 'av' (blocked" in " ".join(str(v) for v in outcome.values())
+    pyav = {n: o for n, o in outcome.items()  # (the GPU tests skip earlier here: no CUDA)
+            if any(k in n for k in ("mjpeg", "vp9", "h264", "sthv2", "truncated")) and "gpu_graph" not in n}
+    assert len(pyav) >= 10 and all(o[0] == "skipped" and "PyAV is not installed" in o[1] for o in pyav.values()), pyav
+    assert outcome["test_batch_contract[2d-frames-dali-cpu]"] == "passed"
+    assert outcome["test_dali_gpu_needs_cuda_target"] == "passed"
+    # the GPU graph on frame folders needs no PyAV: only the missing GPU skips it here
+    assert outcome["test_dali_gpu_graph_matches_torch[frames]"][0] == "skipped"
+    assert "CUDA" in outcome["test_dali_gpu_graph_matches_torch[frames]"][1]
+
+
+@pytest.mark.slow
+def test_gpu_check_script_on_cpu(tmp_path):
+    """The whole script with --smoke on this CPU: every step runs, OUT_DIR can come back whole."""
+    out = tmp_path / "out"
+    t0 = time.time()
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(out), "--smoke", "--models", "trn_bninception",
+                           "--tests", "tests/test_bench.py"], cwd=REPO, env=dict(_env(), PYTHON=sys.executable),
+                          capture_output=True, text=True, timeout=420)
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.parent == out for p in files), files
+    names = {p.name for p in files}
+    assert {"results.json", "report.md", "gpu_check.log", "gpu_tests.log"} <= names, names
+    assert elapsed < 360
+    tests_log = (out / "gpu_tests.log").read_text()
+    # -rA: the full summary, one line per test, the skipped GPU test with its reason
+    assert "short test summary info" in tests_log and "SKIPPED" in tests_log and "needs a CUDA GPU" in tests_log
+    recs = read_records(out)
+    train = [(r["precision"], r["channels_last"], r["status"]) for r in recs if r["kind"] == "train"]
+    assert [t[:2] for t in train] == list(PRESETS["smoke"].train_variants)
+    infer = [(r["backend"], r["precision"], r["batch"]) for r in recs if r["kind"] == "inference"]
+    assert infer == list(PRESETS["smoke"].infer_plan)
+    assert all(r["model"] == "trn_bninception" for r in recs if r["kind"] != "loader")
+    loader = {r["backend"]: r for r in recs if r["kind"] == "loader"}
+    assert list(loader) == list(PRESETS["smoke"].loaders)  # torch, dali (skipped: no CUDA), dali-cpu
+    assert loader["dali"]["status"] == "skipped" and "CUDA" in loader["dali"]["reason"]
+    log = (out / "gpu_check.log").read_text()
+    assert "== train bench trn_bninception" in log and "train bench tpn_slowonly_r50" not in log
+    assert "holds" in log and "WARNING" not in log
+    md = (out / "report.md").read_text()
+    assert "## Training throughput" in md and "## Inference" in md and "## Data loaders" in md
+
+
+def _gpu_records() -> list[dict]:
+    base = {"device": "NVIDIA H200", "device_type": "cuda", "versions": {"torch": "2.11.0+cu130"},
+            "model": "trn_bninception", "weights": "random (gpu_check): timings only"}
+    return [dict(base, kind="inference", backend="eager", precision="fp32", batch=1, status="ok",
+                 video_per_s=110.0, latency_ms={"p50": 9.0, "p90": 9.1, "p99": 9.2}, ratio_to_eager=1.0,
+                 date="2026-12-01T10:00:00+00:00"),
+            dict(base, kind="train", precision="fp32", channels_last=False, batch=24, status="ok",
+                 videos_per_s=380.0, step_ms={"p50": 63.0, "mean": 63.0}, ratio_to_fp32=1.0,
+                 date="2026-12-01T10:01:00+00:00")]
+
+
+def test_keep_files_a_gpu_run_and_links_the_newest(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("intro\n<!-- newest-gpu-report -->No GPU report yet.<!-- /newest-gpu-report -->\nend\n")
+    src = tmp_path / "files_at" / "out"
+    src.mkdir(parents=True)
+    (src / "results.json").write_text(json.dumps(_gpu_records()))
+    (src / "gpu_check.log").write_text("log\n")
+    (src / "gpu_tests.log").write_text("tests\n")
+    (src / "report.md").write_text("as rendered on the GPU machine\n")
+    for f in src.iterdir():
+        f.chmod(0o444)  # as the device tool hands them over
+    dest = keep_results(tmp_path / "files_at", repo)
+    assert dest == repo / "reports" / "gpu" / "2026-12-01-nvidia-h200"
+    assert {"results.json", "gpu_check.log", "gpu_tests.log", "report.md"} <= {p.name for p in dest.iterdir()}
+    assert "| eager |" in (dest / "report.md").read_text()
+    readme = (repo / "README.md").read_text()
+    link = "[`reports/gpu/2026-12-01-nvidia-h200/report.md`](reports/gpu/2026-12-01-nvidia-h200/report.md)"
+    assert link in readme and "No GPU report yet" not in readme and readme.endswith("end\n")
+    # the same run again: a new folder, and an older run does not take the link
+    assert keep_results(src, repo).name == "2026-12-01-nvidia-h200-2"
+    older = [dict(r, date="2026-11-30T10:00:00+00:00") for r in _gpu_records()]
+    (src / "results.json").chmod(0o644)
+    (src / "results.json").write_text(json.dumps(older))
+    assert keep_results(src, repo).name == "2026-11-30-nvidia-h200"
+    assert "2026-12-01-nvidia-h200-2/report.md" in (repo / "README.md").read_text()
+
+
+def test_keep_refuses_a_cpu_run(tmp_path):
+    from fastvid.errors import FastvidError
+
+    (tmp_path / "results.json").write_text(json.dumps([dict(_gpu_records()[0], device_type="cpu")]))
+    with pytest.raises(FastvidError, match="no CUDA records"):
+        keep_results(tmp_path, tmp_path)
