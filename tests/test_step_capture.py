@@ -192,3 +192,29 @@ def test_cuda_graph_step_on_cuda(precision):
         b = eager(video, label).loss
         assert torch.isfinite(a) and abs(float(a) - float(b)) < 0.05 * abs(float(b)) + 1e-3
     assert graphed.captured and graphed.replays == 3
+
+
+def test_train_cuda_graphs_without_cuda_is_a_clear_error(synth_frames, tmp_path):
+    from _helpers import invoke, train_args
+
+    work = tmp_path / "run"
+    res = invoke(train_args(synth_frames, work, "--epochs", "1", "--cuda-graphs"))
+    assert res.exit_code == 1 and "--cuda-graphs needs a CUDA device" in res.output, res.output
+    assert "Traceback" not in res.output and not work.exists()
+
+
+def test_metrics_record_time_to_first_step(synth_frames, tmp_path):
+    import json
+
+    from _helpers import invoke_ok, train_args
+
+    work = tmp_path / "run"
+    invoke_ok(train_args(synth_frames, work, "--epochs", "1", "--batch-size", "4",
+                         "--max-steps-per-epoch", "3"))
+    lines = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    startup = [x for x in lines if x["type"] == "startup"]
+    epoch = next(x for x in lines if x["type"] == "epoch")
+    assert len(startup) == 1 and startup[0]["step"] == 1
+    assert 0 < startup[0]["first_epoch_to_first_step_s"] < startup[0]["time_to_first_step_s"]
+    assert 0 <= epoch["startup_overhead_s"] <= epoch["epoch_time_s"]
+    assert 0 <= epoch["outside_steady_share"] <= 1

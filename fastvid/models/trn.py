@@ -110,6 +110,11 @@ class RelationModuleMultiScale(nn.Module):
     Buffers ``relations_<i>`` hold every ordered frame subset of scale ``scales[i]`` (one row per
     ``itertools.combinations`` tuple), ``eval_relations_<i>`` the fixed rows used in eval mode.
     Neither is saved in state dicts: both follow from the constructor arguments.
+
+    Training draws ``subsample_num`` rows per scale in every forward. With :attr:`presampled`
+    set (a training step captured in a CUDA graph, which cannot draw inside the graph), forward
+    reads ``train_relations_<i>`` instead, which :meth:`resample_relations` fills before each
+    step, outside the graph, with the same draws.
     """
 
     def __init__(self, img_feature_dim: int, num_frames: int, num_classes: int,
@@ -128,6 +133,9 @@ class RelationModuleMultiScale(nn.Module):
         #: Generator for training-time sampling; ``None`` uses the global one of the features'
         #: device. A generator set here must live on the same device as the model.
         self.generator: Optional[torch.Generator] = None
+        #: Read the training subsets from ``train_relations_<i>`` (filled by
+        #: :meth:`resample_relations`) instead of drawing them in forward.
+        self.presampled = False
         fixed = torch.Generator().manual_seed(relation_seed)
         self.fc_fusion_scales = nn.ModuleList()
         for i, scale in enumerate(self.scales):
@@ -138,6 +146,8 @@ class RelationModuleMultiScale(nn.Module):
             pick = torch.randperm(relations.shape[0], generator=fixed)[:count]
             self.register_buffer(f"relations_{i}", relations, persistent=False)
             self.register_buffer(f"eval_relations_{i}", relations[pick.sort().values].clone(),
+                                 persistent=False)
+            self.register_buffer(f"train_relations_{i}", relations[pick.sort().values].clone(),
                                  persistent=False)
             self.fc_fusion_scales.append(nn.Sequential(
                 nn.ReLU(),
@@ -150,13 +160,27 @@ class RelationModuleMultiScale(nn.Module):
         """All frame subsets of ``scales[scale_index]`` as a ``(count, scale)`` index tensor."""
         return getattr(self, f"relations_{scale_index}")
 
+    def train_relations(self, scale_index: int) -> torch.Tensor:
+        """The subsets :meth:`resample_relations` drew last at this scale."""
+        return getattr(self, f"train_relations_{scale_index}")
+
+    def _draw(self, scale_index: int) -> torch.Tensor:
+        every = self.relations(scale_index)
+        order = torch.randperm(every.shape[0], device=every.device, generator=self.generator)
+        return every.index_select(0, order[: self.subsample_scales[scale_index]])
+
+    def resample_relations(self) -> None:
+        """Draw the next training step's subsets into ``train_relations_<i>`` (in place)."""
+        for i in range(1, len(self.scales)):
+            self.train_relations(i).copy_(self._draw(i))
+
     def sample_relations(self, scale_index: int) -> torch.Tensor:
         """The subsets a forward uses at this scale: fixed in eval, freshly drawn in training."""
         if not self.training or scale_index == 0:
             return getattr(self, f"eval_relations_{scale_index}")
-        every = self.relations(scale_index)
-        order = torch.randperm(every.shape[0], device=every.device, generator=self.generator)
-        return every.index_select(0, order[: self.subsample_scales[scale_index]])
+        if self.presampled:
+            return self.train_relations(scale_index)
+        return self._draw(scale_index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Frame features ``(N, T, d)`` -> logits ``(N, num_classes)``."""
