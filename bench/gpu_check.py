@@ -64,7 +64,7 @@ MODELS: dict[str, tuple[dict[str, Any], int]] = {
 # this call, from the 2026-11-30 H200 run: a training variant ~16 s (cudnn.benchmark tunes every
 # new dtype/layout), AOTInductor's CUDA compile > 110 s, DALI pipelines 11-14 s to start.
 # compile / onnx / trt were not timed there: rough guesses, only used to decide what to start.
-PRIOR_S: dict[str, float] = {"train": 15.0, "eager": 5.0, "compile": 45.0, "aoti": 150.0,
+PRIOR_S: dict[str, float] = {"train": 15.0, "train-compile": 120.0, "eager": 5.0, "compile": 45.0, "aoti": 150.0,
                              "onnx": 30.0, "trt": 150.0, "torch": 5.0, "dali": 15.0,
                              "dali-cpu": 15.0}
 TIME_BUDGET = "time budget"
@@ -74,7 +74,8 @@ TIME_BUDGET = "time budget"
 class Preset:
     """What one preset measures, in the order measured (the first ones are the baselines)."""
 
-    train_variants: tuple[tuple[str, bool], ...]  # (precision, channels_last); fp32 first
+    # (precision, channels_last[, mode]); fp32 eager first. mode: bench.train.TRAIN_MODES.
+    train_variants: tuple[tuple, ...]
     infer_plan: tuple[Variant, ...]  # (backend, precision, batch); eager fp32 per batch first
     loaders: tuple[str, ...]  # torch first (the baseline of ratio_to_torch)
     frames: int = 8
@@ -92,6 +93,10 @@ class Preset:
 _TRAIN_FULL = (
     ("fp32", False),  # the baseline of ratio_to_fp32
     ("bf16", True),
+    # The same dtype and layout again: cuDNN's autotuning is cached, so these cost little.
+    ("bf16", True, "cuda-graphs"),
+    ("bf16", True, "compile"),
+    ("fp16", True, "cuda-graphs"),
     ("fp16", True),
     ("fp32", True),
     ("bf16", False),
@@ -107,7 +112,7 @@ _INFER_FULL = (
 )
 PRESETS: dict[str, Preset] = {
     "full": Preset(_TRAIN_FULL, _INFER_FULL, ("torch", "dali", "dali-cpu")),
-    "quick": Preset(_TRAIN_FULL[:3],
+    "quick": Preset(_TRAIN_FULL[:3],  # fp32, bf16 channels-last eager and in a CUDA graph
                     (("eager", "fp32", 1), ("eager", "fp32", 16), ("eager", "fp16", 16),
                      ("compile", "fp16", 16), ("aoti", "fp16", 16)),
                     ("torch", "dali"), train_iters=5, iters=20, loader_videos=48,
@@ -318,18 +323,26 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
         # fp16 training needs a GPU (resolve_precision says so): not planned on a CPU.
         variants = [v for v in cfg.train_variants if dev.type == "cuda" or v[0] != "fp16"]
 
-        def train_stub(v: tuple[str, bool]) -> dict[str, Any]:
+        def train_mode(v: tuple) -> str:
+            return v[2] if len(v) > 2 else "eager"
+
+        def train_stub(v: tuple) -> dict[str, Any]:
             return {"kind": "train", "model": name, "precision": v[0], "channels_last": v[1],
-                    "batch": batch, "input_shape": [batch, *sample], "warmup": cfg.train_warmup,
+                    "mode": train_mode(v), "batch": batch, "input_shape": [batch, *sample], "warmup": cfg.train_warmup,
                     "iters": cfg.train_iters, **extra}
 
-        def train(gated: Iterator[tuple[str, bool]]) -> None:
+        def train(gated: Iterator[tuple]) -> None:
             bench_training(model(), sample, kwargs["num_classes"], dev, batch=batch, variants=gated,
                            warmup=cfg.train_warmup, iters=cfg.train_iters, model_name=name,
                            extra=extra, on_record=sec.emit)
 
-        return _measure(sec, variants, stub=train_stub, kind=lambda v: "train",
-                        expected_s=lambda v, last: PRIOR_S["train"] if last is None else last, run=train)
+        # A compile variant (Inductor, cold cache) costs minutes, the others seconds: two kinds.
+        def train_kind(v: tuple) -> str:
+            return "train-compile" if train_mode(v) == "compile" else "train"
+
+        return _measure(sec, variants, stub=train_stub, kind=train_kind,
+                        expected_s=lambda v, last: PRIOR_S[train_kind(v)] if last is None else last,
+                        run=train)
 
     plan = list(cfg.infer_plan)
     runner: Optional[InferenceBenchmarkRunner] = None
@@ -488,13 +501,19 @@ def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _train_variants(text: str) -> tuple[tuple[str, bool], ...]:
+def _train_variants(text: str) -> tuple[tuple, ...]:
+    """``fp32,bf16:cl,bf16:cl:cuda-graphs`` -> (precision, channels_last, mode) variants."""
+    from bench.train import TRAIN_MODES
+
     out = []
     for item in _csv(text):
-        precision, _, layout = item.partition(":")
-        if precision not in ("fp32", "fp16", "bf16") or layout not in ("", "cl"):
-            raise argparse.ArgumentTypeError(f"{item!r}: expected fp32|fp16|bf16, optionally with :cl")
-        out.append((precision, layout == "cl"))
+        precision, layout, mode = (item.split(":") + ["", ""])[:3]
+        if precision not in ("fp32", "fp16", "bf16") or layout not in ("", "cl") or \
+                mode not in ("", *TRAIN_MODES):
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected fp32|fp16|bf16, optionally :cl, then optionally "
+                f":{'|'.join(TRAIN_MODES)} (e.g. bf16:cl:cuda-graphs, fp32::compile)")
+        out.append((precision, layout == "cl", mode or "eager"))
     return tuple(out)
 
 

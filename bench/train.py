@@ -1,4 +1,5 @@
-"""Training-throughput benchmark: fp32 vs AMP and channels-first vs channels-last, side by side.
+"""Training-throughput benchmark: fp32 vs AMP, channels-first vs channels-last, and eager vs
+torch.compile vs the step captured in a CUDA graph, side by side.
 
 Each variant trains a fresh copy of the same model on one synthetic batch with the training
 step of ``fastvid train`` (:class:`fastvid.training.TrainStep`: forward, loss with the auxiliary
@@ -20,12 +21,19 @@ from fastvid.config import Config, ModelConfig, TrainConfig, replace
 from fastvid.errors import FastvidError
 from fastvid.models import input_layout, to_channels_last
 from fastvid.precision import resolve_precision
-from fastvid.training import TrainStep, build_optimizer
+from fastvid.training import (GraphedTrainStep, TrainStep, build_optimizer, configure_compile_cache,
+                              cuda_graphs_unsupported)
 
 from .memory import PeakMemory
 from .records import percentiles, stamp
 
-__all__ = ["bench_training", "default_variants"]
+__all__ = ["bench_training", "default_variants", "TRAIN_MODES"]
+
+#: How the step runs: eager PyTorch, torch.compile'd model, or the whole step replayed from a
+#: CUDA graph (fastvid train --compile / --cuda-graphs).
+TRAIN_MODES = ("eager", "compile", "cuda-graphs")
+# A variant: (precision, channels_last) or (precision, channels_last, mode); mode defaults to eager.
+TrainVariant = tuple
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,8 @@ def default_variants(device: torch.device | str) -> list[tuple[str, bool]]:
 def _baseline(records: Sequence[dict[str, Any]]) -> Optional[float]:
     """videos/s of the fp32 channels-first record, the reference of ``ratio_to_fp32``."""
     return next((r["videos_per_s"] for r in records
-                 if r.get("status") == "ok" and r["precision"] == "fp32" and not r["channels_last"]), None)
+                 if r.get("status") == "ok" and r["precision"] == "fp32" and not r["channels_last"]
+                 and r.get("mode", "eager") == "eager"), None)
 
 
 def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: int,
@@ -86,16 +95,23 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as fastvid train (and bench.gpu_check) run
-    for precision_name, channels_last in (variants or default_variants(device)):
+    for variant in (variants or default_variants(device)):
+        precision_name, channels_last, *rest = variant
+        mode = rest[0] if rest else "eager"
         rec: dict[str, Any] = {"kind": "train", "model": model_name, "precision": precision_name,
-                               "channels_last": channels_last, "batch": batch,
+                               "channels_last": channels_last, "mode": mode, "batch": batch,
                                "input_shape": [batch, *sample_shape], "warmup": warmup, "iters": iters,
                                "data_wait_share": None, "data": "synthetic tensors on the device"}
         rec.update(extra or {})
         stamp(rec, device)
         try:
             precision = resolve_precision(precision_name != "fp32", precision_name, device)
-        except FastvidError as exc:  # e.g. fp16 training asked for on a CPU
+            if mode not in TRAIN_MODES:
+                raise FastvidError(f"unknown training mode {mode!r}; known: {', '.join(TRAIN_MODES)}")
+            reason = cuda_graphs_unsupported(device, None) if mode == "cuda-graphs" else None
+            if reason:
+                raise FastvidError(reason)
+        except FastvidError as exc:  # e.g. fp16 training or CUDA graphs asked for on a CPU
             rec.update(status="skipped", reason=str(exc))
             done(rec)
             continue
@@ -110,16 +126,28 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             fmt = torch.channels_last_3d if layout == "NCTHW" else torch.channels_last
         # The optimizer fastvid train builds: fused SGD (with zeroed momentum buffers).
         optimizer = build_optimizer(net, replace(Config(), train={"lr": 1e-3}), device)
-        train_step = TrainStep(net, optimizer, precision, aux_loss_weight=aux_loss_weight,
-                               clip_grad_norm=clip_grad_norm, memory_format=fmt)
+        runnable = net
+        if mode == "compile":
+            configure_compile_cache()
+            runnable = torch.compile(net)
+        train_step: Any = TrainStep(runnable, optimizer, precision, aux_loss_weight=aux_loss_weight,
+                                    clip_grad_norm=clip_grad_norm, memory_format=fmt)
+        n_warmup = warmup
+        if mode == "cuda-graphs":  # eager warm-up steps, then the capture, all before timing
+            n_warmup = max(warmup, 2)
+            train_step = GraphedTrainStep(train_step, warmup=n_warmup - 1)
 
         def step() -> None:
             train_step(video, label)
 
         try:
             with PeakMemory(device) as mem:
-                for _ in range(warmup):
+                t_warm = time.perf_counter()
+                for _ in range(n_warmup):
                     step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                rec["warmup_s"] = round(time.perf_counter() - t_warm, 3)  # compile / capture / autotune
                 times = []
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
@@ -136,11 +164,11 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             done(rec)
             continue
         finally:
-            del net, optimizer
+            del net, optimizer, runnable, train_step
         rec.update(status="ok", videos_per_s=round(batch * iters / total, 3), step_ms=percentiles(times))
         rec.update(mem.result())
-        log.info("train %s channels_last=%s: %.1f videos/s, step %.1f ms", precision_name, channels_last,
-                 rec["videos_per_s"], rec["step_ms"]["p50"])
+        log.info("train %s channels_last=%s %s: %.1f videos/s, step %.1f ms", precision_name,
+                 channels_last, mode, rec["videos_per_s"], rec["step_ms"]["p50"])
         done(rec)
     base = _baseline(records)
     for rec in records:

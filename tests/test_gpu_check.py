@@ -71,7 +71,8 @@ def test_passed_deadline_records_every_variant_as_skipped(tmp_path):
     assert rc == 0
     recs = read_records(out)
     cpu_variants = [v for v in PRESETS["full"].train_variants if v[0] != "fp16"]
-    assert [(r["precision"], r["channels_last"]) for r in recs] == cpu_variants
+    assert [(r["precision"], r["channels_last"], r["mode"]) for r in recs] == \
+        [(*v[:2], v[2] if len(v) > 2 else "eager") for v in cpu_variants]
     assert all(r["status"] == "skipped" and r["reason"] == TIME_BUDGET and r["left_s"] == 0.0 for r in recs)
     assert all(r["device_type"] == "cpu" and r["date"] and r["model"] == "trn_bninception" for r in recs)
 

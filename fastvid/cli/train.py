@@ -33,7 +33,15 @@ log = logging.getLogger("fastvid")
 @click.option("--pretrained", type=click.Path(dir_okay=False), default=None,
               help="ImageNet BNInception file (TRN), TRN-pytorch or mmaction2 checkpoint to start from.")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
-              help="torch.compile the model.")
+              help="torch.compile the model (forward and backward); kernels are cached in "
+                   "$TORCHINDUCTOR_CACHE_DIR (default ~/.cache/fastvid/inductor).")
+@click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune",
+                                                   "max-autotune-no-cudagraphs"]),
+              default="default", show_default=True, help="torch.compile mode, with --compile.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=False, show_default=True,
+              help="Capture the whole training step (forward, loss, backward, clipping, SGD) in a "
+                   "CUDA graph after 3 eager steps and replay it: no per-kernel launch overhead. "
+                   "One GPU, fused SGD, fixed batch shape.")
 @click.option("--apex/--no-apex", default=False, show_default=True,
               help="Use apex.optimizers.FusedSGD (apex must be installed from source).")
 @click.option("--tensorboard/--no-tensorboard", default=False, show_default=True,
@@ -45,8 +53,9 @@ log = logging.getLogger("fastvid")
 def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_root: str,
               work_dir: Optional[str], amp: bool, amp_dtype: str, loader: str,
               epochs: Optional[int], batch_size: Optional[int], resume: Optional[str],
-              pretrained: Optional[str], compile_: bool, apex: bool, tensorboard: bool,
-              max_steps_per_epoch: Optional[int], progress: bool) -> None:
+              pretrained: Optional[str], compile_: bool, compile_mode: str, cuda_graphs: bool,
+              apex: bool, tensorboard: bool, max_steps_per_epoch: Optional[int],
+              progress: bool) -> None:
     """Train a model. Multi-GPU: torchrun --nproc_per_node N -m fastvid train ..."""
     from fastvid.training import TrainOptions, train
 
@@ -60,7 +69,9 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
         work_dir = str(Path("work_dirs") / Path(config_path).stem)
     opts = TrainOptions(data_root=Path(data_root), work_dir=Path(work_dir), loader=loader,
                         device=device, amp=amp, amp_dtype=amp_dtype, resume=resume,
-                        pretrained=pretrained or cfg.model.pretrained, compile=compile_, apex=apex,
+                        pretrained=pretrained or cfg.model.pretrained, compile=compile_,
+                        compile_mode=None if compile_mode == "default" else compile_mode,
+                        cuda_graphs=cuda_graphs, apex=apex,
                         tensorboard=tensorboard, progress=progress,
                         max_steps_per_epoch=max_steps_per_epoch)
     summary = train(cfg, opts)

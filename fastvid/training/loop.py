@@ -35,6 +35,7 @@ from fastvid.precision import resolve_precision
 from fastvid.version import __version__
 
 from .bn import recompute_bn_stats
+from .cuda_graphs import GraphedTrainStep, cuda_graphs_unsupported, lr_to_floats
 from .optim import build_lr_scheduler, build_optimizer, load_optimizer_state
 from .step import NonFiniteMonitor, TrainStep
 
@@ -54,6 +55,8 @@ class TrainOptions:
     resume: Optional[str] = None  # None | "auto" | path
     pretrained: Optional[str] = None
     compile: bool = False
+    compile_mode: Optional[str] = None  # torch.compile mode (None: its default)
+    cuda_graphs: bool = False  # capture the whole step in a CUDA graph (fastvid.training.cuda_graphs)
     apex: bool = False  # apex.optimizers.FusedSGD when importable
     tensorboard: bool = False
     progress: bool = True
@@ -126,6 +129,9 @@ class EpochSetup:
     progress: bool = True
     max_steps: Optional[int] = None
     save_mid_epoch: Callable[[int, int], None] = lambda step, batches: None
+    #: ``time.time()`` the process started at; the first step of the run is timed from it.
+    process_start: Optional[float] = None
+    first_step_done: Optional[float] = None  # set by train_one_epoch after the run's first step
 
 
 def _num_classes(cfg: Config, dataset: Any, records: list) -> int:
@@ -140,11 +146,15 @@ def _checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler
                       scheduler: Any, cfg: Config, classes: Optional[list[str]], epoch: int,
                       step: int, batch_in_epoch: int, best_top1: float) -> dict[str, Any]:
     plain = unwrap(model)
+    opt_state = optimizer.state_dict()  # fresh dicts per group: converting them changes nothing live
+    lr_to_floats(opt_state["param_groups"])  # a CUDA-graph run keeps its lr in device tensors
+    sched_state = scheduler.state_dict()
+    sched_state["_last_lr"] = [float(v) for v in sched_state.get("_last_lr", [])]
     return {
         "model": plain.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": opt_state,
         "scaler": scaler.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "scheduler": sched_state,
         "epoch": epoch,
         "step": step,
         "batch_in_epoch": batch_in_epoch,
@@ -155,6 +165,33 @@ def _checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler
         "best_top1": best_top1,
         "fastvid_version": __version__,
     }
+
+
+def process_start_time() -> float:
+    """``time.time()`` at which this process started (Linux ``/proc``; else fastvid's import)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime"))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
+_IMPORTED_AT = time.time()
+
+
+def configure_compile_cache() -> str:
+    """Keep Inductor's compiled kernels and FX/AOTAutograd graph caches across runs.
+
+    ``TORCHINDUCTOR_CACHE_DIR`` (when unset) becomes ``$XDG_CACHE_HOME/fastvid/inductor``
+    (``~/.cache/...``) instead of a per-user folder under /tmp that reboots clear, so a second
+    ``fastvid train --compile`` of the same model starts from the cache. Returns the folder.
+    """
+    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "fastvid" / "inductor")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
 def _check_writable(work_dir: Path) -> None:
@@ -210,9 +247,17 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     from fastvid.data.lists import resolve_dataset
     from fastvid.loaders import build_loader
 
+    t_process = process_start_time()
     dist_info = init_distributed(opts.device)
     device = dist_info.device
     precision = resolve_precision(opts.amp, opts.amp_dtype, device)
+    if opts.cuda_graphs:
+        reason = cuda_graphs_unsupported(device, dist_info)
+        if reason is None and opts.compile and opts.compile_mode == "reduce-overhead":
+            reason = ("--cuda-graphs captures the whole step itself; --compile-mode reduce-overhead "
+                      "would capture graphs inside it: use another --compile-mode")
+        if reason:
+            raise FastvidError(reason)
     work_dir = Path(opts.work_dir)
     if dist_info.is_main:
         _check_writable(work_dir)
@@ -276,8 +321,14 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
         log.info("resumed from %s: epoch %d, step %d%s", resume_path, start_epoch, step,
                  f", batch {skip_batches} of the epoch" if skip_batches else "")
 
+    if opts.cuda_graphs:
+        reason = cuda_graphs_unsupported(device, dist_info, optimizer)
+        if reason:
+            raise FastvidError(reason)
     if opts.compile:
-        model = torch.compile(model)
+        log.info("torch.compile (mode %s), kernels cached in %s", opts.compile_mode or "default",
+                 configure_compile_cache())
+        model = torch.compile(model, mode=opts.compile_mode)
     if dist_info.distributed:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -285,6 +336,8 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                            clip_grad_norm=cfg.train.clip_grad_norm,
                            label_smoothing=cfg.train.label_smoothing, memory_format=fmt,
                            dist_info=dist_info)
+    if opts.cuda_graphs:
+        train_step = GraphedTrainStep(train_step)  # type: ignore[assignment]
     scaler = train_step.scaler
     if scaler_state or not scaler.is_enabled():
         scaler.load_state_dict(scaler_state or {})
@@ -315,7 +368,8 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     stop = StopFlag()
     setup = EpochSetup(cfg, dist_info, metrics, stop,
                        NonFiniteMonitor(device, cfg.train.max_nonfinite_steps),
-                       progress=opts.progress, max_steps=opts.max_steps_per_epoch)
+                       progress=opts.progress, max_steps=opts.max_steps_per_epoch,
+                       process_start=t_process)
     t_start = time.time()
     with stop.installed():
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -345,6 +399,9 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                       "videos_per_s": result["videos_per_s"], "data_wait": result["data_wait"],
                       "bad_samples": len(getattr(train_loader, "bad_samples", []) or []),
                       "epoch_time_s": result["time"]}
+            for key in ("startup_overhead_s", "outside_steady_share"):
+                if key in result:
+                    record[key] = result[key]
             if cfg.train.precise_bn_batches > 0:
                 # The loader is still at this epoch: its first batches again, no new randomness.
                 used = recompute_bn_stats(unwrap(model), train_loader, cfg.train.precise_bn_batches,
@@ -412,6 +469,8 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
     stopped = False
     out = None
     log_every = max(1, cfg.train.log_interval)
+    taken = 0  # steps this call took
+    first_done: Optional[float] = None  # when the run's first step finished, if in this epoch
     for i, (video, label) in enumerate(loader):
         if i < skip_batches:
             # Resuming inside an epoch: the sampling of epoch e is a pure function of (seed, e),
@@ -427,7 +486,20 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
         loss_sum += torch.where(good, out.loss, 0.0)
         n_loss += good.to(torch.int64)
         step += 1
+        taken += 1
         monitor.update(out.skipped, step)
+        if setup.first_step_done is None:
+            # Time to first step (one synchronisation, once per run): start-up, loader warm-up,
+            # cuDNN autotuning and compilation all happen before it completes.
+            if dist_info.device.type == "cuda":
+                torch.cuda.synchronize(dist_info.device)
+            first_done = setup.first_step_done = time.time()
+            if main and setup.process_start is not None:
+                ttfs = first_done - setup.process_start
+                setup.metrics.write({"type": "startup", "epoch": epoch + 1, "step": step,
+                                     "time_to_first_step_s": ttfs,
+                                     "first_epoch_to_first_step_s": first_done - t_epoch})
+                log.info("first training step done %.1f s after the process started", ttfs)
         batches_done = i + 1
         videos += label.shape[0]
         window_videos += label.shape[0]
@@ -458,13 +530,21 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
         t_last = time.time()
     bar.close()
     monitor.check(epoch + 1, log)
-    elapsed = max(time.time() - t_epoch, 1e-9)
-    n = int(n_loss)
+    n = int(n_loss)  # synchronises: the epoch's work is done when its time is read
     mean_loss = float(loss_sum) / max(n, 1)
+    t_end = time.time()
+    elapsed = max(t_end - t_epoch, 1e-9)
+    timing: dict[str, float] = {}
+    if first_done is not None and taken >= 2:
+        # Steady state = the steps after the first; what the epoch spent beyond taken x that
+        # step time is start-up (loader, compilation, autotuning, CUDA-graph capture).
+        steady = (t_end - first_done) / (taken - 1)
+        timing["startup_overhead_s"] = max(0.0, elapsed - taken * steady)
+        timing["outside_steady_share"] = timing["startup_overhead_s"] / elapsed
     if dist_info.distributed:
         t = torch.tensor([mean_loss], device=dist_info.device)
         dist.all_reduce(t)
         mean_loss = float(t) / dist_info.world_size
     return {"step": step, "loss": mean_loss if n else math.nan, "stopped": stopped,
             "batches": batches_done, "videos_per_s": videos * dist_info.world_size / elapsed,
-            "data_wait": wait / elapsed, "time": elapsed}
+            "data_wait": wait / elapsed, "time": elapsed, **timing}
