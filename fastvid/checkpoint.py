@@ -170,13 +170,39 @@ def _is_wrapped(raw: dict[str, Any]) -> bool:
 
 
 def _infer_num_classes(state: dict[str, torch.Tensor], where: str) -> int:
-    """Class count from the last classifier layer of a state dict (fastvid, TRN-pytorch, mmaction2)."""
-    for key in ("cls_head.fc_cls.weight", "module.new_fc.weight", "new_fc.weight"):
-        if key in state:
-            return int(state[key].shape[0])
-    # TRN-pytorch multi-scale heads end each scale with Linear(256, num_classes).
-    fusion = sorted(k for k in state if "fc_fusion_scales" in k and k.endswith(".weight"))
-    if fusion:
-        return int(state[fusion[-1]].shape[0])
-    raise CheckpointError(f"{where}: cannot tell the number of classes from the checkpoint; "
-                          f"pass --set model.num_classes=N")
+    """Class count from the classifier of a state dict in the fastvid, TRN-pytorch or mmaction2 layout.
+
+    TRN's ``new_fc`` projects frame features to ``img_feature_dim`` (256) and its relation head
+    classifies: the last Linear of ``consensus.fc_fusion_scales.<i>`` (multi-scale) or of
+    ``consensus.classifier`` (single scale). Only without a relation head (TSN, ``avg``) is
+    ``new_fc`` (TRN-pytorch ``dropout=0``: ``base_model.fc``) the classifier. mmaction2's TPN and
+    TSN classify with ``cls_head.fc_cls``.
+    """
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+    def last_linear(prefix: str) -> Optional[int]:
+        # prefix + "<layer>.weight" with a 2-D weight; the highest layer index is the output.
+        layers = []
+        for key, value in state.items():
+            rest = key[len(prefix):] if key.startswith(prefix) else ""
+            head, _, tail = rest.partition(".")
+            if tail == "weight" and head.isdigit() and value.dim() == 2:
+                layers.append((int(head), int(value.shape[0])))
+        return max(layers)[1] if layers else None
+
+    scales = sorted({k.split(".")[2] for k in state if k.startswith("consensus.fc_fusion_scales.")})
+    counts = {n for n in (last_linear(f"consensus.fc_fusion_scales.{i}.") for i in scales) if n}
+    if len(counts) > 1:
+        raise CheckpointError(f"{where}: the relation heads of consensus.fc_fusion_scales disagree "
+                              f"on the number of classes ({sorted(counts)}); pass --set "
+                              f"model.num_classes=N")
+    found = (state["cls_head.fc_cls.weight"].shape[0] if "cls_head.fc_cls.weight" in state else None)
+    found = found or (counts.pop() if counts else None) or last_linear("consensus.classifier.")
+    for key in ("new_fc.weight", "base_model.fc.weight"):
+        if found is None and key in state and state[key].dim() == 2:
+            found = state[key].shape[0]
+    if found is None:
+        raise CheckpointError(f"{where}: cannot tell the number of classes from the checkpoint "
+                              f"(no cls_head.fc_cls, consensus or new_fc weights); pass --set "
+                              f"model.num_classes=N")
+    return int(found)

@@ -1,0 +1,104 @@
+"""A newcomer's bad inputs (issue 15): each gets one clear line and exit code, or works right,
+and nothing already on disk is lost. Engine files, engine/config mismatches, binary configs,
+out-of-range options, unsafe or garbage checkpoints, class counts of foreign state dicts."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from _helpers import CONFIG, REPO, SMALL, invoke, invoke_ok
+
+TPN_TSM = str(REPO / "configs" / "tpn_tsm_r50_sthv1.yaml")
+# TPN-TSM on the same 4 x 3 x 64 x 64 samples as SMALL's TRN, reading the Jester-layout set.
+TSM_SMALL = ["--set", "model.num_segments=4", "--set", "data.image_size=64", "--set", "data.scale_size=64",
+             "--set", "data.frames_dir=20bn-jester-v1", "--set", "train.workers=0"]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line_error(res, exit_code: int = 1) -> str:
+    """The error line of a failed command; asserts the exit code and that no traceback leaked."""
+    assert res.exit_code == exit_code, res.output
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, res.output
+    return errors[0]
+
+
+def _trn(num_classes: int = 4, consensus: str = "trn_multiscale", dropout: float = 0.2):
+    from fastvid.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("trn_bninception", num_classes=num_classes, num_segments=4,
+                        consensus=consensus, dropout=dropout).eval()
+
+
+@pytest.fixture(scope="module")
+def trn_pytorch_state(tmp_path_factory) -> Path:
+    """A bare state dict in TRN-pytorch's layout (``module.`` prefix, no config, no classes)."""
+    path = tmp_path_factory.mktemp("trn_pytorch") / "TRN_synth_RGB_BNInception_TRNmultiscale_segment4.pth"
+    torch.save({f"module.{k}": v for k, v in _trn().state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trn_engine(trn_pytorch_state, tmp_path_factory) -> Path:
+    """ONNX engine built through the CLI from ``trn_pytorch_state`` with the demo config (~15 s)."""
+    out = tmp_path_factory.mktemp("trn_engine") / "trn"
+    output = invoke_ok(["build-engine", "-c", CONFIG, *SMALL, "--checkpoint", str(trn_pytorch_state),
+                        "--backend", "onnx", "--max-batch", "4", "--device", "cpu", "--out", str(out)])
+    assert "top-1 agreement 100.0%" in output
+    return out.with_name("trn.onnx")
+
+
+# ---------------------------------------------------------------- class counts of foreign layouts
+def test_bare_trn_pytorch_state_dict_builds_an_engine_with_its_class_count(trn_engine):
+    # checkpoint._infer_num_classes read new_fc (TRN's 256-wide feature projection) as the
+    # class count, and the build failed with 14 shape mismatches in the relation heads.
+    meta = json.loads(Path(f"{trn_engine}.json").read_text())
+    assert meta["num_classes"] == 4 and meta["model_name"] == "trn_bninception"
+
+
+@pytest.mark.parametrize("layout", ["trn_multiscale", "trn", "avg", "avg_dropout0", "fastvid", "trn_pytorch_file"])
+def test_class_count_inferred_for_trn_and_tsn_layouts(layout):
+    from fastvid.checkpoint import _infer_num_classes
+
+    consensus = {"avg_dropout0": "avg", "fastvid": "trn_multiscale", "trn_pytorch_file": "trn_multiscale"}
+    model = _trn(num_classes=7, consensus=consensus.get(layout, layout),
+                 dropout=0.0 if layout == "avg_dropout0" else 0.5)
+    state = model.state_dict()
+    if layout == "avg_dropout0":  # TRN-pytorch replaces the backbone's fc instead of adding new_fc
+        state = {k.replace("new_fc.", "base_model.fc."): v for k, v in state.items()}
+    if layout != "fastvid":
+        state = {f"module.{k}": v for k, v in state.items()}
+    if layout == "trn_pytorch_file":
+        from fastvid.models import read_state_dict
+
+        state = read_state_dict({"epoch": 3, "arch": "BNInception", "state_dict": state})
+    assert _infer_num_classes(state, "x.pth") == 7
+
+
+def test_class_count_inferred_for_mmaction2_tpn_and_tsn():
+    from fastvid.checkpoint import _infer_num_classes
+    from fastvid.models import create_model
+
+    tpn = create_model("tpn_slowonly_r50", num_classes=9).state_dict()
+    assert _infer_num_classes(tpn, "tpn.pth") == 9
+    tsn = {"backbone.conv1.conv.weight": torch.zeros(64, 3, 7, 7), "cls_head.fc_cls.weight": torch.zeros(174, 2048),
+           "cls_head.fc_cls.bias": torch.zeros(174)}  # mmaction2 TSN-R50
+    assert _infer_num_classes(tsn, "tsn.pth") == 174
+    from fastvid.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="model.num_classes=N"):
+        _infer_num_classes({"conv.weight": torch.zeros(3, 3)}, "plain.pth")
