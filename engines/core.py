@@ -338,5 +338,13 @@ def load(path: str | Path, device: torch.device | str | None = None) -> Engine:
     reason = _backend_module(backend).precision_unsupported(meta["precision"], device)
     if reason:
         raise BackendUnavailable(f"{path}: {reason}")
-    runner = _backend_module(backend).load_runner(path, device, meta)
+    try:
+        runner = _backend_module(backend).load_runner(path, device, meta)
+    except FastvidError:
+        raise
+    except Exception as exc:  # a truncated or overwritten file fails deep in the backend's reader
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise EngineError(f"{path}: cannot load this {backend} engine, the file is damaged or not "
+                          f"an engine ({type(exc).__name__}: {first}); rebuild it with "
+                          f"`fastvid build-engine`") from exc
     return Engine(runner, meta, device)

@@ -102,3 +102,68 @@ def test_class_count_inferred_for_mmaction2_tpn_and_tsn():
 
     with pytest.raises(CheckpointError, match="model.num_classes=N"):
         _infer_num_classes({"conv.weight": torch.zeros(3, 3)}, "plain.pth")
+
+
+# ---------------------------------------------------------------- engine files
+def _fake_engine(trn_engine: Path, dest: Path, backend: str, payload: bytes) -> Path:
+    """A damaged artifact next to a valid description (as a half-copied engine folder has)."""
+    meta = json.loads(Path(f"{trn_engine}.json").read_text())
+    ext = {"aoti": ".pt2", "onnx": ".onnx"}[backend]
+    artifact = dest / f"trn{ext}"
+    meta.update(backend=backend, artifact=artifact.name)
+    Path(f"{artifact}.json").write_text(json.dumps(meta))
+    artifact.write_bytes(payload)
+    return artifact
+
+
+@pytest.mark.parametrize("backend,kind", [("aoti", "garbage"), ("aoti", "zip"), ("onnx", "truncated")])
+def test_damaged_engine_file_is_one_line(synth_frames, trn_engine, tmp_path, backend, kind, caplog):
+    payload = {"garbage": os.urandom(3000), "truncated": trn_engine.read_bytes()[:5000]}.get(kind)
+    if kind == "zip":  # a zip archive that is not an AOTInductor package (e.g. a checkpoint)
+        torch.save({"w": torch.zeros(3)}, tmp_path / "other.pt")
+        payload = (tmp_path / "other.pt").read_bytes()
+    artifact = _fake_engine(trn_engine, tmp_path, backend, payload)
+    caplog.set_level(logging.WARNING)
+    res = invoke(["eval", "-c", CONFIG, *SMALL, "--data-root", str(synth_frames), "--engine", str(artifact),
+                  "--loader", "torch", "--device", "cpu"])
+    line = _one_line_error(res)
+    assert str(artifact) in line and "rebuild" in line and "fastvid build-engine" in line
+    assert "outdated pt2" not in caplog.text  # torch's advice for a file it could not read
+
+
+# ---------------------------------------------------------------- configs, options, checkpoints
+def test_binary_config_file_is_one_line(synth_frames, tmp_path):
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    res = invoke(["eval", "-c", str(binary), "--data-root", str(synth_frames), "--checkpoint", "x.pt"])
+    line = _one_line_error(res)
+    assert str(binary) in line and "not a text file" in line and "YAML config" in line
+
+
+def test_binary_categories_file_is_one_line(tmp_path):
+    from fastvid.data.lists import ListError, read_categories
+
+    (tmp_path / "categories.txt").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ListError, match="categories.txt: not a text file"):
+        read_categories(tmp_path / "categories.txt")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "pickled_object"])
+def test_garbage_or_unsafe_checkpoint_gets_no_unsafe_advice(synth_frames, tmp_path, kind):
+    bad = tmp_path / "model.pt"
+    if kind == "garbage":
+        bad.write_bytes(os.urandom(4000))
+    else:  # a pickle naming a global: torch suggests weights_only=False, which would execute it
+        import numpy as np
+
+        torch.save({"state_dict": {}, "best_prec1": np.float64(0.5)}, bad)
+    before = _digest(bad)
+    res = invoke(["eval", "-c", CONFIG, *SMALL, "--data-root", str(synth_frames), "--checkpoint", str(bad),
+                  "--loader", "torch", "--device", "cpu"])
+    line = _one_line_error(res)
+    assert str(bad) in line and "weights_only" not in line and "will likely succeed" not in res.output
+    if kind == "garbage":
+        assert "not a PyTorch file, or truncated" in line
+    else:
+        assert "holds Python objects besides tensors (numpy" in line and "trust" in line
+    assert _digest(bad) == before
