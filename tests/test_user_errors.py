@@ -148,6 +148,32 @@ def test_binary_categories_file_is_one_line(tmp_path):
         read_categories(tmp_path / "categories.txt")
 
 
+@pytest.mark.parametrize("option,value", [("--batch-size", "-2"), ("--batch-size", "0"), ("--clips", "0")])
+def test_eval_refuses_non_positive_counts(option, value, tmp_path):
+    # -2 reached the DataLoader (39-line ValueError); 0 silently meant "the default".
+    res = invoke(["eval", "-c", CONFIG, "--data-root", str(tmp_path), "--checkpoint", "x.pt", option, value])
+    assert res.exit_code == 2 and f"Invalid value for '{option}'" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_train_batch_size_zero_names_the_option(tmp_path):
+    res = invoke(["train", "-c", CONFIG, "--data-root", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+                  "--batch-size", "0"])
+    assert res.exit_code == 2 and "Invalid value for '--batch-size'" in res.output and "--set" not in res.output
+
+
+def test_predict_topk_zero_is_refused(tmp_path):
+    res = invoke(["predict", str(tmp_path), "-c", CONFIG, "--checkpoint", "x.pt", "--topk", "0"])
+    assert res.exit_code == 2 and "Invalid value for '--topk'" in res.output
+
+
+def test_eval_help_documents_amp_dtype_without_rst():
+    out = invoke_ok(["eval", "--help"])
+    assert "``" not in out
+    amp = out[out.index("--amp-dtype"):].split("\n  -")[0]
+    assert "Autocast dtype" in amp
+
+
 @pytest.mark.parametrize("kind", ["garbage", "pickled_object"])
 def test_garbage_or_unsafe_checkpoint_gets_no_unsafe_advice(synth_frames, tmp_path, kind):
     bad = tmp_path / "model.pt"

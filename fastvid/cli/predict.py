@@ -18,19 +18,21 @@ from fastvid.cli.common import config_options, friendly_errors, load_cli_config
               help="fastvid, TRN-pytorch or mmaction2 checkpoint.")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
               help="An engine from 'fastvid build-engine'.")
-@click.option("--topk", type=int, default=5, show_default=True, help="Classes listed per prediction.")
+@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True, help="Classes listed per prediction.")
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="categories.txt (default: the class names saved in the checkpoint).")
 @click.option("--window", default=None, metavar="N|Ns",
               help="Sliding window length in frames (48) or seconds (4s); default: the whole input.")
 @click.option("--stride", default=None, metavar="M|Ms",
               help="Step between windows in frames or seconds (default: half the window).")
-@click.option("--fps", type=float, default=None,
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Frame rate of a frame folder (default 12, Jester's), or to override a video's.")
-@click.option("--clips", type=int, default=None, help="Test clips per window (default: data.test_clips).")
+@click.option("--clips", type=click.IntRange(min=1), default=None,
+              help="Test clips per window (default: data.test_clips).")
 @click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None,
               help="Test crops (default: data.test_crops).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Windows per forward pass.")
 @click.option("--loader", type=click.Choice(["auto", "dali", "dali-cpu", "torch"]), default="auto",
               show_default=True,
               help="Decoder for short inputs: auto is DALI (NVDEC/nvJPEG) on a GPU, else torch (PyAV: any codec).")
