@@ -193,3 +193,43 @@ def test_garbage_or_unsafe_checkpoint_gets_no_unsafe_advice(synth_frames, tmp_pa
     else:
         assert "holds Python objects besides tensors (numpy" in line and "trust" in line
     assert _digest(bad) == before
+
+
+# ---------------------------------------------------------------- logs
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch prints the message only without a GPU")
+def test_no_cuda_runtime_warning_is_dropped_on_cpu(tmp_path):
+    # A CUDA toolkit without a GPU made torch.utils.cpp_extension print
+    # "No CUDA runtime is found, using CUDA_HOME=..." in every engine command.
+    env = dict(os.environ, CUDA_HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom fastvid.cli import cli\n"
+            "if sys.argv[1] == 'cli': CliRunner().invoke(cli, ['report', sys.argv[2]])\n"
+            "import torch.utils.cpp_extension\n")
+    runs = {how: subprocess.run([sys.executable, "-c", code, how, str(tmp_path)], env=env, capture_output=True,
+                                text=True, timeout=120) for how in ("bare", "cli")}
+    assert "No CUDA runtime is found" in runs["bare"].stderr  # the message this filter is about
+    assert "No CUDA runtime is found" not in runs["cli"].stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_frames(tmp_path_factory) -> Path:
+    from fastvid.data.synth import synth_dataset
+
+    root = tmp_path_factory.mktemp("tiny_frames")
+    synth_dataset(root, kind="frames", classes=4, train=8, val=4, frames=8, size=(64, 64), seed=3)
+    return root
+
+
+def test_train_logs_the_auto_loader_once(tiny_frames, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    invoke_ok(["train", "-c", CONFIG, *SMALL, "--data-root", str(tiny_frames), "--work-dir", str(tmp_path / "w"),
+               "--device", "cpu", "--epochs", "1", "--batch-size", "4", "--max-steps-per-epoch", "1",
+               "--no-progress"])
+    assert sum("loader auto ->" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_predict_does_not_log_a_loader_it_does_not_use(tiny_frames, trn_pytorch_state, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    folder = next((tiny_frames / "20bn-jester-v1").iterdir())
+    invoke_ok(["predict", str(folder), "-c", CONFIG, *SMALL, "--checkpoint", str(trn_pytorch_state),
+               "--device", "cpu", "--topk", "2"])
+    assert not any("dali-cpu" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,8 @@ import click
 
 from fastvid.cli import cli
 from fastvid.cli.common import config_options, friendly_errors, load_cli_config
+
+log = logging.getLogger("fastvid.cli.predict")
 
 
 @cli.command("predict")
@@ -50,7 +53,7 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
     from fastvid.checkpoint import load_model_for_inference
     from fastvid.cli.common import resolve_device
     from fastvid.data.lists import read_categories
-    from fastvid.loaders import resolve_loader_name
+    from fastvid.loaders import dali_available
     from fastvid.predict import detect_input, predict_input
 
     if (checkpoint is None) == (engine_path is None):
@@ -58,7 +61,9 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
     cfg = load_cli_config(config_path, overrides)
     dev = resolve_device(device)
     if loader == "auto":
-        loader = "dali" if resolve_loader_name("auto", dev) == "dali" else "torch"
+        # Not resolve_loader_name: it would pick (and log) DALI-on-CPU, which predict does not use.
+        loader = "dali" if dev.type == "cuda" and dali_available() else "torch"
+        log.debug("loader auto -> %s for inputs predicted whole", loader)
     max_batch = None
     if checkpoint:
         model, meta = load_model_for_inference(cfg, checkpoint, dev)

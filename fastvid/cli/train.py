@@ -49,6 +49,9 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
               pretrained: Optional[str], compile_: bool, apex: bool, tensorboard: bool,
               max_steps_per_epoch: Optional[int], progress: bool) -> None:
     """Train a model. Multi-GPU: torchrun --nproc_per_node N -m fastvid train ..."""
+    import torch
+
+    from fastvid.loaders import resolve_loader_name
     from fastvid.train import TrainOptions, train
 
     extra = list(overrides)
@@ -59,6 +62,10 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
     cfg = load_cli_config(config_path, tuple(extra))
     if work_dir is None:
         work_dir = str(Path("work_dirs") / Path(config_path).stem)
+    if loader == "auto":
+        # Resolved (and logged) once here: the train and val loaders would each log it again.
+        cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        loader = resolve_loader_name("auto", torch.device("cuda" if cuda else "cpu"))
     opts = TrainOptions(data_root=Path(data_root), work_dir=Path(work_dir), loader=loader,
                         device=device, amp=amp, amp_dtype=amp_dtype, resume=resume,
                         pretrained=pretrained or cfg.model.pretrained, compile=compile_, apex=apex,
