@@ -131,6 +131,55 @@ def test_damaged_engine_file_is_one_line(synth_frames, trn_engine, tmp_path, bac
     assert "outdated pt2" not in caplog.text  # torch's advice for a file it could not read
 
 
+# ---------------------------------------------------------------- engine vs config / checkpoint
+def test_trn_engine_with_the_tpn_tsm_config_is_refused_naming_the_fields(synth_frames, trn_engine):
+    # Same input shape: this ran and printed a meaningless Top1 (25% vs 53% with the right config).
+    res = invoke(["eval", "-c", TPN_TSM, *TSM_SMALL, "--data-root", str(synth_frames), "--engine",
+                  str(trn_engine), "--loader", "torch", "--device", "cpu"])
+    line = _one_line_error(res)
+    assert str(trn_engine) in line and "Top1" not in res.output
+    for field in ("model_name: engine 'trn_bninception' vs config 'tpn_tsm_r50'", "color: engine 'BGR' vs config 'RGB'",
+                  "mean: engine (104,117,128)", "std: engine (1,1,1)"):
+        assert field in line
+    assert "sample_shape" not in line  # the shapes agree; the check is not about them
+    # With the config it was built with, it evaluates.
+    out = invoke_ok(["eval", "-c", CONFIG, *SMALL, "--data-root", str(synth_frames), "--engine", str(trn_engine),
+                     "--loader", "torch", "--device", "cpu"])
+    assert "Top1:" in out
+
+
+@pytest.mark.parametrize("override,field", [
+    ("data.color=RGB", "color: engine 'BGR' vs config 'RGB'"),
+    ("data.mean=[0,0,0]", "mean: engine (104,117,128) vs config (0,0,0)"),
+    ("model.num_segments=8", "sample_shape: engine (4,3,64,64) vs config (8,3,64,64)"),
+])
+def test_engine_normalisation_and_shape_checked_against_the_config(synth_frames, trn_engine, override, field):
+    res = invoke(["eval", "-c", CONFIG, *SMALL, "--set", override, "--data-root", str(synth_frames),
+                  "--engine", str(trn_engine), "--loader", "torch", "--device", "cpu"])
+    assert field in _one_line_error(res)
+
+
+def test_engine_classes_checked_against_categories_and_checkpoint(synth_frames, trn_engine, tmp_path):
+    meta_file = Path(f"{trn_engine}.json")
+    named = tmp_path / "named.onnx"
+    named.write_bytes(trn_engine.read_bytes())
+    meta = json.loads(meta_file.read_text())
+    cats = (synth_frames / "categories.txt").read_text().split()
+    Path(f"{named}.json").write_text(json.dumps(dict(meta, artifact=named.name, classes=cats[::-1])))
+    res = invoke(["eval", "-c", CONFIG, *SMALL, "--data-root", str(synth_frames), "--engine", str(named),
+                  "--loader", "torch", "--device", "cpu"])
+    assert f"classes: engine class 0 is {cats[-1]!r}, {synth_frames / 'categories.txt'} says {cats[0]!r}" in \
+        _one_line_error(res)
+    # bench: a prebuilt engine must be the checkpoint's model (else its ratio to eager is meaningless)
+    ckpt = tmp_path / "six.pt"
+    torch.save({f"module.{k}": v for k, v in _trn(num_classes=6).state_dict().items()}, ckpt)
+    res = invoke(["bench", "-c", CONFIG, *SMALL, "--checkpoint", str(ckpt), "--engine", str(trn_engine),
+                  "--backends", "eager", "--iters", "1", "--warmup", "0", "--device", "cpu",
+                  "--out", str(tmp_path / "rep")])
+    assert "num_classes: engine 4 vs the checkpoint 6" in _one_line_error(res)
+    assert not (tmp_path / "rep" / "results.json").exists()
+
+
 # ---------------------------------------------------------------- configs, options, checkpoints
 def test_binary_config_file_is_one_line(synth_frames, tmp_path):
     binary = tmp_path / "config.yaml"

@@ -189,6 +189,7 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
                   common: dict[str, Any]) -> list[dict[str, Any]]:
     import engines
     from bench.runner import InferenceBenchmarkRunner
+    from engines.compat import check_engine_fits, expected_from_config
     from fastvid.checkpoint import input_shape
 
     model, meta = _model_for(cfg, checkpoint, dev)
@@ -196,8 +197,14 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
     spec = cfg.input_spec
     extra = dict(common, weights=meta["weights"])
     prebuilt: dict[str, list[Path]] = {}
+    # A prebuilt engine is compared with the eager model of this config (and checkpoint): it
+    # must be the same model on the same input, or the ratio means nothing.
+    expected = expected_from_config(
+        cfg, (meta["num_classes"], "the checkpoint") if checkpoint else None,
+        (meta.get("classes"), "the checkpoint") if checkpoint else None)
     for p in engine_paths:
         path, info = engines.read_meta(p)
+        check_engine_fits(info, expected, path)
         prebuilt.setdefault(info["backend"], []).append(path)
         if info["backend"] not in backend_list:
             backend_list.append(info["backend"])

@@ -70,7 +70,12 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
         num_classes, classes, name = meta["num_classes"], meta["classes"], meta.get("model_name")
     else:
         import engines
+        from engines.compat import check_engine_fits, expected_from_config
 
+        names = read_categories(labels) if labels else None
+        check_engine_fits(engines.read_meta(engine_path)[1],
+                          expected_from_config(cfg, (len(names) if names else None, labels or ""),
+                                               (names, labels or "")), engine_path)
         model = engines.load(engine_path, dev)
         num_classes = int(model.meta["num_classes"])
         classes = model.meta.get("classes")

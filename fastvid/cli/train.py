@@ -134,7 +134,14 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
             num_classes = meta["num_classes"]
         else:
             import engines
+            from engines.compat import check_engine_fits, expected_from_config
 
+            # Refused before running: a same-shaped engine for another model or normalisation
+            # would run and report a wrong accuracy.
+            cats = str(dataset.root / "categories.txt")
+            check_engine_fits(engines.read_meta(engine_path)[1],
+                              expected_from_config(cfg, (dataset.num_classes, cats),
+                                                   (dataset.categories, cats)), engine_path)
             model = engines.load(engine_path, dev)
             meta = model.meta
             num_classes = int(meta["num_classes"])
