@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from bench.records import append_records
+from bench.records import append_records, new_run_id
 from bench.runner import InferenceBenchmarkRunner
 from bench.train import bench_training
 from fastvid.models import create_model
@@ -41,11 +41,13 @@ def run_section(section: str, name: str, out_dir: str, *, device: str = "cuda",
                 backends: Sequence[str] = ("eager", "compile", "aoti", "onnx", "trt"),
                 batches: Sequence[int] = (1, 16), precisions: Sequence[str] = ("fp16",),
                 warmup: int = 5, iters: int = 30, train_warmup: int = 3,
-                train_iters: int = 10) -> list[dict[str, Any]]:
+                train_iters: int = 10, run_id: Optional[str] = None) -> list[dict[str, Any]]:
     """Measure ``section`` (``train`` or ``infer``) of model ``name``; returns the records.
 
     ``infer`` always measures eager fp32 too (the baseline of every ratio); ``train`` measures
     :func:`bench.train.default_variants` for the device (fp32 / AMP x channels-first / last).
+    ``run_id`` (default :func:`bench.records.new_run_id`, i.e. ``$FASTVID_RUN_ID`` when set) goes
+    into every record: the script's steps share one, so the report shows them as one run.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
@@ -57,7 +59,8 @@ def run_section(section: str, name: str, out_dir: str, *, device: str = "cuda",
         torch.backends.cudnn.benchmark = True
     sample = _sample_shape(layout, frames, size)
     model = create_model(name, **kwargs)
-    extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh"}
+    extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh",
+             "run_id": run_id or new_run_id()}
     if section == "train":
         records = bench_training(model, sample, kwargs["num_classes"], dev, batch=train_batch,
                                  warmup=train_warmup, iters=train_iters,
@@ -94,15 +97,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--train-warmup", type=int, default=3)
     parser.add_argument("--train-iters", type=int, default=10)
+    parser.add_argument("--run-id", default=None,
+                        help="id stored in every record (default: $FASTVID_RUN_ID, else a new one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     records = run_section(args.section, args.model, args.out_dir, device=args.device,
                           frames=args.frames, size=args.size, train_batch=args.train_batch,
                           backends=args.backends, batches=args.batches,
                           precisions=args.precisions, warmup=args.warmup, iters=args.iters,
-                          train_warmup=args.train_warmup, train_iters=args.train_iters)
+                          train_warmup=args.train_warmup, train_iters=args.train_iters,
+                          run_id=args.run_id)
     keys = ("kind", "backend", "precision", "channels_last", "batch", "status", "video_per_s",
-            "videos_per_s", "ratio_to_eager", "ratio_to_fp32", "reason")
+            "videos_per_s", "ratio_to_eager", "ratio_to_fp32", "reason", "cv", "unstable_reason")
     for rec in records:
         print({k: rec.get(k) for k in keys if k in rec})
     return 0

@@ -21,7 +21,7 @@ from fastvid.precision import resolve_precision
 from fastvid.train import to_channels_last
 
 from .memory import PeakMemory
-from .records import percentiles, stamp
+from .records import load_average, percentiles, stability, stamp
 
 __all__ = ["bench_training", "default_variants"]
 
@@ -106,10 +106,13 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             scaler.step(optimizer)
             scaler.update()
 
+        log.info("train %s channels_last=%s: measuring (%d warm-up + %d timed steps of %d videos)",
+                 precision_name, channels_last, warmup, iters, batch)
         try:
             with PeakMemory(device) as mem:
                 for _ in range(warmup):
                     step()
+                load = load_average()
                 times = []
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
@@ -128,13 +131,20 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         finally:
             del net, optimizer
         rec.update(status="ok", videos_per_s=round(batch * iters / total, 3), step_ms=percentiles(times))
+        rec.update(stability(times, load))
         rec.update(mem.result())
-        log.info("train %s channels_last=%s: %.1f videos/s, step %.1f ms", precision_name, channels_last,
-                 rec["videos_per_s"], rec["step_ms"]["p50"])
+        log.info("train %s channels_last=%s: %.1f videos/s, step %.1f ms%s", precision_name, channels_last,
+                 rec["videos_per_s"], rec["step_ms"]["p50"],
+                 f" (unstable: {rec['unstable_reason']})" if rec["unstable"] else "")
         records.append(rec)
-    base = next((r["videos_per_s"] for r in records
-                 if r.get("status") == "ok" and r["precision"] == "fp32" and not r["channels_last"]), None)
+    base_rec = next((r for r in records
+                     if r.get("status") == "ok" and r["precision"] == "fp32" and not r["channels_last"]), None)
+    base = base_rec["videos_per_s"] if base_rec else None
     for rec in records:
         if rec.get("status") == "ok" and base:
             rec["ratio_to_fp32"] = round(rec["videos_per_s"] / base, 3)
+            if rec is not base_rec and (rec["unstable"] or base_rec["unstable"]):
+                rec["ratio_unstable"] = True
+                rec["ratio_unstable_reason"] = (f"unstable: {rec['unstable_reason']}" if rec["unstable"] else
+                                                f"the fp32 baseline is unstable ({base_rec['unstable_reason']})")
     return records
