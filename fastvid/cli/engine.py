@@ -94,6 +94,7 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
                                  param_hint="--batch")
     # Fail on a missing backend before spending time loading the checkpoint.
     engines.check_supported(backend, precision, dev)
+    log.info("loading %s into %s", checkpoint, cfg.model_name)
     model, meta = _model_for(cfg, checkpoint, dev)
     if out is None:
         ckpt = Path(checkpoint)
