@@ -21,7 +21,8 @@ log = logging.getLogger("fastvid.cli.predict")
               help="fastvid, TRN-pytorch or mmaction2 checkpoint.")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
               help="An engine from 'fastvid build-engine'.")
-@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True, help="Classes listed per prediction.")
+@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Classes listed per prediction.")
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="categories.txt (default: the class names saved in the checkpoint).")
 @click.option("--window", default=None, metavar="N|Ns",
