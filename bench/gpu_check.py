@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVa
 
 import torch
 
-from bench.records import append_records, read_records, stamp
+from bench.records import append_records, new_run_id, read_records, stamp
 from bench.runner import InferenceBenchmarkRunner, Variant, inference_plan
 from bench.train import bench_training
 from fastvid.models import get_model_spec
@@ -287,14 +287,17 @@ def _measure(sec: _Section, variants: Sequence[V], *, stub: Callable[[V], dict[s
 
 def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset = "full",
                 device: Optional[str] = None, deadline: Optional[float] = None,
-                budget: Optional[TimeBudget] = None, **overrides: Any) -> list[dict[str, Any]]:
+                budget: Optional[TimeBudget] = None, run_id: Optional[str] = None,
+                **overrides: Any) -> list[dict[str, Any]]:
     """Measure ``section`` (``train`` or ``infer``) of model ``name``; returns its records.
 
     Every record is appended to ``out_dir/results.json`` as soon as it is measured, and the
     variants that do not fit before ``deadline`` as skipped ones. ``overrides`` replace
     :class:`Preset` fields (``frames``, ``iters``, ``infer_plan``, ...). Raises
     :class:`StepStopped` (after recording the variant in flight and the rest) when the
-    budget's signal handler fires.
+    budget's signal handler fires. ``run_id`` (default :func:`bench.records.new_run_id`, i.e.
+    ``$FASTVID_RUN_ID`` when set) goes into every record: the script's steps share one, so the
+    report shows them as one run.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
@@ -311,7 +314,8 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
         torch.backends.cudnn.benchmark = True  # as fastvid train runs
     sec = _Section(out_dir, budget or TimeBudget(deadline), dev)
     sample = spec.input_shape(1, cfg.frames, cfg.size)[1:]
-    extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh"}
+    extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh",
+             "run_id": run_id or new_run_id()}
 
     def model() -> torch.nn.Module:
         from fastvid.models import create_model
@@ -381,7 +385,8 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
 
 def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional[str] = None,
                 deadline: Optional[float] = None, budget: Optional[TimeBudget] = None,
-                workers: Optional[int] = None, **overrides: Any) -> list[dict[str, Any]]:
+                workers: Optional[int] = None, run_id: Optional[str] = None,
+                **overrides: Any) -> list[dict[str, Any]]:
     """Loader throughput (DALI on the GPU, DALI on the CPU, torch) on a synthetic frame set.
 
     The set (JPEG frame folders, written with PIL into a temporary folder, removed after) is
@@ -400,7 +405,8 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
                             [f"data.image_size={cfg.size}", f"data.scale_size={cfg.size * 8 // 7}",
                              f"train.workers={n_workers}", f"model.num_segments={cfg.frames}"])
     common = {"config": "configs/trn_bninception_jester.yaml", "config_model": train_cfg.model_name,
-              "source": "scripts/gpu_check.sh", "batch_size": cfg.loader_batch, "workers": n_workers}
+              "source": "scripts/gpu_check.sh", "batch_size": cfg.loader_batch, "workers": n_workers,
+              "run_id": run_id or new_run_id()}
 
     def stub(backend: str) -> dict[str, Any]:
         return {"kind": "loader", "backend": backend, **common}
@@ -528,6 +534,8 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--budget-s", type=float, default=None, help="seconds from now, instead")
     common.add_argument("--frames", type=int, default=None, help="segments / clip length")
     common.add_argument("--size", type=int, default=None, help="crop size in pixels")
+    common.add_argument("--run-id", default=None,
+                        help="id stored in every record (default: $FASTVID_RUN_ID, else a new one)")
     models = argparse.ArgumentParser(add_help=False)
     models.add_argument("model", choices=sorted(MODELS))
     models.add_argument("out_dir")
@@ -574,7 +582,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     budget = TimeBudget(deadline)
     previous = signal.signal(signal.SIGTERM, budget.on_signal)
     common = dict(preset=args.preset, device=args.device, budget=budget, frames=args.frames,
-                  size=args.size)
+                  size=args.size, run_id=args.run_id or new_run_id())
     try:
         if args.section == "loader":
             run_loaders(args.out_dir, workers=args.workers,

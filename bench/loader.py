@@ -88,6 +88,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Iterable[str], de
 
     for backend in backends:
         rec: dict[str, Any] = dict(base, backend=backend)
+        log.info("loader %s: starting, then timing %d batches of %d", backend, batches, batch_size)
         try:
             t0 = time.perf_counter()
             loader = build_loader(cfg, dataset, split, loader=backend, device=device,

@@ -13,24 +13,39 @@ collect in one place for ``fastvid report``. Record kinds:
 * ``loader``: written by :func:`bench.loader.bench_loaders` (``videos_per_s``, ``frames_per_s``,
   ``backend``, ``workers``), stamped here with device/versions/date when missing.
 
-Every record carries ``device`` (name), ``device_type``, ``versions`` and ``date``.
+Every record carries ``device`` (name), ``device_type``, ``versions``, ``date`` and ``run_id``:
+one id per ``fastvid bench`` call (or per ``scripts/gpu_check.sh`` run, through
+``FASTVID_RUN_ID``), so that ``fastvid report`` shows the latest run and never mixes runs.
+Timed records (inference, train) also carry their dispersion, from :func:`stability`:
+``cv`` (standard deviation / mean of the per-iteration times), ``p90_over_p50``, ``load_avg``
+(1/5/15-minute load average when timing started), ``cpus``, and ``unstable`` with
+``unstable_reason`` when CV > 10% or p90 > 2x p50: such a figure depends on what else the machine
+was doing. ``ratio_unstable`` (+ reason) marks a ratio whose baseline moved during the run.
 """
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
-__all__ = ["RESULTS_FILE", "device_name", "versions", "now", "stamp", "percentiles",
-           "append_records", "read_records"]
+__all__ = ["RESULTS_FILE", "CV_MAX", "TAIL_MAX", "RUN_ID_ENV", "device_name", "versions", "now",
+           "stamp", "percentiles", "new_run_id", "load_average", "stability", "append_records",
+           "read_records"]
 
 RESULTS_FILE = "results.json"
+# A timed figure is flagged unstable above these: coefficient of variation of the per-iteration
+# times, and p90 / p50. On a quiet machine both stay well below (CV of a few %).
+CV_MAX = 0.10
+TAIL_MAX = 2.0
+RUN_ID_ENV = "FASTVID_RUN_ID"
 
 
 def _cpu_model() -> str:
@@ -82,6 +97,55 @@ def stamp(record: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     record.setdefault("versions", versions())
     record.setdefault("date", now())
     return record
+
+
+def new_run_id() -> str:
+    """``$FASTVID_RUN_ID`` when set (several calls forming one run), else UTC time + random."""
+    env = os.environ.get(RUN_ID_ENV, "").strip()
+    if env:
+        return env
+    stamp_ = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp_}-{secrets.token_hex(2)}"
+
+
+def load_average() -> Optional[list[float]]:
+    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def stability(samples_ms: Sequence[float], load_avg: Optional[list[float]] = None) -> dict[str, Any]:
+    """Dispersion of per-iteration times and whether the figure is stable enough to quote.
+
+    Returns ``cv``, ``p90_over_p50``, ``load_avg``, ``cpus``, ``unstable`` and
+    ``unstable_reason`` (None when stable). ``cv`` is None with fewer than 2 samples.
+    """
+    import numpy as np
+
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    mean = float(arr.mean()) if arr.size else 0.0
+    cv = float(arr.std(ddof=1)) / mean if arr.size >= 2 and mean > 0 else None
+    p50, p90 = (float(np.percentile(arr, q)) for q in (50, 90)) if arr.size else (0.0, 0.0)
+    tail = p90 / p50 if p50 > 0 else None
+    reasons = []
+    if cv is not None and cv > CV_MAX:
+        reasons.append(f"CV {100 * cv:.0f}% > {100 * CV_MAX:.0f}%")
+    if tail is not None and tail > TAIL_MAX:
+        reasons.append(f"p90 {tail:.1f}x p50 > {TAIL_MAX:g}x")
+    load = load_avg if load_avg is not None else load_average()
+    cpus = _cpus()
+    if reasons and load:
+        reasons.append(f"load average {load[0]:g} on {cpus} CPUs")
+    return {"cv": None if cv is None or math.isnan(cv) else round(cv, 4),
+            "p90_over_p50": None if tail is None else round(tail, 3),
+            "load_avg": load, "cpus": cpus, "unstable": bool(reasons),
+            "unstable_reason": "; ".join(reasons) or None}
 
 
 def percentiles(samples_ms: Sequence[float], qs: Iterable[int] = (50, 90, 99)) -> dict[str, float]:

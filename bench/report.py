@@ -1,4 +1,10 @@
-"""``fastvid report DIR``: Markdown tables and matplotlib PNGs from ``DIR/results.json``."""
+"""``fastvid report DIR``: Markdown tables and matplotlib PNGs from ``DIR/results.json``.
+
+By default the report shows the latest run only (the ``run_id`` of the last record appended);
+``all_runs`` shows every run, with a run column. Tables and plots are drawn from the same rows,
+one bar per table row. Timed figures flagged unstable (see :func:`bench.records.stability`) are
+marked in the status column, and ratios whose baseline moved in the ratio column.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -7,17 +13,50 @@ from typing import Any, Iterable, Optional
 
 from fastvid.errors import FastvidError
 
-from .records import RESULTS_FILE, read_records
+from .records import CV_MAX, RESULTS_FILE, TAIL_MAX, read_records
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "select_run"]
 
 
-def _status(r: dict[str, Any], notes: "_Footnotes") -> str:
-    """``ok``, or ``skipped [n]`` / ``failed [n]`` with the reason as footnote n."""
+def _stability(r: dict[str, Any], samples: str) -> tuple[Optional[float], Optional[float], Optional[str]]:
+    """``(cv, p90/p50, why unstable or None)`` of a timed record.
+
+    Records written before dispersion was recorded get p90/p50 from their percentiles (no CV).
+    """
+    tail = r.get("p90_over_p50")
+    if tail is None:
+        pct = r.get(samples) or {}
+        if pct.get("p50") and pct.get("p90") is not None:
+            tail = pct["p90"] / pct["p50"]
+    if "unstable" in r:
+        return r.get("cv"), tail, (r.get("unstable_reason") or "unstable") if r["unstable"] else None
+    why = f"p90 {tail:.1f}x p50 > {TAIL_MAX:g}x" if tail is not None and tail > TAIL_MAX else None
+    return None, tail, why
+
+
+def _status(r: dict[str, Any], notes: "_Footnotes", samples: Optional[str] = None) -> str:
+    """``ok`` (``ok, unstable [n]``), or ``skipped [n]`` / ``failed [n]`` with the reason as footnote n."""
     status = r.get("status") or ("skipped" if r.get("skipped") else "ok")
     if status == "ok":
-        return status
+        why = _stability(r, samples)[2] if samples else None
+        return f"ok, **unstable** {notes.ref('unstable: ' + why)}" if why else status
     return f"{status} {notes.ref(r.get('reason') or r.get('skipped'))}"
+
+
+def _ratio(r: dict[str, Any], key: str, notes: "_Footnotes") -> str:
+    cell = _fmt(r.get(key), 2)
+    if r.get(key) is not None and r.get("ratio_unstable"):
+        cell += " " + notes.ref("ratio unreliable: " + str(r.get("ratio_unstable_reason")))
+    return cell
+
+
+def _pct(value: Optional[float]) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _load(r: dict[str, Any]) -> str:
+    load = r.get("load_avg")
+    return f"{load[0]:g}" if isinstance(load, list) and load else "–"
 
 
 def _ok(r: dict[str, Any]) -> bool:
@@ -65,33 +104,43 @@ def _mem_cell(record: dict[str, Any], notes: _Footnotes) -> str:
     return mem
 
 
-def _inference_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
-    header = ["model", "device", "backend", "precision", "batch", "video/s", "p50 ms", "p90 ms", "p99 ms",
-              "peak mem MB", "× eager fp32", "status"]
+def _run_cell(r: dict[str, Any]) -> list[str]:
+    return [str(r.get("run_id") or "(no run id)")]
+
+
+def _inference_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool) -> list[str]:
+    header = (["run"] if runs else []) + [
+        "model", "device", "backend", "precision", "batch", "video/s", "p50 ms", "p90 ms", "p99 ms",
+        "CV %", "p90/p50", "load", "peak mem MB", "× eager fp32", "status"]
     rows = []
     for r in records:
         lat = r.get("latency_ms") or {}
-        status = _status(r, notes)
+        cv, tail, _ = _stability(r, "latency_ms")
+        status = _status(r, notes, "latency_ms")
         mem = _mem_cell(r, notes)
-        rows.append([_fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")),
-                     _fmt(r.get("precision")), _fmt(r.get("batch")), _fmt(r.get("video_per_s")),
-                     _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2), mem,
-                     _fmt(r.get("ratio_to_eager"), 2), status])
+        rows.append((_run_cell(r) if runs else []) + [
+            _fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")),
+            _fmt(r.get("precision")), _fmt(r.get("batch")), _fmt(r.get("video_per_s")),
+            _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2), _pct(cv),
+            _fmt(tail, 2), _load(r), mem, _ratio(r, "ratio_to_eager", notes), status])
     return ["## Inference", "", *_table(header, rows), ""]
 
 
-def _train_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
-    header = ["model", "device", "precision", "channels_last", "batch", "videos/s", "step p50 ms",
-              "step mean ms", "peak mem MB", "× fp32", "status"]
+def _train_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool) -> list[str]:
+    header = (["run"] if runs else []) + [
+        "model", "device", "precision", "channels_last", "batch", "videos/s", "step p50 ms",
+        "step mean ms", "CV %", "p90/p50", "load", "peak mem MB", "× fp32", "status"]
     rows = []
     for r in records:
         step = r.get("step_ms") or {}
-        status = _status(r, notes)
+        cv, tail, _ = _stability(r, "step_ms")
+        status = _status(r, notes, "step_ms")
         mem = _mem_cell(r, notes)
-        rows.append([_fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("precision")),
-                     _fmt(r.get("channels_last")), _fmt(r.get("batch")), _fmt(r.get("videos_per_s")),
-                     _fmt(step.get("p50")), _fmt(step.get("mean")), mem, _fmt(r.get("ratio_to_fp32"), 2),
-                     status])
+        rows.append((_run_cell(r) if runs else []) + [
+            _fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("precision")),
+            _fmt(r.get("channels_last")), _fmt(r.get("batch")), _fmt(r.get("videos_per_s")),
+            _fmt(step.get("p50")), _fmt(step.get("mean")), _pct(cv), _fmt(tail, 2), _load(r), mem,
+            _ratio(r, "ratio_to_fp32", notes), status])
     return ["## Training throughput (synthetic batches)", "", *_table(header, rows), ""]
 
 
@@ -99,9 +148,10 @@ _LOADER_KEYS = ("backend", "device", "workers", "batch_size", "image_size", "vid
                 "ratio_to_torch", "startup_s")
 
 
-def _loader_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
-    header = list(_LOADER_KEYS) + ["status"]
-    rows = [[_fmt(r.get(k), 2 if k in ("ratio_to_torch", "startup_s") else 1) for k in _LOADER_KEYS]
+def _loader_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool) -> list[str]:
+    header = (["run"] if runs else []) + list(_LOADER_KEYS) + ["status"]
+    rows = [(_run_cell(r) if runs else [])
+            + [_fmt(r.get(k), 2 if k in ("ratio_to_torch", "startup_s") else 1) for k in _LOADER_KEYS]
             + [_status(r, notes)] for r in records]
     return ["## Data loaders", "", *_table(header, rows), ""]
 
@@ -144,79 +194,159 @@ def _bar_plot(path: Path, labels: list[str], series: "OrderedDict[str, list[Opti
     return path
 
 
+Plotted = dict[str, list[tuple[str, str, float]]]  # png name -> (bar label, series, value)
+PLOT_NAMES = ("inference_throughput.png", "inference_latency.png", "train_throughput.png",
+              "loader_throughput.png")
+
+
+def _unique(labels: list[str], series: Optional[list[str]] = None) -> list[str]:
+    """Labels made unique per series (``#2``, ``#3``...), so that no row hides behind another's bar."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for i, label in enumerate(labels):
+        key = (label, series[i] if series else "")
+        seen[key] = seen.get(key, 0) + 1
+        out.append(label if seen[key] == 1 else f"{label} #{seen[key]}")
+    return out
+
+
+def _grid(labels: list[str], series: list[str], values: list[float]) -> "OrderedDict[str, list[Optional[float]]]":
+    """Bars as series -> one value per label (None where that series has no row)."""
+    names = list(OrderedDict.fromkeys(series))
+    order = list(OrderedDict.fromkeys(labels))
+    grid: "OrderedDict[str, list[Optional[float]]]" = OrderedDict((n, [None] * len(order)) for n in names)
+    for label, name, value in zip(labels, series, values):
+        grid[name][order.index(label)] = value
+    return grid
+
+
 def _plots(out: Path, inference: list[dict[str, Any]], train: list[dict[str, Any]],
-           loader: list[dict[str, Any]]) -> list[Path]:
-    paths = []
+           loader: list[dict[str, Any]], runs: bool) -> tuple[list[Path], Plotted]:
+    """One bar per ``ok`` table row (the same rows the tables show); returns what was drawn."""
+    paths: list[Path] = []
+    plotted: Plotted = {}
+
+    def run(r: dict[str, Any]) -> str:
+        return f" [{r.get('run_id') or 'no run id'}]" if runs else ""
+
+    def draw(name: str, labels: list[str], series: list[str], values: list[float], ylabel: str,
+             title: str) -> None:
+        paths.append(_bar_plot(out / name, list(OrderedDict.fromkeys(labels)), _grid(labels, series, values),
+                               ylabel, title))
+        plotted[name] = list(zip(labels, series, values))
+
     ok_inf = [r for r in inference if _ok(r) and r.get("video_per_s") is not None]
     if ok_inf:
-        labels = list(OrderedDict.fromkeys(_label(r, "model", "backend", "precision") for r in ok_inf))
-        batches = sorted({int(r["batch"]) for r in ok_inf})
         devices = sorted({str(r.get("device")) for r in ok_inf})
-        series: "OrderedDict[str, list[Optional[float]]]" = OrderedDict()
-        for dev in devices:
-            for b in batches:
-                vals = []
-                for lab in labels:
-                    hit = [r["video_per_s"] for r in ok_inf if _label(r, "model", "backend", "precision") == lab
-                           and int(r["batch"]) == b and str(r.get("device")) == dev]
-                    vals.append(hit[0] if hit else None)
-                name = f"batch {b}" + (f" · {dev}" if len(devices) > 1 else "")
-                series[name] = vals
-        paths.append(_bar_plot(out / "inference_throughput.png", labels, series, "video/s",
-                               f"Inference throughput ({', '.join(devices)})"))
-        lat_labels = [_label(r, "model", "backend", "precision") + f" b{r['batch']}" for r in ok_inf]
-        lat = OrderedDict((q, [(r.get("latency_ms") or {}).get(q) for r in ok_inf]) for q in ("p50", "p90", "p99"))
-        paths.append(_bar_plot(out / "inference_latency.png", lat_labels, lat, "latency per batch (ms)",
-                               "Inference latency p50 / p90 / p99"))
+        series = [f"batch {r['batch']}" + (f" · {r.get('device')}" if len(devices) > 1 else "") for r in ok_inf]
+        labels = _unique([_label(r, "model", "backend", "precision") + run(r) for r in ok_inf], series)
+        draw("inference_throughput.png", labels, series, [r["video_per_s"] for r in ok_inf], "video/s",
+             f"Inference throughput ({', '.join(devices)})")
+        lat_rows = [r for r in ok_inf if (r.get("latency_ms") or {}).get("p50") is not None]
+        lat_labels = _unique([_label(r, "model", "backend", "precision") + f" b{r['batch']}" + run(r)
+                              for r in lat_rows])
+        qs = ("p50", "p90", "p99")
+        draw("inference_latency.png", [lab for lab in lat_labels for _ in qs], [q for _ in lat_rows for q in qs],
+             [r["latency_ms"].get(q) for r in lat_rows for q in qs], "latency per batch (ms)",
+             "Inference latency p50 / p90 / p99")
     ok_train = [r for r in train if _ok(r) and r.get("videos_per_s") is not None]
     if ok_train:
-        labels = [_label(r, "model", "precision") + (" channels_last" if r.get("channels_last") else " channels_first")
-                  for r in ok_train]
-        paths.append(_bar_plot(out / "train_throughput.png", labels,
-                               OrderedDict([("videos/s", [r["videos_per_s"] for r in ok_train])]),
-                               "videos/s (forward + backward + SGD step)", "Training throughput"))
+        labels = _unique([_label(r, "model", "precision")
+                          + (" channels_last" if r.get("channels_last") else " channels_first") + run(r)
+                          for r in ok_train])
+        draw("train_throughput.png", labels, ["videos/s"] * len(ok_train), [r["videos_per_s"] for r in ok_train],
+             "videos/s (forward + backward + SGD step)", "Training throughput")
     ok_loader = [r for r in loader if _ok(r) and r.get("videos_per_s") is not None]
     if ok_loader:
-        labels = [_label(r, "backend", "device") + (f" w{r['workers']}" if r.get("workers") is not None else "")
-                  for r in ok_loader]
-        paths.append(_bar_plot(out / "loader_throughput.png", labels,
-                               OrderedDict([("videos/s", [r["videos_per_s"] for r in ok_loader])]),
-                               "videos/s", "Data loader throughput"))
-    return paths
+        labels = _unique([_label(r, "backend", "device")
+                          + (f" w{r['workers']}" if r.get("workers") is not None else "") + run(r)
+                          for r in ok_loader])
+        draw("loader_throughput.png", labels, ["videos/s"] * len(ok_loader), [r["videos_per_s"] for r in ok_loader],
+             "videos/s", "Data loader throughput")
+    return paths, plotted
 
 
-def render_report(directory: str | Path, out_dir: Optional[str | Path] = None) -> dict[str, Any]:
+def _run_id(r: dict[str, Any]) -> Optional[str]:
+    return r.get("run_id") or None  # None: written before records had run ids
+
+
+def select_run(records: list[dict[str, Any]], all_runs: bool = False) -> tuple[list[dict[str, Any]], list]:
+    """``(records to show, run ids in the file in order)``: the latest run (that of the last
+    record appended), or every record with ``all_runs``."""
+    runs = list(OrderedDict.fromkeys(_run_id(r) for r in records))
+    if all_runs:
+        return records, runs
+    latest = _run_id(records[-1])
+    return [r for r in records if _run_id(r) == latest], runs
+
+
+def _unstable_summary(records: list[dict[str, Any]]) -> list[str]:
+    timed = [(r, "latency_ms" if r.get("kind", "inference") == "inference" else "step_ms")
+             for r in records if _ok(r) and r.get("kind", "inference") in ("inference", "train")]
+    unstable = [r for r, samples in timed if _stability(r, samples)[2]]
+    ratios = [r for r, _ in timed if r.get("ratio_unstable")]
+    loads = [r["load_avg"][0] for r, _ in timed if isinstance(r.get("load_avg"), list) and r["load_avg"]]
+    cpus = sorted({int(r["cpus"]) for r, _ in timed if r.get("cpus")})
+    lines = []
+    if loads:
+        lines.append(f"Load average (1 min) when timing started: {min(loads):g}–{max(loads):g}"
+                     + (f" on {', '.join(map(str, cpus))} CPUs" if cpus else "") + ".")
+    if unstable or ratios:
+        lines.append(f"**Unstable: {len(unstable)} of {len(timed)} timed figures** (CV > {100 * CV_MAX:.0f}% "
+                     f"or p90 > {TAIL_MAX:g}x p50){f' and {len(ratios)} ratios' if ratios else ''} depend on "
+                     f"what else the machine was doing (see the status and ratio columns); measure again on "
+                     f"a quiet machine before quoting them.")
+    return lines + ([""] if lines else [])
+
+
+def render_report(directory: str | Path, out_dir: Optional[str | Path] = None,
+                  all_runs: bool = False) -> dict[str, Any]:
     """Write ``report.md`` and PNG plots for the records in ``directory/results.json``.
 
-    Returns ``{"markdown": Path, "plots": [Path, ...], "records": int}``.
+    Shows the latest run (the ``run_id`` of the last record), or every run with ``all_runs``
+    (then with a run column). Returns ``{"markdown": Path, "plots": [Path, ...], "records": int,
+    "runs": int, "run_id": latest run id, "plotted": {png name: [(label, series, value), ...]}}``.
     """
     directory = Path(directory)
-    records = read_records(directory)
-    if not records:
+    all_records = read_records(directory)
+    if not all_records:
         raise FastvidError(f"{directory}: no benchmark records (expected {directory / RESULTS_FILE}; "
                            f"run `fastvid bench --out {directory}` first)")
+    records, runs = select_run(all_records, all_runs)
+    latest = _run_id(all_records[-1])
     out = Path(out_dir) if out_dir else directory
     out.mkdir(parents=True, exist_ok=True)
     by_kind: dict[str, list[dict[str, Any]]] = {"inference": [], "train": [], "loader": []}
     for r in records:
         by_kind.setdefault(str(r.get("kind", "inference")), []).append(r)
     notes = _Footnotes()
-    lines = ["# fastvid benchmark report", "",
-             f"{len(records)} records from `{directory / RESULTS_FILE}`; dates "
-             f"{min(str(r.get('date', '')) for r in records)} – {max(str(r.get('date', '')) for r in records)}.", ""]
+    dates = (f"dates {min(str(r.get('date', '')) for r in records)} – "
+             f"{max(str(r.get('date', '')) for r in records)}")
+    if all_runs:
+        what = f"{len(records)} records of {len(runs)} runs from `{directory / RESULTS_FILE}`; {dates}."
+    else:
+        run = f"Run `{latest}`:" if latest else "Written before records had run ids:"
+        what = f"{run} {len(records)} records from `{directory / RESULTS_FILE}`; {dates}."
+        if len(runs) > 1:
+            what += (f" The file holds {len(runs) - 1} earlier run(s), not shown: `fastvid report {directory} "
+                     f"--all` lists every run with a run column.")
+    lines = ["# fastvid benchmark report", "", what, ""]
     weights = sorted({str(r["weights"]) for r in records if r.get("weights")})
     if weights:
         lines += [f"Weights: {', '.join(weights)}.", ""]
+    lines += _unstable_summary(records)
     if by_kind["inference"]:
-        lines += _inference_section(by_kind["inference"], notes)
+        lines += _inference_section(by_kind["inference"], notes, all_runs)
     if by_kind["train"]:
-        lines += _train_section(by_kind["train"], notes)
+        lines += _train_section(by_kind["train"], notes, all_runs)
     if by_kind["loader"]:
-        lines += _loader_section(by_kind["loader"], notes)
+        lines += _loader_section(by_kind["loader"], notes, all_runs)
+    for name in PLOT_NAMES:  # a plot of an earlier render would disagree with these tables
+        (out / name).unlink(missing_ok=True)
     try:
-        plots = _plots(out, by_kind["inference"], by_kind["train"], by_kind["loader"])
+        plots, plotted = _plots(out, by_kind["inference"], by_kind["train"], by_kind["loader"], all_runs)
     except ImportError as exc:  # a bare GPU box may lack matplotlib: the tables still render
-        plots = []
+        plots, plotted = [], {}
         lines += [f"(no plots: {exc})", ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
@@ -228,4 +358,5 @@ def render_report(directory: str | Path, out_dir: Optional[str | Path] = None) -
         lines += ["## Notes", ""] + notes.lines() + [""]
     md = out / "report.md"
     md.write_text("\n".join(lines))
-    return {"markdown": md, "plots": plots, "records": len(records)}
+    return {"markdown": md, "plots": plots, "records": len(records), "runs": len(runs), "run_id": latest,
+            "plotted": plotted}

@@ -25,7 +25,7 @@ from fastvid.models import input_layout
 from fastvid.precision import DTYPES
 
 from .memory import PeakMemory
-from .records import percentiles, stamp
+from .records import CV_MAX, load_average, percentiles, stability, stamp
 
 __all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "inference_backends", "inference_plan",
            "time_callable", "shares_engines"]
@@ -171,6 +171,8 @@ class InferenceBenchmarkRunner:
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="fastvid-bench-"))
         max_batch = max(self._max_batch, batch) if shared else batch
+        log.info("building a %s %s engine for batch 1-%d (export, compile, validate; minutes on a CPU)",
+                 backend, precision, max_batch)
         example = torch.zeros((batch,) + self.sample_shape, device=self.device)
         t0 = time.perf_counter()
         path = engines.build_engine(self.model, example, backend, precision, batch=batch, max_batch=max_batch,
@@ -242,6 +244,8 @@ class InferenceBenchmarkRunner:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        log.info("%s %s batch %d: measuring (%d warm-up + %d timed iterations)", backend, precision,
+                 batch, self.warmup, self.iters)
         try:
             extra: dict[str, Any] = {}
             t0 = time.perf_counter()
@@ -258,6 +262,7 @@ class InferenceBenchmarkRunner:
                 fn(x)
                 _sync(self.device)
                 first_call_s = time.perf_counter() - t1
+                load = load_average()
                 lat, total = time_callable(fn, x, self.device, self.warmup, self.iters)
             extra["setup_s"] = round(t1 - t0, 3)
         except Exception as exc:  # a backend failing (compiler error, runtime error) is a result too
@@ -269,10 +274,39 @@ class InferenceBenchmarkRunner:
                    latency_ms=percentiles(lat), first_call_s=round(first_call_s, 3),
                    timing_method=("CUDA events per iteration, synchronised" if self.device.type == "cuda"
                                   else "time.perf_counter per iteration (CPU, synchronous)"))
+        rec.update(stability(lat, load))
         rec.update(mem.result())
-        log.info("%s %s batch %d: %.1f video/s, p50 %.2f ms", backend, precision, batch,
-                 rec["video_per_s"], rec["latency_ms"]["p50"])
+        log.info("%s %s batch %d: %.1f video/s, p50 %.2f ms%s", backend, precision, batch,
+                 rec["video_per_s"], rec["latency_ms"]["p50"],
+                 f" (unstable: {rec['unstable_reason']})" if rec["unstable"] else "")
         return rec
+
+    def _check_baseline(self, baseline: dict[str, Any], group: list[dict[str, Any]]) -> None:
+        """Time eager fp32 again after the batch's other measurements: when the machine's load
+        changed in between, the ratios compare figures taken under different conditions."""
+        others = [r for r in group if r is not baseline and r.get("status") == "ok"]
+        if not others or baseline.get("status") != "ok":
+            return
+        log.info("eager fp32 batch %d: measuring again to check the baseline held", baseline["batch"])
+        x = self._input(int(baseline["batch"]), "fp32")
+        _, total = time_callable(self._eager("fp32"), x, self.device, min(self.warmup, 2), self.iters)
+        after = int(baseline["batch"]) * self.iters / total
+        before = baseline["video_per_s"]
+        drift = after / before - 1.0
+        baseline["video_per_s_after"] = round(after, 3)
+        baseline["baseline_drift"] = round(drift, 3)
+        unsteady = [r for r in group if r.get("unstable")]
+        reason = None
+        if abs(drift) > CV_MAX:
+            reason = (f"eager fp32 baseline went from {before:.3g} to {after:.3g} video/s while this "
+                      f"batch was measured ({100 * drift:+.0f}%)")
+        elif baseline.get("unstable"):
+            reason = f"the eager fp32 baseline is unstable ({baseline['unstable_reason']})"
+        for rec in others:
+            why = reason or (f"unstable: {rec['unstable_reason']}" if rec in unsteady else None)
+            if why:
+                rec["ratio_unstable"] = True
+                rec["ratio_unstable_reason"] = why
 
     def run(self, backends: Sequence[str], batches: Sequence[int], precisions: Sequence[str] = ("fp32",),
             on_record: Optional[RecordCallback] = None) -> list[dict[str, Any]]:
@@ -291,7 +325,9 @@ class InferenceBenchmarkRunner:
             max_batch: the largest batch a shared engine (AOTInductor, ONNX) must accept; by
                 default the batch it is first built for.
             on_record: called with each record as soon as it is measured (to keep partial
-                results when a time limit cuts the run short).
+                results when a time limit cuts the run short). Without it, eager fp32 is timed
+                again at the end for every batch and ratios whose baseline moved by more than
+                10% are flagged (:meth:`_check_baseline`).
         """
         records: list[dict[str, Any]] = []
         baselines: dict[int, float] = {}
@@ -309,6 +345,14 @@ class InferenceBenchmarkRunner:
                 records.append(rec)
                 if on_record is not None:
                     on_record(rec)
+            if on_record is None:
+                # Records not handed over yet: time each batch's baseline again and flag ratios
+                # whose baseline moved (a streamed record is already written; no second pass).
+                for batch in dict.fromkeys(int(r["batch"]) for r in records):
+                    group = [r for r in records if int(r["batch"]) == batch]
+                    baseline = next((r for r in group if r.get("baseline")), None)
+                    if baseline is not None:
+                        self._check_baseline(baseline, group)
         finally:
             self._built.clear()
             if self._tmp is not None:

@@ -25,7 +25,7 @@ from fastvid.training import (GraphedTrainStep, TrainStep, build_optimizer, conf
                               cuda_graphs_unsupported)
 
 from .memory import PeakMemory
-from .records import percentiles, stamp
+from .records import load_average, percentiles, stability, stamp
 
 __all__ = ["bench_training", "default_variants", "TRAIN_MODES"]
 
@@ -44,11 +44,22 @@ def default_variants(device: torch.device | str) -> list[tuple[str, bool]]:
     return [(p, cl) for p in precisions for cl in (False, True)]
 
 
-def _baseline(records: Sequence[dict[str, Any]]) -> Optional[float]:
-    """videos/s of the fp32 channels-first record, the reference of ``ratio_to_fp32``."""
-    return next((r["videos_per_s"] for r in records
+def _baseline(records: Sequence[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The fp32 channels-first eager record, the reference of ``ratio_to_fp32``."""
+    return next((r for r in records
                  if r.get("status") == "ok" and r["precision"] == "fp32" and not r["channels_last"]
                  and r.get("mode", "eager") == "eager"), None)
+
+
+def _set_ratio(rec: dict[str, Any], base_rec: Optional[dict[str, Any]]) -> None:
+    """``ratio_to_fp32``, flagged unreliable when either figure is unstable."""
+    if base_rec is None or rec.get("status") != "ok":
+        return
+    rec["ratio_to_fp32"] = round(rec["videos_per_s"] / base_rec["videos_per_s"], 3)
+    if rec is not base_rec and (rec.get("unstable") or base_rec.get("unstable")):
+        rec["ratio_unstable"] = True
+        rec["ratio_unstable_reason"] = (f"unstable: {rec['unstable_reason']}" if rec.get("unstable") else
+                                        f"the fp32 baseline is unstable ({base_rec['unstable_reason']})")
 
 
 def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: int,
@@ -87,9 +98,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
 
     def done(rec: dict[str, Any]) -> None:
         records.append(rec)
-        base = _baseline(records)
-        if base and rec.get("status") == "ok":
-            rec["ratio_to_fp32"] = round(rec["videos_per_s"] / base, 3)
+        _set_ratio(rec, _baseline(records))
         if on_record is not None:
             on_record(rec)
 
@@ -140,6 +149,8 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         def step() -> None:
             train_step(video, label)
 
+        log.info("train %s channels_last=%s %s: measuring (%d warm-up + %d timed steps of %d videos)",
+                 precision_name, channels_last, mode, n_warmup, iters, batch)
         try:
             with PeakMemory(device) as mem:
                 t_warm = time.perf_counter()
@@ -148,6 +159,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 rec["warmup_s"] = round(time.perf_counter() - t_warm, 3)  # compile / capture / autotune
+                load = load_average()
                 times = []
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
@@ -166,12 +178,13 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         finally:
             del net, optimizer, runnable, train_step
         rec.update(status="ok", videos_per_s=round(batch * iters / total, 3), step_ms=percentiles(times))
+        rec.update(stability(times, load))
         rec.update(mem.result())
-        log.info("train %s channels_last=%s %s: %.1f videos/s, step %.1f ms", precision_name,
-                 channels_last, mode, rec["videos_per_s"], rec["step_ms"]["p50"])
+        log.info("train %s channels_last=%s %s: %.1f videos/s, step %.1f ms%s", precision_name,
+                 channels_last, mode, rec["videos_per_s"], rec["step_ms"]["p50"],
+                 f" (unstable: {rec['unstable_reason']})" if rec["unstable"] else "")
         done(rec)
-    base = _baseline(records)
-    for rec in records:
-        if rec.get("status") == "ok" and base:
-            rec["ratio_to_fp32"] = round(rec["videos_per_s"] / base, 3)
+    base_rec = _baseline(records)
+    for rec in records:  # variants measured before the baseline
+        _set_ratio(rec, base_rec)
     return records

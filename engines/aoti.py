@@ -60,10 +60,27 @@ def compile_and_save(exported: torch.export.ExportedProgram, example: torch.Tens
 
 def load_runner(path: Path, device: torch.device, meta: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
     """The loaded package as ``video -> logits``."""
+    import logging
+    import zipfile
+
     import torch._inductor
 
+    from .core import EngineError
+
+    # A .pt2 package is a zip archive. torch tries its loader on anything, and on failure logs
+    # "Loading outdated pt2 file. Please regenerate" before failing again: misleading for a
+    # truncated or overwritten file, so such files are refused here.
+    if not zipfile.is_zipfile(path):
+        raise EngineError(f"{path}: not an AOTInductor package (not a zip archive: truncated or "
+                          f"overwritten?); rebuild it with `fastvid build-engine`")
     index = device.index if device.type == "cuda" and device.index is not None else -1
-    compiled = torch._inductor.aoti_load_package(str(path), device_index=index)
+    package_log = logging.getLogger("torch._inductor.package.package")
+    level = package_log.level
+    package_log.setLevel(logging.ERROR)
+    try:
+        compiled = torch._inductor.aoti_load_package(str(path), device_index=index)
+    finally:
+        package_log.setLevel(level)
 
     def run(video: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

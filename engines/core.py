@@ -236,6 +236,8 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     validation_input = validation_input[:max_batch].to(device)
 
     t0 = time.perf_counter()
+    log.info("%s %s engine -> %s: exporting %s with torch.export", backend, precision, out,
+             type(model).__name__)
     typed_model, typed_example = cast_for_precision(model, example_input.to(device), precision)
     exported = export_model(typed_model, typed_example, max_batch)
     problems = graph_problems(exported)
@@ -246,6 +248,8 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     with torch.no_grad():
         num_classes = int(getattr(model, "num_classes", 0) or model(example_input[:1].to(device)).shape[-1])
     input_shape = [batch, *sample_shape]
+    log.info("compiling with %s for %s, batch 1-%d%s", backend, device, max_batch,
+             " (AOTInductor on a CPU: a minute or more)" if backend == "aoti" and device.type == "cpu" else "")
     mod.compile_and_save(exported, typed_example, precision=precision, batch=batch, max_batch=max_batch,
                          out_path=out, device=device)
     t_build = time.perf_counter() - t0
@@ -262,6 +266,8 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     info.update({k: v for k, v in meta.items() if k not in info})
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
+    log.info("validating the saved engine against the eager model on %d seeded inputs",
+             int(validation_input.shape[0]))
     runner = mod.load_runner(out, device, info)
     try:
         check = _validate(runner, model, validation_input, precision, device)
@@ -337,5 +343,13 @@ def load(path: str | Path, device: torch.device | str | None = None) -> Engine:
     reason = _backend_module(backend).precision_unsupported(meta["precision"], device)
     if reason:
         raise BackendUnavailable(f"{path}: {reason}")
-    runner = _backend_module(backend).load_runner(path, device, meta)
+    try:
+        runner = _backend_module(backend).load_runner(path, device, meta)
+    except FastvidError:
+        raise
+    except Exception as exc:  # a truncated or overwritten file fails deep in the backend's reader
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise EngineError(f"{path}: cannot load this {backend} engine, the file is damaged or not "
+                          f"an engine ({type(exc).__name__}: {first}); rebuild it with "
+                          f"`fastvid build-engine`") from exc
     return Engine(runner, meta, device)

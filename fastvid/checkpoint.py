@@ -67,8 +67,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a torch file?): "
-                              f"{type(exc).__name__}: {exc}") from exc
+        from fastvid.models.weights import torch_load_error
+
+        raise CheckpointError(torch_load_error(path, exc, "checkpoint")) from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj

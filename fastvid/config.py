@@ -283,6 +283,9 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
             raise ConfigError(f"config file not found: {path}")
         try:
             raw = yaml.safe_load(path.read_text())
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); -c takes a "
+                              f"YAML config such as configs/trn_bninception_jester.yaml") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         cfg = config_from_dict(raw or {}, source=str(path))

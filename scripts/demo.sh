@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The main job end to end on a synthetic dataset: synth -> train TRN -> eval -> engine -> bench -> report.
-# CPU: a few minutes on 2 cores. GPU (when torch sees one): the same commands run on it.
+# CPU: about 5 minutes on 2 idle cores (4.5 min measured), several times that when other jobs
+# share the cores; training takes most of it. GPU (when torch sees one): the same commands run on it.
 #   scripts/demo.sh [OUT_DIR]     (default demo_out)
 set -euo pipefail
 OUT=${1:-demo_out}
 CFG=${DEMO_CONFIG:-configs/demo_trn_synth.yaml}
 EPOCHS=${DEMO_EPOCHS:-}
 mkdir -p "$OUT"
-step() { printf '\n== %s\n' "$*"; }
+START=$SECONDS
+step() { printf '\n== [%ds] %s\n' "$((SECONDS - START))" "$*"; }
 
 step "1/6 synthetic Jester-layout dataset -> $OUT/data"
 if [[ ! -f "$OUT/data/train_videofolder.txt" ]]; then
@@ -15,8 +17,9 @@ if [[ ! -f "$OUT/data/train_videofolder.txt" ]]; then
 fi
 
 step "2/6 train TRN-BNInception ($CFG)"
+# A progress bar per epoch (batches, loss, videos/s) and one line per finished epoch.
 fastvid train -c "$CFG" --data-root "$OUT/data" --work-dir "$OUT/run" --resume auto \
-  ${EPOCHS:+--epochs "$EPOCHS"} --no-progress
+  ${EPOCHS:+--epochs "$EPOCHS"}
 
 step "3/6 evaluate best.pt"
 fastvid eval -c "$CFG" --data-root "$OUT/data" --checkpoint "$OUT/run/best.pt" \
@@ -41,7 +44,7 @@ step "5/6 bench at batch 1 (eager vs $BACKEND)"
 fastvid bench -c "$CFG" --checkpoint "$OUT/run/best.pt" --engine "$OUT/engine/trn.$EXT" \
   --batch 1 --backends "eager,$BACKEND" --iters 20 --out "$OUT/bench"
 
-step "6/6 report"
+step "6/6 report (this run; \`fastvid report $OUT/bench --all\` lists earlier runs too)"
 fastvid report "$OUT/bench"
 echo
-echo "done: $OUT/eval.json, $OUT/engine/, $OUT/bench/report.md"
+echo "done in $((SECONDS - START)) s: $OUT/eval.json, $OUT/engine/, $OUT/bench/report.md"

@@ -56,6 +56,9 @@ OUT_DIR="${OUT_DIR:-${OUT:-gpu_check_out}}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 LOG="$OUT_DIR/gpu_check.log"
+# One benchmark run id for every step, so that the report shows this check's records together
+# (and none from an earlier check into the same folder).
+export FASTVID_RUN_ID="${FASTVID_RUN_ID:-gpu-check-$(date -u +%Y%m%dT%H%M%SZ)-$$}"
 PY="${PYTHON:-$(command -v python || command -v python3)}"
 START=$(date +%s)
 : >"$LOG"

@@ -3,6 +3,7 @@ results file, the Markdown/PNG report and the CLI. Tiny models keep the AOTInduc
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ from bench.memory import PeakMemory
 
 INFERENCE_KEYS = {"kind", "backend", "precision", "batch", "model", "video_per_s", "latency_ms",
                   "peak_mem_mb", "peak_mem_method", "device", "device_type", "versions", "date",
-                  "ratio_to_eager", "status"}
+                  "ratio_to_eager", "status", "cv", "p90_over_p50", "load_avg", "cpus", "unstable",
+                  "unstable_reason"}
 
 
 class _Tiny2D(nn.Module):
@@ -68,6 +70,8 @@ def test_inference_records_have_the_schema_and_positive_numbers(inference_record
         assert rec["peak_mem_mb"] > 0 and "VmHWM" in rec["peak_mem_method"]
         assert rec["device_type"] == "cpu" and rec["versions"]["torch"] == torch.__version__
         assert rec["weights"] == "random"
+        assert rec["cv"] >= 0 and rec["p90_over_p50"] >= 1 and rec["unstable"] == bool(rec["unstable_reason"])
+        assert rec["load_avg"] is None or len(rec["load_avg"]) == 3
     assert by_backend["eager"]["ratio_to_eager"] == 1.0 and by_backend["eager"]["baseline"] is True
     assert by_backend["aoti"]["validation"]["passed"] and by_backend["onnx"]["build_s"] > 0
     trt = by_backend["trt"]
@@ -96,6 +100,8 @@ def test_train_bench_fp32_vs_bf16_and_channels_last(model_cls):
         assert r["kind"] == "train" and r["status"] == "ok", r.get("reason")
         assert r["videos_per_s"] > 0 and r["step_ms"]["p50"] > 0 and r["ratio_to_fp32"] > 0
         assert r["peak_mem_mb"] > 0 and r["peak_mem_method"] and "data_wait_share" in r
+        assert r["cv"] >= 0 and r["p90_over_p50"] >= 1 and isinstance(r["unstable"], bool)
+        assert r["unstable"] == bool(r["unstable_reason"])
     assert recs[0]["ratio_to_fp32"] == 1.0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "input model was trained"
 
@@ -205,24 +211,6 @@ def test_report_on_empty_dir_is_a_clear_error(tmp_path):
     assert result.exit_code == 1 and "no benchmark records" in result.output
 
 
-def test_cli_bench_then_report(tmp_path):
-    from fastvid.cli import cli
-
-    out = tmp_path / "rep"
-    result = CliRunner().invoke(cli, [
-        "bench", "-c", "configs/tpn_slowonly_r50_k400.yaml", "--set", "data.image_size=32",
-        "--set", "data.clip_len=2", "--set", "model.num_classes=3", "--device", "cpu",
-        "--backends", "eager,trt", "--batch", "1,2", "--iters", "2", "--warmup", "0", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    recs = read_records(out)
-    assert {(r["backend"], r["batch"]) for r in recs} == {("eager", 1), ("eager", 2), ("trt", 1), ("trt", 2)}
-    assert all(r["weights"].startswith("random") for r in recs)
-    assert all(r["video_per_s"] > 0 for r in recs if r["backend"] == "eager")
-    result = CliRunner().invoke(cli, ["report", str(out)])
-    assert result.exit_code == 0, result.output
-    assert (out / "report.md").is_file() and (out / "inference_throughput.png").is_file()
-
-
 def test_cli_bench_loader_needs_data_root():
     from fastvid.cli import cli
 
@@ -270,10 +258,11 @@ def test_device_memory_reader_uses_the_nvml_mapping(monkeypatch):
     assert read() == 4.0 and how.startswith("torch.cuda.mem_get_info")
 
 
-def test_gpu_check_driver_runs_its_sections_on_cpu(tmp_path):
+def test_gpu_check_driver_runs_its_sections_on_cpu(tmp_path, monkeypatch):
     """bench/gpu_check.py (what scripts/gpu_check.sh runs per model) with small CPU inputs."""
     from bench.gpu_check import main
 
+    monkeypatch.setenv("FASTVID_RUN_ID", "gpu-check-test")  # scripts/gpu_check.sh exports one per check
     out = tmp_path / "gpu"
     small = ["--device", "cpu", "--frames", "4", "--size", "64", "--warmup", "1", "--iters", "2"]
     assert main(["infer", "trn_bninception", str(out), *small, "--backends", "eager,trt",
@@ -296,6 +285,8 @@ def test_gpu_check_driver_runs_its_sections_on_cpu(tmp_path):
         ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)}
     assert all(r["status"] == "ok" and r["videos_per_s"] > 0 for r in train)
     assert all(r["source"] == "scripts/gpu_check.sh" for r in records)
+    assert {r["run_id"] for r in records} == {"gpu-check-test"}  # the three steps report as one run
+    assert render_report(out)["records"] == len(records)
 
 
 class _Tiny2D3D(nn.Module):
@@ -322,3 +313,123 @@ def test_train_bench_channels_last_with_2d_and_3d_convs():
     recs = bench_training(_Tiny2D3D(), (4, 3, 8, 8), 3, "cpu", batch=2,
                           variants=[("fp32", False), ("fp32", True)], warmup=1, iters=2)
     assert [r["status"] for r in recs] == ["ok", "ok"], [r.get("reason") for r in recs]
+
+
+# ------------------------------------------------------------------ dispersion, runs, report
+def test_stability_flags_dispersion_and_records_the_load():
+    from bench.records import stability
+
+    quiet = stability([10.0, 10.2, 9.9, 10.1, 10.0, 9.8, 10.1, 10.0, 10.2, 9.9])
+    assert not quiet["unstable"] and quiet["unstable_reason"] is None
+    assert quiet["cv"] < 0.02 and 1.0 <= quiet["p90_over_p50"] < 1.05
+    assert quiet["load_avg"] == [round(v, 2) for v in os.getloadavg()] and quiet["cpus"] >= 1
+    # A busy machine: most iterations fast, a third of them 3-5x slower (a figure to distrust).
+    busy = stability([10.0] * 7 + [30.0, 40.0, 50.0], load_avg=[3.5, 2.0, 1.0])
+    assert busy["unstable"] and busy["cv"] > 0.10 and busy["p90_over_p50"] > 2.0
+    assert "CV" in busy["unstable_reason"] and "p90 4.1x p50 > 2x" in busy["unstable_reason"]
+    assert "load average 3.5" in busy["unstable_reason"]
+    assert stability([12.0])["cv"] is None  # one sample has no spread
+
+
+def test_ratio_is_flagged_when_the_eager_baseline_moves(monkeypatch):
+    import bench.runner as runner_mod
+
+    runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (2, 3, 8, 8), "cpu", warmup=0, iters=4)
+    base = {"status": "ok", "batch": 1, "video_per_s": 100.0, "unstable": False}
+    other = {"status": "ok", "batch": 1, "video_per_s": 150.0, "ratio_to_eager": 1.5, "unstable": False}
+    # Re-timed at 50 video/s: the load changed while the batch was measured.
+    monkeypatch.setattr(runner_mod, "time_callable", lambda fn, x, dev, w, n: ([20.0] * n, n / 50.0))
+    runner._check_baseline(base, [base, other])
+    assert base["baseline_drift"] == -0.5 and base["video_per_s_after"] == 50.0
+    assert other["ratio_unstable"] and "went from 100 to 50 video/s" in other["ratio_unstable_reason"]
+    steady = {"status": "ok", "batch": 1, "video_per_s": 150.0, "ratio_to_eager": 1.5, "unstable": False}
+    monkeypatch.setattr(runner_mod, "time_callable", lambda fn, x, dev, w, n: ([10.0] * n, n / 102.0))
+    runner._check_baseline(dict(base), [dict(base), steady])
+    assert "ratio_unstable" not in steady
+
+
+def _table_rows(md: str, section: str) -> list[dict[str, str]]:
+    """The rows of a Markdown table under ``## section`` as {column: cell}."""
+    lines = md.split(f"## {section}", 1)[1].strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def _assert_plots_match_tables(result: dict) -> None:
+    md = result["markdown"].read_text()
+    table = sorted(r["video/s"] for r in _table_rows(md, "Inference") if r["status"].startswith("ok"))
+    drawn = result["plotted"]["inference_throughput.png"]
+    assert sorted(f"{v:,.1f}" for _, _, v in drawn) == table  # one bar per row, the row's value
+    bars = [(label, series) for label, series, _ in drawn]
+    assert len(bars) == len(set(bars)), "two rows share one bar"
+
+
+def test_cli_bench_twice_into_one_folder_keeps_both_runs_and_reports_the_latest(tmp_path, monkeypatch, caplog):
+    """`make demo` twice / two benches into one --out: results.json kept both, the report repeated
+    rows with identical labels, and the throughput plot showed only the first run's values."""
+    import logging
+
+    from fastvid.cli import cli
+
+    monkeypatch.delenv("FASTVID_RUN_ID", raising=False)
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "rep"
+    args = ["bench", "-c", "configs/tpn_slowonly_r50_k400.yaml", "--set", "data.image_size=32",
+            "--set", "data.clip_len=2", "--set", "model.num_classes=3", "--device", "cpu",
+            "--iters", "2", "--warmup", "0", "--out", str(out)]
+    for extra in (["--backends", "eager,trt", "--batch", "1,2"], ["--backends", "eager", "--batch", "1"]):
+        result = CliRunner().invoke(cli, args + extra)
+        assert result.exit_code == 0, result.output
+        assert "records of run" in result.output
+    records = read_records(out)
+    runs = list(dict.fromkeys(r["run_id"] for r in records))
+    assert len(records) == 5 and len(runs) == 2  # nothing lost, nothing merged
+    said = [r.getMessage() for r in caplog.records]  # what bench is doing, before each measurement
+    assert any(m.startswith("eager fp32 batch 2: measuring (0 warm-up + 2 timed") for m in said)
+    first = [r for r in records if r["run_id"] == runs[0]]
+    assert {(r["backend"], r["batch"]) for r in first} == {("eager", 1), ("eager", 2), ("trt", 1), ("trt", 2)}
+    assert all(r["weights"].startswith("random") for r in records)
+    assert all(r["video_per_s"] > 0 for r in records if r["backend"] == "eager")
+
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0 and f"run {runs[1]}" in result.output, result.output
+    assert (out / "report.md").is_file() and (out / "inference_throughput.png").is_file()
+    rendered = render_report(out)
+    md = rendered["markdown"].read_text()
+    rows = _table_rows(md, "Inference")
+    assert len(rows) == 1 and "run" not in rows[0] and f"Run `{runs[1]}`" in md and "1 earlier run" in md
+    latest = next(r for r in records if r["run_id"] == runs[1])
+    assert rows[0]["video/s"] == f"{latest['video_per_s']:,.1f}" and rows[0]["batch"] == "1"
+    _assert_plots_match_tables(rendered)
+
+    result = CliRunner().invoke(cli, ["report", str(out), "--all"])
+    assert result.exit_code == 0 and "2 runs" in result.output, result.output
+    rendered = render_report(out, all_runs=True)
+    rows = _table_rows(rendered["markdown"].read_text(), "Inference")
+    assert len(rows) == 5 and sorted(r["run"] for r in rows) == sorted([runs[0]] * 4 + [runs[1]])
+    _assert_plots_match_tables(rendered)
+    assert len(read_records(out)) == 5  # reporting changes nothing
+
+
+def test_report_marks_unstable_figures_and_ratios(tmp_path):
+    recs = _sample_records()
+    aoti = next(r for r in recs if r.get("backend") == "aoti" and r["batch"] == 1)
+    aoti.update(run_id="r1", cv=0.35, p90_over_p50=3.2, load_avg=[5.1, 4.0, 3.0], cpus=2, unstable=True,
+                unstable_reason="CV 35% > 10%; p90 3.2x p50 > 2x; load average 5.1 on 2 CPUs",
+                ratio_unstable=True, ratio_unstable_reason="unstable: CV 35% > 10%")
+    for r in recs:
+        r.setdefault("run_id", "r1")
+    (tmp_path / "results.json").write_text(json.dumps(recs))
+    md = render_report(tmp_path)["markdown"].read_text()
+    row = next(r for r in _table_rows(md, "Inference") if r["backend"] == "aoti" and r["batch"] == "1")
+    assert row["status"].startswith("ok, **unstable** [") and row["CV %"] == "35.0" and row["load"] == "5.1"
+    assert row["p90/p50"] == "3.20" and row["× eager fp32"].startswith("2.00 [")
+    assert "unstable: CV 35% > 10%; p90 3.2x p50 > 2x; load average 5.1 on 2 CPUs" in md
+    assert "**Unstable: 1 of" in md and "and 1 ratios" in md
+    stable = next(r for r in _table_rows(md, "Inference") if r["backend"] == "eager" and r["batch"] == "1")
+    assert stable["status"] == "ok" and stable["p90/p50"] == "1.10"  # from the recorded percentiles

@@ -213,6 +213,18 @@ def test_failed_validation_removes_the_artifact(tmp_path, monkeypatch):
         engines.load(artifact)
 
 
+def test_build_engine_says_what_it_is_doing(tmp_path, caplog):
+    # build-engine was silent for 40 s (AOTInductor on a CPU): each stage is logged as it starts.
+    import logging
+
+    caplog.set_level(logging.INFO, logger="engines.core")
+    engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "onnx", out_path=tmp_path / "tiny")
+    stages = [r.getMessage() for r in caplog.records if r.name == "engines.core"]
+    expected = ("exporting _Tiny", "compiling with onnx", "validating the saved engine", "built ")
+    at = [next(i for i, m in enumerate(stages) if want in m) for want in expected]
+    assert at == sorted(at), stages
+
+
 def test_fp16_on_cpu_and_missing_trt_are_clear_errors(tmp_path):
     with pytest.raises(BackendUnavailable, match="CUDA"):
         engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "aoti", "fp16",

@@ -10,6 +10,17 @@ from fastvid.version import __version__
 __all__ = ["main", "cli"]
 
 
+class _DropNoCudaRuntime(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." warning.
+
+    torch.utils.cpp_extension logs it on import whenever a CUDA toolkit is installed but no GPU is
+    visible; the engine commands import it on CPU too, where it says nothing about the run.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fastvid")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -17,6 +28,9 @@ def cli(verbose: bool) -> None:
     """Train, evaluate, export and benchmark TRN/TPN video action recognition."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cpp_ext = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _DropNoCudaRuntime) for f in cpp_ext.filters):
+        cpp_ext.addFilter(_DropNoCudaRuntime())
 
 
 # Each module adds its commands to ``cli`` (imported after ``cli`` exists).

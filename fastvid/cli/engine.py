@@ -95,6 +95,7 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
                                  param_hint="--batch")
     # Fail on a missing backend before spending time loading the checkpoint.
     engines.check_supported(backend, precision, dev)
+    log.info("loading %s into %s", checkpoint, cfg.model_name)
     model, meta = _model_for(cfg, checkpoint, dev)
     if out is None:
         ckpt = Path(checkpoint)
@@ -146,13 +147,20 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="reports/bench", show_default=True,
               help="Folder; records are appended to OUT/results.json (a JSON list). Render with "
                    "`fastvid report OUT`.")
+@click.option("--run-id", default=None, envvar="FASTVID_RUN_ID", show_envvar=True,
+              help="Id stored in every record of this call (default: UTC time + random); give several "
+                   "calls the same id to report them as one run.")
 @friendly_errors
 def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpoint: Optional[str],
               engine_paths: tuple[str, ...], batch_text: str, backends: Optional[str], precision_text: str,
               loader_text: str, data_root: Optional[str], loader_batches: int, train_bench: bool,
-              train_batch: Optional[int], iters: int, warmup: int, out_dir: str) -> None:
-    """Benchmark inference backends, training throughput and data loaders; write JSON records."""
-    from bench.records import append_records
+              train_batch: Optional[int], iters: int, warmup: int, out_dir: str, run_id: Optional[str]) -> None:
+    """Benchmark inference backends, training throughput and data loaders; write JSON records.
+
+    Every record gets the run's id and, for timed figures, their dispersion (CV, p90/p50) and the
+    load average; a figure with CV > 10% or p90 > 2x p50 is flagged unstable.
+    """
+    from bench.records import append_records, new_run_id
 
     cfg = load_cli_config(config_path, overrides)
     dev = resolve_device(device)
@@ -168,7 +176,9 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
     if loaders and not data_root:
         raise click.UsageError("--loader needs --data-root ROOT")
     records: list[dict[str, Any]] = []
-    common = {"config": config_path, "config_model": cfg.model_name}
+    run_id = run_id or new_run_id()
+    common = {"config": config_path, "config_model": cfg.model_name, "run_id": run_id}
+    log.info("bench run %s -> %s", run_id, Path(out_dir) / "results.json")
 
     if backend_list or engine_paths or train_bench:
         records += _bench_models(cfg, dev, checkpoint, engine_paths, batches, backend_list, precisions,
@@ -181,7 +191,12 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
     path = append_records(out_dir, records)
     for r in records:
         click.echo(_summary_line(r))
-    click.echo(f"{len(records)} records appended to {path}; render with `fastvid report {out_dir}`")
+    unstable = sum(bool(r.get("unstable")) for r in records)
+    if unstable:
+        click.echo(f"{unstable} of {len(records)} figures are unstable (CV > 10% or p90 > 2x p50): the "
+                   f"machine was busy; measure again on a quiet machine before quoting them")
+    click.echo(f"{len(records)} records of run {run_id} appended to {path}; render with "
+               f"`fastvid report {out_dir}`")
 
 
 def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: tuple[str, ...],
@@ -190,13 +205,20 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
                   common: dict[str, Any]) -> list[dict[str, Any]]:
     import engines
     from bench.runner import InferenceBenchmarkRunner
+    from engines.compat import check_engine_fits, expected_from_config
     model, meta = _model_for(cfg, checkpoint, dev)
     sample = cfg.input_shape(1)[1:]
     spec = cfg.input_spec
     extra = dict(common, weights=meta["weights"])
     prebuilt: dict[str, list[Path]] = {}
+    # A prebuilt engine is compared with the eager model of this config (and checkpoint): it
+    # must be the same model on the same input, or the ratio means nothing.
+    expected = expected_from_config(
+        cfg, (meta["num_classes"], "the checkpoint") if checkpoint else None,
+        (meta.get("classes"), "the checkpoint") if checkpoint else None)
     for p in engine_paths:
         path, info = engines.read_meta(p)
+        check_engine_fits(info, expected, path)
         prebuilt.setdefault(info["backend"], []).append(path)
         if info["backend"] not in backend_list:
             backend_list.append(info["backend"])
@@ -251,16 +273,19 @@ def _summary_line(r: dict[str, Any]) -> str:
     if r.get("status", "ok") != "ok":
         what = r.get("backend") or f"{r.get('precision')} channels_last={r.get('channels_last')}"
         return f"  {kind:9s} {what} {r.get('precision', '')}: {r.get('status')} ({r.get('reason')})"
+    flag = f" UNSTABLE ({r['unstable_reason']})" if r.get("unstable") else ""
     if kind == "inference":
         lat = r["latency_ms"]
         ratio = f", x{r['ratio_to_eager']:.2f} eager" if r.get("ratio_to_eager") else ""
+        if ratio and r.get("ratio_unstable"):
+            ratio += f" (unreliable: {r.get('ratio_unstable_reason')})"
         return (f"  inference {r['backend']:8s} {r['precision']} batch {r['batch']}: {r['video_per_s']:.1f} video/s, "
                 f"p50/p90/p99 {lat['p50']:.1f}/{lat['p90']:.1f}/{lat['p99']:.1f} ms, "
-                f"peak {r.get('peak_mem_mb')} MB{ratio}")
+                f"peak {r.get('peak_mem_mb')} MB{ratio}{flag}")
     if kind == "train":
         cl = "channels_last" if r["channels_last"] else "channels_first"
         return (f"  train     {r['precision']} {cl}: {r['videos_per_s']:.1f} videos/s, "
-                f"step {r['step_ms']['p50']:.1f} ms")
+                f"step {r['step_ms']['p50']:.1f} ms{flag}")
     return f"  {kind} {r.get('backend', '')}: {r.get('videos_per_s')} videos/s"
 
 
@@ -268,12 +293,18 @@ def _summary_line(r: dict[str, Any]) -> str:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where to write report.md and the PNGs (default: DIRECTORY).")
+@click.option("--all", "all_runs", is_flag=True,
+              help="Every run in results.json, with a run column (default: the latest run only).")
 @friendly_errors
-def report_cmd(directory: str, out_dir: Optional[str]) -> None:
-    """Render DIRECTORY/results.json as report.md (Markdown tables) and PNG plots."""
+def report_cmd(directory: str, out_dir: Optional[str], all_runs: bool) -> None:
+    """Render DIRECTORY/results.json as report.md (Markdown tables) and PNG plots.
+
+    Shows the latest 'fastvid bench' run unless --all; tables and plots show the same rows.
+    """
     from bench.report import render_report
 
-    result = render_report(directory, out_dir)
-    click.echo(f"report: {result['markdown']} ({result['records']} records)")
+    result = render_report(directory, out_dir, all_runs=all_runs)
+    which = f"{result['runs']} runs" if all_runs else f"run {result['run_id'] or 'without run id'}"
+    click.echo(f"report: {result['markdown']} ({result['records']} records, {which})")
     for p in result["plots"]:
         click.echo(f"  plot: {p}")

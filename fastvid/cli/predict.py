@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,8 @@ from fastvid.cli import cli
 from fastvid.cli.common import config_options, friendly_errors, load_cli_config
 from fastvid.loaders import loader_names
 
+log = logging.getLogger("fastvid.cli.predict")
+
 
 @cli.command("predict")
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
@@ -19,19 +22,22 @@ from fastvid.loaders import loader_names
               help="fastvid, TRN-pytorch or mmaction2 checkpoint.")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
               help="An engine from 'fastvid build-engine'.")
-@click.option("--topk", type=int, default=5, show_default=True, help="Classes listed per prediction.")
+@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Classes listed per prediction.")
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="categories.txt (default: the class names saved in the checkpoint).")
 @click.option("--window", default=None, metavar="N|Ns",
               help="Sliding window length in frames (48) or seconds (4s); default: the whole input.")
 @click.option("--stride", default=None, metavar="M|Ms",
               help="Step between windows in frames or seconds (default: half the window).")
-@click.option("--fps", type=float, default=None,
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Frame rate of a frame folder (default 12, Jester's), or to override a video's.")
-@click.option("--clips", type=int, default=None, help="Test clips per window (default: data.test_clips).")
+@click.option("--clips", type=click.IntRange(min=1), default=None,
+              help="Test clips per window (default: data.test_clips).")
 @click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None,
               help="Test crops (default: data.test_crops).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Windows per forward pass.")
 @click.option("--loader", type=click.Choice(loader_names()), default="auto",
               show_default=True,
               help="Decoder for short inputs: auto is DALI (NVDEC/nvJPEG) on a GPU, else torch (PyAV: any codec).")
@@ -49,7 +55,7 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
     from fastvid.checkpoint import load_model_for_inference
     from fastvid.cli.common import resolve_device
     from fastvid.data.lists import read_categories
-    from fastvid.loaders import resolve_loader_name
+    from fastvid.loaders import dali_available
     from fastvid.predict import detect_input, predict_input
 
     if (checkpoint is None) == (engine_path is None):
@@ -57,14 +63,21 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
     cfg = load_cli_config(config_path, overrides)
     dev = resolve_device(device)
     if loader == "auto":
-        loader = "dali" if resolve_loader_name("auto", dev) == "dali" else "torch"
+        # Not resolve_loader_name: it would pick (and log) DALI-on-CPU, which predict does not use.
+        loader = "dali" if dev.type == "cuda" and dali_available() else "torch"
+        log.debug("loader auto -> %s for inputs predicted whole", loader)
     max_batch = None
     if checkpoint:
         model, meta = load_model_for_inference(cfg, checkpoint, dev)
         num_classes, classes, name = meta["num_classes"], meta["classes"], meta.get("model_name")
     else:
         import engines
+        from engines.compat import check_engine_fits, expected_from_config
 
+        names = read_categories(labels) if labels else None
+        check_engine_fits(engines.read_meta(engine_path)[1],
+                          expected_from_config(cfg, (len(names) if names else None, labels or ""),
+                                               (names, labels or "")), engine_path)
         model = engines.load(engine_path, dev)
         num_classes = int(model.meta["num_classes"])
         classes = model.meta.get("classes")

@@ -26,8 +26,9 @@ log = logging.getLogger("fastvid")
 @click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), default="bf16", show_default=True,
               help="AMP dtype; fp16 uses a GradScaler and needs CUDA.")
 @loader_option
-@click.option("--epochs", type=int, default=None, help="Override train.epochs.")
-@click.option("--batch-size", type=int, default=None, help="Override train.batch_size (per process).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override train.epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Override train.batch_size (per process).")
 @click.option("--resume", default=None, metavar="auto|PATH",
               help="Continue a run: 'auto' takes WORK_DIR/last.pt when it exists.")
 @click.option("--pretrained", type=click.Path(dir_okay=False), default=None,
@@ -46,7 +47,7 @@ log = logging.getLogger("fastvid")
               help="Use apex.optimizers.FusedSGD (apex must be installed from source).")
 @click.option("--tensorboard/--no-tensorboard", default=False, show_default=True,
               help="Also log scalars to WORK_DIR/tb (needs the tensorboard package).")
-@click.option("--max-steps-per-epoch", type=int, default=None,
+@click.option("--max-steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Cap the steps of each epoch (smoke tests, benchmarks).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @friendly_errors
@@ -57,6 +58,9 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
               apex: bool, tensorboard: bool, max_steps_per_epoch: Optional[int],
               progress: bool) -> None:
     """Train a model. Multi-GPU: torchrun --nproc_per_node N -m fastvid train ..."""
+    import torch
+
+    from fastvid.loaders import resolve_loader_name
     from fastvid.training import TrainOptions, train
 
     extra = list(overrides)
@@ -67,6 +71,10 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
     cfg = load_cli_config(config_path, tuple(extra))
     if work_dir is None:
         work_dir = str(Path("work_dirs") / Path(config_path).stem)
+    if loader == "auto":
+        # Resolved (and logged) once here: the train and val loaders would each log it again.
+        cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        loader = resolve_loader_name("auto", torch.device("cuda" if cuda else "cpu"))
     opts = TrainOptions(data_root=Path(data_root), work_dir=Path(work_dir), loader=loader,
                         device=device, amp=amp, amp_dtype=amp_dtype, resume=resume,
                         pretrained=pretrained or cfg.model.pretrained, compile=compile_,
@@ -87,15 +95,18 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
               help="fastvid, TRN-pytorch or mmaction2 checkpoint.")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
               help="An engine from 'fastvid build-engine' (.pt2, .onnx, .ep).")
-@click.option("--clips", type=int, default=None, help="Test clips per video (default: data.test_clips).")
+@click.option("--clips", type=click.IntRange(min=1), default=None,
+              help="Test clips per video (default: data.test_clips).")
 @click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None,
               help="Test crops per clip (default: data.test_crops).")
 @loader_option
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True,
               help="Which list to evaluate.")
-@click.option("--batch-size", type=int, default=None, help="Videos per batch (default: train.batch_size).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Videos per batch (default: train.batch_size).")
 @click.option("--amp/--no-amp", default=False, show_default=True, help="Evaluate under autocast.")
-@click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), default="bf16", show_default=True)
+@click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), default="bf16", show_default=True,
+              help="Autocast dtype with --amp; fp16 needs CUDA.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results JSON here.")
 @click.option("--save-scores", type=click.Path(dir_okay=False), default=None,
               help="Write per-video scores (float32 .npy, list order) here.")
@@ -106,7 +117,7 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
              amp_dtype: str, out: Optional[str], save_scores: Optional[str]) -> None:
     """Evaluate a checkpoint or an engine: top-1, top-5, mean class accuracy.
 
-    Under torchrun (e.g. ``torchrun --nproc_per_node 8 -m fastvid eval ...``) every process
+    Under torchrun (e.g. 'torchrun --nproc_per_node 8 -m fastvid eval ...') every process
     scores its share of the videos and rank 0 reports the gathered result, the same as one
     process would.
     """
@@ -135,7 +146,14 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
             num_classes = meta["num_classes"]
         else:
             import engines
+            from engines.compat import check_engine_fits, expected_from_config
 
+            # Refused before running: a same-shaped engine for another model or normalisation
+            # would run and report a wrong accuracy.
+            cats = str(dataset.root / "categories.txt")
+            check_engine_fits(engines.read_meta(engine_path)[1],
+                              expected_from_config(cfg, (dataset.num_classes, cats),
+                                                   (dataset.categories, cats)), engine_path)
             model = engines.load(engine_path, dev)
             meta = model.meta
             num_classes = int(meta["num_classes"])

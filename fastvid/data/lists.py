@@ -35,6 +35,13 @@ def _check_label(label: int, num_classes: Optional[int], where: str) -> None:
         raise ListError(f"{where}: class index {label} out of range{limit}")
 
 
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except UnicodeDecodeError as exc:
+        raise ListError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
+
+
 def parse_frame_list(list_file: str | Path, frames_root: str | Path,
                      num_classes: Optional[int] = None, check_frames: bool = False,
                      frame_tmpl: str = "{:05d}.jpg") -> list[VideoRecord]:
@@ -47,7 +54,7 @@ def parse_frame_list(list_file: str | Path, frames_root: str | Path,
     if not list_file.is_file():
         raise ListError(f"list file not found: {list_file}")
     records = []
-    for lineno, raw in enumerate(list_file.read_text().splitlines(), 1):
+    for lineno, raw in enumerate(_read_lines(list_file), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -85,7 +92,7 @@ def parse_video_list(list_file: str | Path, videos_root: str | Path,
     if not list_file.is_file():
         raise ListError(f"list file not found: {list_file}")
     records = []
-    for lineno, raw in enumerate(list_file.read_text().splitlines(), 1):
+    for lineno, raw in enumerate(_read_lines(list_file), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -112,7 +119,7 @@ def read_categories(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ListError(f"categories file not found: {path}")
-    lines = path.read_text().splitlines()
+    lines = _read_lines(path)
     while lines and not lines[-1].strip():
         lines.pop()
     for lineno, line in enumerate(lines, 1):

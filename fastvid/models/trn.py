@@ -373,7 +373,9 @@ TRN = TSN
                 std=BNInception.input_std, crop_size=224, num_frames=8,
                 # multi-scale and single-scale relation heads end in the classifier; with avg
                 # consensus new_fc is it (with a relation head it is the feature projection).
-                classifier=("consensus.fc_fusion_scales.0.3", "consensus.classifier.3", "new_fc"),
+                # TRN-pytorch with dropout 0 and avg consensus replaced base_model.fc instead.
+                classifier=("consensus.fc_fusion_scales.0.3", "consensus.classifier.3", "new_fc",
+                            "base_model.fc"),
                 config_keys=("num_segments", "consensus", "img_feature_dim", "dropout",
                              "subsample_num", "partial_bn"))
 def trn_bninception(num_classes: int, num_segments: int = 8, consensus: str = "trn_multiscale",

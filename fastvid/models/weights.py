@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,9 +12,36 @@ import torch.nn as nn
 
 from fastvid.errors import WeightsError
 
-__all__ = ["WeightsError", "load_weights", "load_pretrained", "read_state_dict", "check_and_load"]
+__all__ = ["WeightsError", "load_weights", "load_pretrained", "read_state_dict", "check_and_load",
+           "torch_load_error"]
+
 
 log = logging.getLogger(__name__)
+
+
+def torch_load_error(path: Path, exc: BaseException, what: str = "weights file") -> str:
+    """One line saying why ``torch.load(path, weights_only=True)`` failed, and what to do.
+
+    torch's own message for a weights-only failure advises re-running with
+    ``weights_only=False``, even for random bytes; for a file of unknown origin that means
+    running whatever code its pickle names, so it is not passed on.
+    """
+    text = str(exc)
+    unsafe = re.search(r"GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return (f"{what} {path} holds Python objects besides tensors ({unsafe.group(1)}), which "
+                f"fastvid does not unpickle: that could run code from the file. If you trust its "
+                f"source, save just its tensors (its state dict) with torch.save and pass that file")
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if detail:
+        reason = detail.group(1).strip()
+    elif isinstance(exc, EOFError) or (path.is_file() and path.stat().st_size == 0):
+        reason = "the file ends early" if path.stat().st_size else "the file is empty"
+    else:
+        # torch's zip reader appends a paragraph of advice: keep its first sentence.
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        reason = f"{type(exc).__name__}: {first.split('. ')[0][:160]}" if first else type(exc).__name__
+    return f"cannot read {what} {path}: not a PyTorch file, or truncated ({reason})"
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -29,7 +57,7 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, pickle of arbitrary objects, ...
-            raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from exc
+            raise WeightsError(torch_load_error(path, exc)) from exc
         where = str(path)
     else:
         obj, where = source, "<state dict>"
