@@ -63,7 +63,10 @@ def load_runner(path: Path, device: torch.device, meta: dict[str, Any]) -> Calla
     import torch._inductor
 
     index = device.index if device.type == "cuda" and device.index is not None else -1
-    compiled = torch._inductor.aoti_load_package(str(path), device_index=index)
+    # The default runner guards its model instances with host-side waits on CUDA events, which a
+    # CUDA graph capture forbids; single-threaded mode skips them (PyTorch's advice for graphs).
+    compiled = torch._inductor.aoti_load_package(str(path), device_index=index,
+                                                 run_single_threaded=bool(meta.get("cuda_graph")))
 
     def run(video: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
