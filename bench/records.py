@@ -10,6 +10,8 @@ collect in one place for ``fastvid report``. Record kinds:
   ``reason``.
 * ``train``: ``videos_per_s``, ``step_ms`` ``{p50, mean}``, ``precision``, ``channels_last``,
   ``data_wait_share`` (None on synthetic tensors), ``ratio_to_fp32``.
+* measured ``inference`` and ``train`` records: ``gflop_per_video``, ``flop_basis``, ``tflops``,
+  ``peak_tflops``, ``peak_basis``, ``pct_of_peak`` (:mod:`bench.flops`; None off the GPU table).
 * ``loader``: written by :func:`bench.loader.bench_loaders` (``videos_per_s``, ``frames_per_s``,
   ``backend``, ``workers``), stamped here with device/versions/date when missing.
 

@@ -65,9 +65,37 @@ def _mem_cell(record: dict[str, Any], notes: _Footnotes) -> str:
     return mem
 
 
+_FLOP_HEADER = ["TFLOP/s", "% peak"]
+
+
+def _flop_cells(record: dict[str, Any], notes: _Footnotes) -> list[str]:
+    """Achieved TFLOP/s and % of the dense peak, the peak used as a footnote (n/a: why none)."""
+    tflops = record.get("tflops")
+    if tflops is None:
+        return ["–", "–"]
+    pct = record.get("pct_of_peak")
+    cell = "n/a" if pct is None else f"{pct:.3g}"
+    return [f"{tflops:.3g}", f"{cell} {notes.ref(record.get('peak_basis'))}".strip()]
+
+
+def _flop_lines(records: list[dict[str, Any]]) -> list[str]:
+    """A line with each model's GFLOP per video and how TFLOP/s was counted."""
+    per_model: dict[tuple[str, tuple[Any, ...]], float] = {}
+    basis: set[str] = set()
+    for r in records:
+        if r.get("gflop_per_video") is not None:
+            per_model[(str(r.get("model")), tuple((r.get("input_shape") or [None])[1:]))] = r["gflop_per_video"]
+            basis.add(str(r.get("flop_basis")))
+    if not per_model:
+        return []
+    models = ", ".join(f"{model} {shape} {gflop:.4g}" for (model, shape), gflop in per_model.items())
+    return [f"GFLOP per video: {models} ({'; '.join(sorted(basis))}). TFLOP/s = videos/s x "
+            f"those FLOPs / 1000; % peak: of the dense peak named in the footnote.", ""]
+
+
 def _inference_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
     header = ["model", "device", "backend", "precision", "batch", "video/s", "p50 ms", "p90 ms", "p99 ms",
-              "peak mem MB", "× eager fp32", "status"]
+              *_FLOP_HEADER, "peak mem MB", "× eager fp32", "status"]
     rows = []
     for r in records:
         lat = r.get("latency_ms") or {}
@@ -75,14 +103,14 @@ def _inference_section(records: list[dict[str, Any]], notes: _Footnotes) -> list
         mem = _mem_cell(r, notes)
         rows.append([_fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")),
                      _fmt(r.get("precision")), _fmt(r.get("batch")), _fmt(r.get("video_per_s")),
-                     _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2), mem,
-                     _fmt(r.get("ratio_to_eager"), 2), status])
-    return ["## Inference", "", *_table(header, rows), ""]
+                     _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2),
+                     *_flop_cells(r, notes), mem, _fmt(r.get("ratio_to_eager"), 2), status])
+    return ["## Inference", "", *_flop_lines(records), *_table(header, rows), ""]
 
 
 def _train_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
     header = ["model", "device", "precision", "channels_last", "batch", "videos/s", "step p50 ms",
-              "step mean ms", "peak mem MB", "× fp32", "status"]
+              "step mean ms", *_FLOP_HEADER, "peak mem MB", "× fp32", "status"]
     rows = []
     for r in records:
         step = r.get("step_ms") or {}
@@ -90,9 +118,9 @@ def _train_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str
         mem = _mem_cell(r, notes)
         rows.append([_fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("precision")),
                      _fmt(r.get("channels_last")), _fmt(r.get("batch")), _fmt(r.get("videos_per_s")),
-                     _fmt(step.get("p50")), _fmt(step.get("mean")), mem, _fmt(r.get("ratio_to_fp32"), 2),
-                     status])
-    return ["## Training throughput (synthetic batches)", "", *_table(header, rows), ""]
+                     _fmt(step.get("p50")), _fmt(step.get("mean")), *_flop_cells(r, notes), mem,
+                     _fmt(r.get("ratio_to_fp32"), 2), status])
+    return ["## Training throughput (synthetic batches)", "", *_flop_lines(records), *_table(header, rows), ""]
 
 
 _LOADER_KEYS = ("backend", "device", "workers", "batch_size", "image_size", "videos_per_s", "frames_per_s",

@@ -24,6 +24,7 @@ from fastvid.errors import BackendUnavailable
 from fastvid.models import input_layout
 from fastvid.precision import DTYPES
 
+from .flops import annotate_record
 from .memory import PeakMemory
 from .records import percentiles, stamp
 
@@ -270,6 +271,7 @@ class InferenceBenchmarkRunner:
                    timing_method=("CUDA events per iteration, synchronised" if self.device.type == "cuda"
                                   else "time.perf_counter per iteration (CPU, synchronous)"))
         rec.update(mem.result())
+        annotate_record(rec, self.model, self.sample_shape, training=False)
         log.info("%s %s batch %d: %.1f video/s, p50 %.2f ms", backend, precision, batch,
                  rec["video_per_s"], rec["latency_ms"]["p50"])
         return rec

@@ -22,6 +22,7 @@ from fastvid.models import input_layout, to_channels_last
 from fastvid.precision import resolve_precision
 from fastvid.training import TrainStep, build_optimizer
 
+from .flops import annotate_record
 from .memory import PeakMemory
 from .records import percentiles, stamp
 
@@ -77,6 +78,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
     records: list[dict[str, Any]] = []
 
     def done(rec: dict[str, Any]) -> None:
+        annotate_record(rec, model, sample_shape, training=True)
         records.append(rec)
         base = _baseline(records)
         if base and rec.get("status") == "ok":

@@ -246,6 +246,14 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loade
     return out
 
 
+def _flop_text(r: dict[str, Any]) -> str:
+    """``, 46.1 TFLOP/s = 4.7% of peak`` (``n/a`` off the peak table); empty without FLOPs."""
+    if r.get("tflops") is None:
+        return ""
+    pct = "n/a" if r.get("pct_of_peak") is None else f"{r['pct_of_peak']:.3g}%"
+    return f", {r['tflops']:.3g} TFLOP/s = {pct} of peak"
+
+
 def _summary_line(r: dict[str, Any]) -> str:
     kind = r.get("kind")
     if r.get("status", "ok") != "ok":
@@ -256,11 +264,11 @@ def _summary_line(r: dict[str, Any]) -> str:
         ratio = f", x{r['ratio_to_eager']:.2f} eager" if r.get("ratio_to_eager") else ""
         return (f"  inference {r['backend']:8s} {r['precision']} batch {r['batch']}: {r['video_per_s']:.1f} video/s, "
                 f"p50/p90/p99 {lat['p50']:.1f}/{lat['p90']:.1f}/{lat['p99']:.1f} ms, "
-                f"peak {r.get('peak_mem_mb')} MB{ratio}")
+                f"peak {r.get('peak_mem_mb')} MB{ratio}{_flop_text(r)}")
     if kind == "train":
         cl = "channels_last" if r["channels_last"] else "channels_first"
         return (f"  train     {r['precision']} {cl}: {r['videos_per_s']:.1f} videos/s, "
-                f"step {r['step_ms']['p50']:.1f} ms")
+                f"step {r['step_ms']['p50']:.1f} ms{_flop_text(r)}")
     return f"  {kind} {r.get('backend', '')}: {r.get('videos_per_s')} videos/s"
 
 
