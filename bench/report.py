@@ -65,6 +65,14 @@ def _mem_cell(record: dict[str, Any], notes: _Footnotes) -> str:
     return mem
 
 
+def _mode_cell(record: dict[str, Any]) -> str:
+    """How an inference record's calls reached the GPU, and its memory format."""
+    mode = record.get("mode")
+    if mode is None:  # written before records had a mode
+        return "–"
+    return mode + (", channels_last" if record.get("channels_last") else "")
+
+
 _FLOP_HEADER = ["TFLOP/s", "% peak"]
 
 
@@ -94,14 +102,14 @@ def _flop_lines(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _inference_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
-    header = ["model", "device", "backend", "precision", "batch", "video/s", "p50 ms", "p90 ms", "p99 ms",
-              *_FLOP_HEADER, "peak mem MB", "× eager fp32", "status"]
+    header = ["model", "device", "backend", "mode", "precision", "batch", "video/s", "p50 ms", "p90 ms",
+              "p99 ms", *_FLOP_HEADER, "peak mem MB", "× eager fp32", "status"]
     rows = []
     for r in records:
         lat = r.get("latency_ms") or {}
         status = _status(r, notes)
         mem = _mem_cell(r, notes)
-        rows.append([_fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")),
+        rows.append([_fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")), _mode_cell(r),
                      _fmt(r.get("precision")), _fmt(r.get("batch")), _fmt(r.get("video_per_s")),
                      _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2),
                      *_flop_cells(r, notes), mem, _fmt(r.get("ratio_to_eager"), 2), status])

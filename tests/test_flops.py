@@ -124,13 +124,14 @@ def _gpu_like_records() -> list[dict]:
     return recs
 
 
-def test_report_shows_tflops_and_percent_of_peak(tmp_path):
+def test_report_shows_mode_tflops_and_percent_of_peak(tmp_path):
     from bench import render_report
 
     (tmp_path / "results.json").write_text(json.dumps(_gpu_like_records()))
     md = render_report(tmp_path)["markdown"].read_text()
     inference = md.split("## Inference")[1].split("##")[0]
-    assert "| TFLOP/s | % peak |" in inference
+    assert "| mode |" in inference and "| TFLOP/s | % peak |" in inference
+    assert "| eager+cudagraph | cudagraph, channels_last | fp16 | 1 |" in inference
     # 900 video/s x 32.5 GFLOP = 29.25 TFLOP/s = 2.96% of the H200's 989.5 dense fp16
     assert "| 29.2 | 2.96 [" in inference and "| 3.58 | 0.723 [" in inference  # fp32: TF32's 494.5
     assert "| 0.065 | n/a [" in inference  # the CPU row

@@ -123,9 +123,11 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
 @click.option("--batch", "batch_text", default="1", show_default=True,
               help="Inference batch size(s), comma separated, e.g. 1,16.")
 @click.option("--backends", default=None,
-              help="Comma list of eager,compile,aoti,onnx,trt (default: all, or none when only "
-                   "--train/--loader is asked for; 'none' skips inference). Unavailable ones are "
-                   "recorded as skipped with the reason.")
+              help=f"Comma list of {','.join(BENCH_BACKENDS)} (default: all, or none when only "
+                   "--train/--loader is asked for; 'none' skips inference). '+cudagraph': each call "
+                   "replays a CUDA graph (compile+cudagraph: torch.compile mode='reduce-overhead'; "
+                   "the others an explicit capture; CUDA only). Unavailable ones are recorded as "
+                   "skipped with the reason.")
 @click.option("--precision", "precision_text", default="fp32", show_default=True,
               help="Inference precision(s), comma list of fp32,fp16,bf16.")
 @click.option("--loader", "loader_text", default="none", show_default=True,
@@ -262,7 +264,9 @@ def _summary_line(r: dict[str, Any]) -> str:
     if kind == "inference":
         lat = r["latency_ms"]
         ratio = f", x{r['ratio_to_eager']:.2f} eager" if r.get("ratio_to_eager") else ""
-        return (f"  inference {r['backend']:8s} {r['precision']} batch {r['batch']}: {r['video_per_s']:.1f} video/s, "
+        cl = ", channels_last" if r.get("channels_last") else ""
+        return (f"  inference {r['backend']:8s} {r['precision']} batch {r['batch']} (mode {r.get('mode')}{cl}): "
+                f"{r['video_per_s']:.1f} video/s, "
                 f"p50/p90/p99 {lat['p50']:.1f}/{lat['p90']:.1f}/{lat['p99']:.1f} ms, "
                 f"peak {r.get('peak_mem_mb')} MB{ratio}{_flop_text(r)}")
     if kind == "train":
