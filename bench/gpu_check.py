@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVa
 import torch
 
 from bench.records import append_records, new_run_id, read_records, stamp
-from bench.runner import InferenceBenchmarkRunner, Variant, inference_plan
+from bench.runner import InferenceBenchmarkRunner, Variant, inference_plan, split_backend
 from bench.train import bench_training
 from fastvid.models import get_model_spec
 
@@ -63,10 +63,15 @@ MODELS: dict[str, tuple[dict[str, Any], int]] = {
 # Seconds a variant of each kind is expected to take before any of its kind was measured in
 # this call, from the 2026-11-30 H200 run: a training variant ~16 s (cudnn.benchmark tunes every
 # new dtype/layout), AOTInductor's CUDA compile > 110 s, DALI pipelines 11-14 s to start.
-# compile / onnx / trt were not timed there: rough guesses, only used to decide what to start.
-PRIOR_S: dict[str, float] = {"train": 15.0, "train-compile": 120.0, "eager": 5.0, "compile": 45.0, "aoti": 150.0,
-                             "onnx": 30.0, "trt": 150.0, "torch": 5.0, "dali": 15.0,
-                             "dali-cpu": 15.0}
+# compile / onnx / trt and the CUDA-graph kinds were not timed there: rough guesses, only used
+# to decide what to start (an explicit capture adds a few calls to eager; reduce-overhead is an
+# Inductor compile; an engine replayed from a graph costs its build unless already built).
+PRIOR_S: dict[str, float] = {"train": 15.0, "train-compile": 120.0, "eager": 5.0, "eager+cudagraph": 6.0, "compile": 45.0,
+                             "compile+cudagraph": 50.0, "aoti": 150.0, "aoti+cudagraph": 150.0,
+                             "onnx": 30.0, "trt": 150.0, "trt+cudagraph": 150.0, "torch": 5.0,
+                             "dali": 15.0, "dali-cpu": 15.0}
+# A variant that replays an engine this call already built: its load, capture and timing.
+REUSED_ENGINE_S = 10.0
 TIME_BUDGET = "time budget"
 
 
@@ -102,24 +107,35 @@ _TRAIN_FULL = (
     ("bf16", False),
     ("fp16", False),
 )
+# Cheap variants first (the time budget skips what no longer fits, then tries the cheaper ones
+# after it): eager, then eager replayed from a CUDA graph (the batch-1 targets), then one
+# Inductor compile per (mode, batch), TensorRT (one engine per batch), AOTInductor last.
 _INFER_FULL = (
-    ("eager", "fp32", 1), ("eager", "fp32", 16),  # the baselines of ratio_to_eager
-    ("eager", "fp16", 1), ("eager", "fp16", 16),
-    ("compile", "fp16", 16), ("compile", "fp16", 1),
+    ("eager", "fp32", 1), ("eager", "fp32", 8), ("eager", "fp32", 16),  # the baselines of ratio_to_eager
+    ("eager", "fp16", 1), ("eager", "fp16", 8), ("eager", "fp16", 16),
+    ("eager+cudagraph", "fp16", 1), ("eager+cudagraph", "fp16", 8), ("eager+cudagraph", "fp16", 16),
+    ("compile+cudagraph", "fp16", 1), ("compile", "fp16", 16), ("compile+cudagraph", "fp16", 8),
+    ("compile+cudagraph", "fp16", 16), ("compile", "fp16", 1), ("compile", "fp16", 8),
     ("onnx", "fp16", 1), ("onnx", "fp16", 16),
-    ("trt", "fp16", 1), ("trt", "fp16", 16),
-    ("aoti", "fp16", 16), ("aoti", "fp16", 1),  # last: one ~2 min CUDA compile for both batches
+    ("trt", "fp16", 1), ("trt+cudagraph", "fp16", 1), ("trt", "fp16", 8), ("trt+cudagraph", "fp16", 8),
+    ("trt", "fp16", 16), ("trt+cudagraph", "fp16", 16),
+    # last: one ~2 min CUDA compile serves every batch, then each batch replays it cheaply
+    ("aoti", "fp16", 16), ("aoti+cudagraph", "fp16", 1), ("aoti+cudagraph", "fp16", 8),
+    ("aoti+cudagraph", "fp16", 16), ("aoti", "fp16", 1), ("aoti", "fp16", 8),
 )
 PRESETS: dict[str, Preset] = {
     "full": Preset(_TRAIN_FULL, _INFER_FULL, ("torch", "dali", "dali-cpu")),
     "quick": Preset(_TRAIN_FULL[:3],  # fp32, bf16 channels-last eager and in a CUDA graph
-                    (("eager", "fp32", 1), ("eager", "fp32", 16), ("eager", "fp16", 16),
+                    (("eager", "fp32", 1), ("eager", "fp32", 16), ("eager", "fp16", 1),
+                     ("eager", "fp16", 16), ("eager+cudagraph", "fp16", 1),
+                     ("eager+cudagraph", "fp16", 16), ("compile+cudagraph", "fp16", 1),
                      ("compile", "fp16", 16), ("aoti", "fp16", 16)),
                     ("torch", "dali"), train_iters=5, iters=20, loader_videos=48,
                     loader_batches=5),
     # Tiny inputs: checks the script and the driver end to end on a CPU, measures nothing.
     "smoke": Preset((("fp32", False), ("fp32", True)),
-                    (("eager", "fp32", 1), ("eager", "fp32", 2), ("trt", "fp16", 2)),
+                    (("eager", "fp32", 1), ("eager", "fp32", 2), ("eager+cudagraph", "fp32", 2),
+                     ("trt", "fp16", 2)),
                     ("torch", "dali", "dali-cpu"), frames=4, size=64, train_batch=2,
                     train_warmup=1, train_iters=1, warmup=1, iters=2, loader_videos=4,
                     loader_batches=2, loader_batch=2),
@@ -244,9 +260,9 @@ class _Section:
 
 
 def _summary(rec: dict[str, Any]) -> str:
-    keys = ("kind", "model", "backend", "precision", "channels_last", "batch", "status",
+    keys = ("kind", "model", "backend", "mode", "precision", "channels_last", "batch", "status",
             "video_per_s", "videos_per_s", "ratio_to_eager", "ratio_to_fp32", "ratio_to_torch",
-            "reason", "expected_s", "left_s")
+            "tflops", "pct_of_peak", "reason", "expected_s", "left_s")
     return str({k: rec[k] for k in keys if k in rec})
 
 
@@ -323,12 +339,14 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
         return create_model(name, **kwargs)
 
     if section == "train":
-        batch = cfg.train_batch or (gpu_batch if dev.type == "cuda" else 2)
-        # fp16 training needs a GPU (resolve_precision says so): not planned on a CPU.
-        variants = [v for v in cfg.train_variants if dev.type == "cuda" or v[0] != "fp16"]
-
         def train_mode(v: tuple) -> str:
             return v[2] if len(v) > 2 else "eager"
+
+        batch = cfg.train_batch or (gpu_batch if dev.type == "cuda" else 2)
+        # fp16 training and CUDA graphs need a GPU (resolve_precision / cuda_graphs_unsupported
+        # say so): not planned on a CPU.
+        variants = [v for v in cfg.train_variants
+                    if dev.type == "cuda" or (v[0] != "fp16" and train_mode(v) != "cuda-graphs")]
 
         def train_stub(v: tuple) -> dict[str, Any]:
             return {"kind": "train", "model": name, "precision": v[0], "channels_last": v[1],
@@ -354,12 +372,14 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
 
     def infer_stub(v: Variant) -> dict[str, Any]:
         backend, precision, batch = v
+        runner_name, mode = split_backend(backend)
         return {"kind": "inference", "backend": backend, "precision": precision, "batch": batch,
                 "model": name, "input_shape": [batch, *sample], "warmup": cfg.warmup,
-                "iters": cfg.iters, **extra}
+                "iters": cfg.iters, "runner": runner_name, "mode": mode, **extra}
 
     def on_record(rec: dict[str, Any]) -> None:
-        last_build[rec["backend"]] = float(rec.get("build_s") or 0.0)
+        # A reused engine's record repeats the build_s of its build, which this variant did not pay.
+        last_build[rec["backend"]] = 0.0 if rec.get("engine_reused") else float(rec.get("build_s") or 0.0)
         sec.emit(rec)
 
     def expected(v: Variant, last: Optional[float]) -> float:
@@ -367,10 +387,10 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
         assert runner is not None  # the gate runs inside infer(), after the runner exists
         if runner.skip_reason(backend, precision):
             return 0.0  # recorded as skipped with the real reason, at once
+        if runner.reuses_engine(backend, precision, batch):  # aoti+cudagraph after aoti, ...
+            return REUSED_ENGINE_S if last is None else max(0.0, last - last_build.get(backend, 0.0))
         if last is None:
             return PRIOR_S.get(backend, 30.0)
-        if runner.reuses_engine(backend, precision, batch):
-            return max(0.0, last - last_build.get(backend, 0.0))
         return last
 
     def infer(gated: Iterator[Variant]) -> None:

@@ -7,9 +7,13 @@ collect in one place for ``fastvid report``. Record kinds:
 * ``inference``: one per (backend, batch, precision): ``video_per_s``, ``latency_ms``
   ``{p50, p90, p99, mean}``, ``peak_mem_mb`` + ``peak_mem_method``, ``ratio_to_eager`` (to eager
   fp32 at the same batch in the same run), ``status`` ``ok`` | ``skipped`` | ``failed`` with
-  ``reason``.
+  ``reason``; ``runner`` and ``mode`` (``launch`` | ``cudagraph`` | ``reduce-overhead``, see
+  :mod:`bench.runner`), ``channels_last``, ``input_dtype``, ``input_memory_format``,
+  ``input_prepared``.
 * ``train``: ``videos_per_s``, ``step_ms`` ``{p50, mean}``, ``precision``, ``channels_last``,
   ``data_wait_share`` (None on synthetic tensors), ``ratio_to_fp32``.
+* measured ``inference`` and ``train`` records: ``gflop_per_video``, ``flop_basis``, ``tflops``,
+  ``peak_tflops``, ``peak_basis``, ``pct_of_peak`` (:mod:`bench.flops`; None off the GPU table).
 * ``loader``: written by :func:`bench.loader.bench_loaders` (``videos_per_s``, ``frames_per_s``,
   ``backend``, ``workers``), stamped here with device/versions/date when missing.
 

@@ -108,10 +108,46 @@ def _run_cell(r: dict[str, Any]) -> list[str]:
     return [str(r.get("run_id") or "(no run id)")]
 
 
+def _mode_cell(record: dict[str, Any]) -> str:
+    """How an inference record's calls reached the GPU, and its memory format."""
+    mode = record.get("mode")
+    if mode is None:  # written before records had a mode
+        return "–"
+    return mode + (", channels_last" if record.get("channels_last") else "")
+
+
+_FLOP_HEADER = ["TFLOP/s", "% peak"]
+
+
+def _flop_cells(record: dict[str, Any], notes: _Footnotes) -> list[str]:
+    """Achieved TFLOP/s and % of the dense peak, the peak used as a footnote (n/a: why none)."""
+    tflops = record.get("tflops")
+    if tflops is None:
+        return ["–", "–"]
+    pct = record.get("pct_of_peak")
+    cell = "n/a" if pct is None else f"{pct:.3g}"
+    return [f"{tflops:.3g}", f"{cell} {notes.ref(record.get('peak_basis'))}".strip()]
+
+
+def _flop_lines(records: list[dict[str, Any]]) -> list[str]:
+    """A line with each model's GFLOP per video and how TFLOP/s was counted."""
+    per_model: dict[tuple[str, tuple[Any, ...]], float] = {}
+    basis: set[str] = set()
+    for r in records:
+        if r.get("gflop_per_video") is not None:
+            per_model[(str(r.get("model")), tuple((r.get("input_shape") or [None])[1:]))] = r["gflop_per_video"]
+            basis.add(str(r.get("flop_basis")))
+    if not per_model:
+        return []
+    models = ", ".join(f"{model} {shape} {gflop:.4g}" for (model, shape), gflop in per_model.items())
+    return [f"GFLOP per video: {models} ({'; '.join(sorted(basis))}). TFLOP/s = videos/s x "
+            f"those FLOPs / 1000; % peak: of the dense peak named in the footnote.", ""]
+
+
 def _inference_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool) -> list[str]:
     header = (["run"] if runs else []) + [
-        "model", "device", "backend", "precision", "batch", "video/s", "p50 ms", "p90 ms", "p99 ms",
-        "CV %", "p90/p50", "load", "peak mem MB", "× eager fp32", "status"]
+        "model", "device", "backend", "mode", "precision", "batch", "video/s", "p50 ms", "p90 ms",
+        "p99 ms", "CV %", "p90/p50", "load", *_FLOP_HEADER, "peak mem MB", "× eager fp32", "status"]
     rows = []
     for r in records:
         lat = r.get("latency_ms") or {}
@@ -119,17 +155,18 @@ def _inference_section(records: list[dict[str, Any]], notes: _Footnotes, runs: b
         status = _status(r, notes, "latency_ms")
         mem = _mem_cell(r, notes)
         rows.append((_run_cell(r) if runs else []) + [
-            _fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")),
+            _fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")), _mode_cell(r),
             _fmt(r.get("precision")), _fmt(r.get("batch")), _fmt(r.get("video_per_s")),
             _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2), _pct(cv),
-            _fmt(tail, 2), _load(r), mem, _ratio(r, "ratio_to_eager", notes), status])
-    return ["## Inference", "", *_table(header, rows), ""]
+            _fmt(tail, 2), _load(r), *_flop_cells(r, notes), mem, _ratio(r, "ratio_to_eager", notes),
+            status])
+    return ["## Inference", "", *_flop_lines(records), *_table(header, rows), ""]
 
 
 def _train_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool) -> list[str]:
     header = (["run"] if runs else []) + [
-        "model", "device", "precision", "channels_last", "batch", "videos/s", "step p50 ms",
-        "step mean ms", "CV %", "p90/p50", "load", "peak mem MB", "× fp32", "status"]
+        "model", "device", "precision", "channels_last", "mode", "batch", "videos/s", "step p50 ms",
+        "step mean ms", "CV %", "p90/p50", "load", *_FLOP_HEADER, "peak mem MB", "× fp32", "status"]
     rows = []
     for r in records:
         step = r.get("step_ms") or {}
@@ -138,10 +175,12 @@ def _train_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool)
         mem = _mem_cell(r, notes)
         rows.append((_run_cell(r) if runs else []) + [
             _fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("precision")),
-            _fmt(r.get("channels_last")), _fmt(r.get("batch")), _fmt(r.get("videos_per_s")),
-            _fmt(step.get("p50")), _fmt(step.get("mean")), _pct(cv), _fmt(tail, 2), _load(r), mem,
-            _ratio(r, "ratio_to_fp32", notes), status])
-    return ["## Training throughput (synthetic batches)", "", *_table(header, rows), ""]
+            _fmt(r.get("channels_last")), _fmt(r.get("mode", "eager")), _fmt(r.get("batch")),
+            _fmt(r.get("videos_per_s")), _fmt(step.get("p50")), _fmt(step.get("mean")), _pct(cv),
+            _fmt(tail, 2), _load(r), *_flop_cells(r, notes), mem, _ratio(r, "ratio_to_fp32", notes),
+            status])
+    return ["## Training throughput (synthetic batches)", "", *_flop_lines(records),
+            *_table(header, rows), ""]
 
 
 _LOADER_KEYS = ("backend", "device", "workers", "batch_size", "image_size", "videos_per_s", "frames_per_s",
@@ -252,7 +291,8 @@ def _plots(out: Path, inference: list[dict[str, Any]], train: list[dict[str, Any
     ok_train = [r for r in train if _ok(r) and r.get("videos_per_s") is not None]
     if ok_train:
         labels = _unique([_label(r, "model", "precision")
-                          + (" channels_last" if r.get("channels_last") else " channels_first") + run(r)
+                          + (" channels_last" if r.get("channels_last") else " channels_first")
+                          + ("" if r.get("mode", "eager") == "eager" else f" {r['mode']}") + run(r)
                           for r in ok_train])
         draw("train_throughput.png", labels, ["videos/s"] * len(ok_train), [r["videos_per_s"] for r in ok_train],
              "videos/s (forward + backward + SGD step)", "Training throughput")

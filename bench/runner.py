@@ -5,6 +5,17 @@ device synchronised before the clock is read (CUDA events per iteration on GPU, 
 on CPU). One record per (backend, batch, precision); eager fp32 at each batch is always measured
 and every record carries its throughput ratio to it. Backends that cannot run here are recorded
 as ``skipped`` with the reason, builds that fail as ``failed``.
+
+A backend name is a runner and how its calls reach the GPU (the record's ``runner`` and
+``mode``): ``eager``, ``compile`` and the engines launch their kernels on every call (mode
+``launch``); ``<runner>+cudagraph`` replays one CUDA graph per call (``compile+cudagraph``:
+torch.compile's ``mode="reduce-overhead"``, mode ``reduce-overhead``; the others an explicit
+capture by :class:`bench.graphed.GraphedRunner`, mode ``cudagraph``). fp16/bf16 eager and
+compile runs take the faster memory format of a short eager trial (channels-last weights and
+input, or not: channels_last_3d made TPN-SlowOnly fp16 slower at batch 8 on an H200); the
+input is cast and laid out before timing, and every record says so (``channels_last``,
+``input_dtype``, ``input_memory_format``, ``input_prepared``). Records of runs that finished
+also carry the FLOP figures of :mod:`bench.flops` (achieved TFLOP/s, % of the dense peak).
 """
 from __future__ import annotations
 
@@ -21,26 +32,44 @@ import torch
 import torch.nn as nn
 
 from fastvid.errors import BackendUnavailable
-from fastvid.models import input_layout
+from fastvid.models import input_layout, to_channels_last
 from fastvid.precision import DTYPES
 
+from .flops import annotate_record
+from .graphed import GraphedRunner, cuda_graph_unsupported
 from .memory import PeakMemory
 from .records import CV_MAX, load_average, percentiles, stability, stamp
 
 __all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "inference_backends", "inference_plan",
-           "time_callable", "shares_engines"]
+           "time_callable", "shares_engines", "split_backend", "GRAPH_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
+GRAPH_SUFFIX = "+cudagraph"
+
 
 def inference_backends() -> tuple[str, ...]:
-    """What ``fastvid bench --backends`` takes: eager, torch.compile, and every engine backend."""
-    from engines.backends import engine_names
+    """What ``fastvid bench --backends`` takes: eager and torch.compile, each also replayed from
+    CUDA graphs, and every engine backend, followed by ``<name>+cudagraph`` for those whose
+    runner can be captured (``EngineBackendEntry.cuda_graphs``)."""
+    from engines.backends import engine_backends
 
-    return ("eager", "compile", *engine_names())
+    names = ["eager", "eager" + GRAPH_SUFFIX, "compile", "compile" + GRAPH_SUFFIX]
+    for entry in engine_backends():
+        names += [entry.name] + ([entry.name + GRAPH_SUFFIX] if entry.cuda_graphs else [])
+    return tuple(names)
 
 
 INFERENCE_BACKENDS = inference_backends()
+
+
+def split_backend(backend: str) -> tuple[str, str]:
+    """``(runner, mode)`` of a backend name: ``aoti+cudagraph`` -> ``("aoti", "cudagraph")``,
+    ``compile+cudagraph`` -> ``("compile", "reduce-overhead")``, ``eager`` -> ``("eager", "launch")``."""
+    if backend.endswith(GRAPH_SUFFIX):
+        runner = backend[: -len(GRAPH_SUFFIX)]
+        return runner, "reduce-overhead" if runner == "compile" else "cudagraph"
+    return backend, "launch"
 
 
 def shares_engines(backend: str) -> bool:
@@ -49,6 +78,7 @@ def shares_engines(backend: str) -> bool:
     False for backends tuned for their opt batch (TensorRT), which get one engine per batch."""
     from engines.backends import engine_backend, engine_names
 
+    backend = split_backend(backend)[0]  # aoti+cudagraph replays the aoti engine
     return backend not in engine_names() or not engine_backend(backend).tuned_per_batch
 
 
@@ -115,12 +145,20 @@ class InferenceBenchmarkRunner:
             built on the fly into a temporary folder for the requested batch and precision.
         extra: keys copied into every record (config path, weights, ...).
         mean, std: input normalization, used for the engines' validation batch.
+        channels_last: memory format of eager and compile runs: None (default) picks the faster
+            of channels-first and channels-last by a short eager trial for fp16/bf16 and keeps
+            fp32 channels-first (the baseline as users run it); True/False force it.
+        graph_warmup: calls before a CUDA graph is captured (``+cudagraph`` backends).
+        cudnn_benchmark: on CUDA, let cuDNN time its algorithms for each new shape (as
+            ``fastvid train`` does); a process-wide setting, recorded in every record.
     """
 
     def __init__(self, model: nn.Module, sample_shape: Sequence[int], device: torch.device | str, *,
                  model_name: str = "", warmup: int = 5, iters: int = 20,
                  engines: Optional[dict[str, list[Path]]] = None, extra: Optional[dict[str, Any]] = None,
-                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> None:
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                 channels_last: Optional[bool] = None, graph_warmup: int = 3,
+                 cudnn_benchmark: bool = True) -> None:
         self.model = model.eval()
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.device = torch.device(device)
@@ -130,13 +168,26 @@ class InferenceBenchmarkRunner:
         self.engines = {k: [Path(p) for p in v] for k, v in (engines or {}).items()}
         self.extra = dict(extra or {})
         self.mean, self.std = mean, std
+        self.channels_last = channels_last
+        self.graph_warmup = max(1, graph_warmup)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cudnn_benchmark
         self._tmp: Optional[Path] = None
         self._max_batch = 1
-        self._built: dict[tuple[str, str], tuple[Runner, dict[str, Any]]] = {}
+        self._built: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
+        self._loaded: dict[tuple[tuple[str, str], bool], Any] = {}
+        self._formats: dict[tuple[str, int], tuple[bool, Optional[dict[str, Any]]]] = {}
 
     # ----------------------------------------------------------------- building the callables
-    def _eager(self, precision: str) -> Runner:
-        model = self.model if precision == "fp32" else copy.deepcopy(self.model).to(DTYPES[precision])
+    def _typed_model(self, precision: str, channels_last: bool) -> nn.Module:
+        """The model in ``precision`` and memory format (a copy unless fp32 channels-first)."""
+        if precision == "fp32" and not channels_last:
+            return self.model
+        model = copy.deepcopy(self.model).to(DTYPES[precision])
+        return to_channels_last(model) if channels_last else model
+
+    def _eager(self, precision: str, channels_last: bool = False) -> Runner:
+        model = self._typed_model(precision, channels_last)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
@@ -144,30 +195,38 @@ class InferenceBenchmarkRunner:
 
         return run
 
-    def _compiled(self, precision: str) -> Runner:
-        model = self.model if precision == "fp32" else copy.deepcopy(self.model).to(DTYPES[precision])
-        compiled = torch.compile(model, dynamic=False)
+    def _compiled(self, precision: str, channels_last: bool = False, reduce_overhead: bool = False) -> Runner:
+        # A fresh start per variant: every variant recompiles anyway (new dtype, layout or batch
+        # with dynamic=False), and the recompile limit must not turn a later one into eager.
+        torch.compiler.reset()
+        model = self._typed_model(precision, channels_last)
+        compiled = torch.compile(model, dynamic=False, mode="reduce-overhead" if reduce_overhead else None)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
+                if reduce_overhead:  # each call is a new request; its output lives until the next
+                    torch.compiler.cudagraph_mark_step_begin()
                 return compiled(x)
 
         return run
 
-    def _engine(self, backend: str, precision: str, batch: int) -> tuple[Runner, dict[str, Any]]:
+    def _engine(self, backend: str, precision: str, batch: int,
+                cuda_graph: bool = False) -> tuple[Runner, dict[str, Any]]:
         import engines
 
         for path in self.engines.get(backend, []):
             _, meta = engines.read_meta(path)
             lo, hi = meta["batch_range"]
             if meta["precision"] == precision and lo <= batch <= hi:
-                eng = engines.load(path, self.device)
+                eng = engines.load(path, self.device, cuda_graph=cuda_graph)
                 return eng, {"engine": str(path), "engine_source": "prebuilt"}
         shared = shares_engines(backend)
         key = self._engine_key(backend, precision, batch)
         if key in self._built:
-            eng, info = self._built[key]
-            return eng, dict(info, engine_reused=True)
+            path, info = self._built[key]
+            if (key, cuda_graph) not in self._loaded:
+                self._loaded[(key, cuda_graph)] = engines.load(path, self.device, cuda_graph=cuda_graph)
+            return self._loaded[(key, cuda_graph)], dict(info, engine_reused=True)
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="fastvid-bench-"))
         max_batch = max(self._max_batch, batch) if shared else batch
@@ -179,10 +238,11 @@ class InferenceBenchmarkRunner:
                                     out_path=self._tmp / f"{backend}_{precision}_b{batch}-{max_batch}",
                                     meta={"model_name": self.model_name, "mean": self.mean, "std": self.std})
         build_s = time.perf_counter() - t0
-        eng = engines.load(path, self.device)
+        eng = engines.load(path, self.device, cuda_graph=cuda_graph)
         info = {"engine_source": "built for this run", "build_s": round(build_s, 2),
                 "engine_batch_range": [1, max_batch], "validation": eng.meta.get("validation")}
-        self._built[key] = (eng, info)
+        self._built[key] = (path, info)
+        self._loaded[(key, cuda_graph)] = eng
         return eng, info
 
     def skip_reason(self, backend: str, precision: str) -> Optional[str]:
@@ -194,13 +254,19 @@ class InferenceBenchmarkRunner:
         if (precision == "bf16" and self.device.type == "cuda"
                 and not torch.cuda.is_bf16_supported(including_emulation=False)):
             return "this GPU has no bf16 support"
+        known = inference_backends()
+        if backend not in known:
+            return f"unknown backend {backend!r}; known: {', '.join(known)}"
+        backend, mode = split_backend(backend)
+        if mode != "launch":
+            reason = cuda_graph_unsupported(self.device)
+            if reason:
+                return reason
         if backend in ("eager",):
             return None
         if backend == "compile":
             return engines.available_backends(self.device)["aoti"]  # same Inductor toolchain
         status = engines.available_backends(self.device)
-        if backend not in status:
-            return f"unknown backend {backend!r}; known: {', '.join(INFERENCE_BACKENDS)}"
         if status[backend]:
             return status[backend]
         try:
@@ -210,26 +276,67 @@ class InferenceBenchmarkRunner:
         return None
 
     # ----------------------------------------------------------------- measuring
-    def _input(self, batch: int, precision: str) -> torch.Tensor:
+    def _input_format(self) -> torch.memory_format:
+        return torch.channels_last_3d if input_layout(self.model) == "NCTHW" else torch.channels_last
+
+    def _input(self, batch: int, precision: str, channels_last: bool = False) -> torch.Tensor:
         from engines import validation_batch
+        from fastvid.training import to_input_format
 
         layout = input_layout(self.model)
         x = validation_batch((batch,) + self.sample_shape, self.mean, self.std, layout=layout, seed=1)
-        return x.to(device=self.device, dtype=DTYPES[precision])
+        x = x.to(device=self.device, dtype=DTYPES[precision])
+        return to_input_format(x, self._input_format()) if channels_last else x
+
+    def memory_format(self, precision: str, batch: int) -> tuple[bool, Optional[dict[str, Any]]]:
+        """``(channels_last, trial)`` of eager and compile runs at (precision, batch).
+
+        With ``channels_last=None``, fp16/bf16 take the faster format of a short eager trial
+        (cached per precision and batch; ``trial`` holds both p50s), fp32 stays channels-first.
+        """
+        if self.channels_last is not None:
+            return self.channels_last, None
+        if precision == "fp32":
+            return False, None
+        key = (precision, batch)
+        if key not in self._formats:
+            iters = max(3, min(self.iters, 10))
+            p50 = {}
+            for cl in (False, True):
+                lat, _ = time_callable(self._eager(precision, cl), self._input(batch, precision, cl),
+                                       self.device, warmup=2, iters=iters)
+                p50[cl] = percentiles(lat)["p50"]
+            self._formats[key] = (p50[True] < p50[False], {
+                "contiguous_p50_ms": p50[False], "channels_last_p50_ms": p50[True],
+                "method": f"eager p50 of {iters} calls after 2 warm-up calls, each format"})
+        return self._formats[key]
+
+    def _input_fields(self, x: torch.Tensor, channels_last: bool, mode: str) -> dict[str, Any]:
+        # A 2D model's (N, T, C, H, W) input stays contiguous: frames fold into the batch inside
+        # forward, where the channels-last weights pick the NHWC kernels (to_input_format).
+        fmt = "channels_last_3d" if channels_last and input_layout(self.model) == "NCTHW" else "contiguous"
+        prepared = "cast and laid out before timing (not timed)"
+        if mode != "launch":
+            prepared += "; each call copies it into the CUDA graph's static input buffer (timed)"
+        return {"channels_last": channels_last, "input_dtype": str(x.dtype).replace("torch.", ""),
+                "input_memory_format": fmt, "input_prepared": prepared}
 
     @staticmethod
     def _engine_key(backend: str, precision: str, batch: int) -> tuple[str, str]:
-        return backend, precision if shares_engines(backend) else f"{precision}/b{batch}"
+        return split_backend(backend)[0], precision if shares_engines(backend) else f"{precision}/b{batch}"
 
     def reuses_engine(self, backend: str, precision: str, batch: int) -> bool:
         """True when (backend, precision, batch) would run an engine this run already built."""
         return self._engine_key(backend, precision, batch) in self._built
 
     def _base(self, backend: str, precision: str, batch: int) -> dict[str, Any]:
+        runner, mode = split_backend(backend)
         rec: dict[str, Any] = {"kind": "inference", "backend": backend, "precision": precision,
                                "batch": batch, "model": self.model_name,
                                "input_shape": [batch, *self.sample_shape],
-                               "warmup": self.warmup, "iters": self.iters}
+                               "warmup": self.warmup, "iters": self.iters, "runner": runner, "mode": mode}
+        if self.device.type == "cuda":
+            rec["cudnn_benchmark"] = torch.backends.cudnn.benchmark
         rec.update(self.extra)
         return stamp(rec, self.device)
 
@@ -249,15 +356,24 @@ class InferenceBenchmarkRunner:
         try:
             extra: dict[str, Any] = {}
             t0 = time.perf_counter()
-            if backend == "eager":
-                fn = self._eager(precision)
-            elif backend == "compile":
-                fn = self._compiled(precision)
+            runner, mode = split_backend(backend)
+            channels_last = False
+            if runner in ("eager", "compile"):
+                channels_last, trial = self.memory_format(precision, batch)
+                if trial:
+                    extra["memory_format_trial"] = trial
+                fn = (self._eager(precision, channels_last) if runner == "eager"
+                      else self._compiled(precision, channels_last, reduce_overhead=mode == "reduce-overhead"))
             else:
-                fn, extra = self._engine(backend, precision, batch)
-            x = self._input(batch, precision)
+                fn, info = self._engine(runner, precision, batch, cuda_graph=mode == "cudagraph")
+                extra.update(info)
+            if mode == "cudagraph":
+                fn = GraphedRunner(fn, self.device, warmup=self.graph_warmup)
+            x = self._input(batch, precision, channels_last)
+            extra.update(self._input_fields(x, channels_last, mode))
             with PeakMemory(self.device) as mem:
-                # The first call compiles (torch.compile) or initialises the runtime; time it apart.
+                # The first call compiles (torch.compile), initialises the runtime or captures
+                # the CUDA graph; time it apart.
                 t1 = time.perf_counter()
                 fn(x)
                 _sync(self.device)
@@ -276,6 +392,7 @@ class InferenceBenchmarkRunner:
                                   else "time.perf_counter per iteration (CPU, synchronous)"))
         rec.update(stability(lat, load))
         rec.update(mem.result())
+        annotate_record(rec, self.model, self.sample_shape, training=False)
         log.info("%s %s batch %d: %.1f video/s, p50 %.2f ms%s", backend, precision, batch,
                  rec["video_per_s"], rec["latency_ms"]["p50"],
                  f" (unstable: {rec['unstable_reason']})" if rec["unstable"] else "")
@@ -355,6 +472,7 @@ class InferenceBenchmarkRunner:
                         self._check_baseline(baseline, group)
         finally:
             self._built.clear()
+            self._loaded.clear()
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None

@@ -24,6 +24,7 @@ from fastvid.precision import resolve_precision
 from fastvid.training import (GraphedTrainStep, TrainStep, build_optimizer, configure_compile_cache,
                               cuda_graphs_unsupported)
 
+from .flops import annotate_record
 from .memory import PeakMemory
 from .records import load_average, percentiles, stability, stamp
 
@@ -97,6 +98,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
     records: list[dict[str, Any]] = []
 
     def done(rec: dict[str, Any]) -> None:
+        annotate_record(rec, model, sample_shape, training=True)
         records.append(rec)
         _set_ratio(rec, _baseline(records))
         if on_record is not None:

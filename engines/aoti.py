@@ -78,7 +78,11 @@ def load_runner(path: Path, device: torch.device, meta: dict[str, Any]) -> Calla
     level = package_log.level
     package_log.setLevel(logging.ERROR)
     try:
-        compiled = torch._inductor.aoti_load_package(str(path), device_index=index)
+        # The default runner guards its model instances with host-side waits on CUDA events,
+        # which a CUDA graph capture forbids; single-threaded mode skips them (PyTorch's advice
+        # for graphs).
+        compiled = torch._inductor.aoti_load_package(
+            str(path), device_index=index, run_single_threaded=bool(meta.get("cuda_graph")))
     finally:
         package_log.setLevel(level)
 

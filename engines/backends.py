@@ -43,7 +43,8 @@ class EngineBackend(Protocol):
         """Compile the exported program (batch in [1, max_batch], tuned for ``batch``) to ``out_path``."""
 
     def load_runner(self, path: Path, device: torch.device, meta: dict[str, Any]) -> Runner:
-        """The saved engine as ``video -> logits`` on ``device``."""
+        """The saved engine as ``video -> logits`` on ``device`` (``meta["cuda_graph"]``: the
+        runner will be captured in a CUDA graph)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class EngineBackendEntry:
 
     ``tuned_per_batch``: its engines are optimised for one batch size (TensorRT's opt shape), so
     a benchmark builds one per batch instead of one for every batch.
+    ``cuda_graphs``: its runner can be captured in a CUDA graph and replayed (it launches work on
+    the caller's stream and never waits for the host), so ``fastvid bench`` offers
+    ``<name>+cudagraph``; its ``load_runner`` then gets ``meta["cuda_graph"] = True``.
     """
 
     name: str
@@ -59,6 +63,7 @@ class EngineBackendEntry:
     module: str  # import path of the EngineBackend module, imported on first use
     description: str
     tuned_per_batch: bool = False
+    cuda_graphs: bool = False
 
     def load(self) -> EngineBackend:
         """Import the backend module and check that it fulfils :class:`EngineBackend`."""
@@ -101,10 +106,11 @@ def engine_backend(name: str) -> EngineBackendEntry:
 register_engine(EngineBackendEntry(
     "trt", ".ep", "engines.tensorrt",
     "Torch-TensorRT: TensorRT engines inside a saved ExportedProgram (CUDA only)",
-    tuned_per_batch=True))
+    tuned_per_batch=True, cuda_graphs=True))
 register_engine(EngineBackendEntry(
     "aoti", ".pt2", "engines.aoti",
-    "AOTInductor: a .pt2 package of generated C++/Triton kernels (CPU or CUDA)"))
+    "AOTInductor: a .pt2 package of generated C++/Triton kernels (CPU or CUDA)",
+    cuda_graphs=True))
 register_engine(EngineBackendEntry(
     "onnx", ".onnx", "engines.onnx_rt",
     "ONNX Runtime (CPU, or CUDA with onnxruntime-gpu)"))

@@ -94,14 +94,11 @@ def expected_from_config(cfg: Any, num_classes: Optional[tuple[Optional[int], st
     """What a fastvid config will feed an engine: model, layout, sample shape, colour, mean/std,
     sampling; plus the class count and names when the caller knows them (categories.txt, checkpoint).
     """
-    from fastvid.checkpoint import input_shape
-
     spec = cfg.input_spec
-    layout = "NCTHW" if cfg.model.backbone == "resnet3d_slowonly50" else "NTCHW"
     out: dict[str, tuple[Any, str]] = {
         "model_name": (cfg.model_name, "config"),
-        "input_layout": (layout, "config"),
-        "sample_shape": (list(input_shape(cfg, 1)[1:]), "config"),
+        "input_layout": (cfg.spec.input_layout, "config"),
+        "sample_shape": (list(cfg.input_shape(1)[1:]), "config"),
         "color": (spec["color"], "config"),
         "mean": (spec["mean"], "config"),
         "std": (spec["std"], "config"),

@@ -329,9 +329,17 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return path, meta
 
 
-def load(path: str | Path, device: torch.device | str | None = None) -> Engine:
-    """Load an engine built by :func:`build_engine` onto ``device`` (default: where it was built)."""
+def load(path: str | Path, device: torch.device | str | None = None, *, cuda_graph: bool = False) -> Engine:
+    """Load an engine built by :func:`build_engine` onto ``device`` (default: where it was built).
+
+    ``cuda_graph``: the engine will be captured in a CUDA graph (``bench.graphed``); its backend
+    must support that (``EngineBackendEntry.cuda_graphs``) and may load it differently.
+    """
     path, meta = read_meta(path)
+    if cuda_graph:
+        if not engine_backend(meta["backend"]).cuda_graphs:
+            raise EngineError(f"{path}: {meta['backend']} engines cannot be captured in a CUDA graph")
+        meta = dict(meta, cuda_graph=True)
     device = torch.device(device if device is not None else meta.get("device", "cpu"))
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)

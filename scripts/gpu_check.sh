@@ -5,8 +5,11 @@
 #   tests  pytest -m "gpu or trt or dali", full -rA output in OUT_DIR/gpu_tests.log;
 #   dali   loader throughput, DALI on the GPU vs DALI on the CPU vs torch (when DALI imports);
 #   train  training throughput: fp32 vs AMP fp16 / bf16 x channels-first / last (TRN, TPN);
-#   infer  inference: eager fp32 / fp16, torch.compile, ONNX Runtime, TensorRT, AOTInductor
-#          (last: its CUDA compile takes ~2 min) at batch 1 and 16 (TRN, TPN-SlowOnly);
+#   infer  inference: eager fp32 / fp16, each replayed from CUDA graphs too, torch.compile
+#          (also mode=reduce-overhead), ONNX Runtime, TensorRT, AOTInductor (last: its CUDA
+#          compile takes ~2 min) at batch 1, 8 and 16 (TRN, TPN-SlowOnly), with achieved
+#          TFLOP/s and % of the GPU's dense peak; cheap variants first, what no longer fits
+#          in the slot is recorded as skipped;
 #   then report.md (+ PNGs when matplotlib imports).
 # Every step has a slot in one schedule; a step ends by the end of its slot (time a step leaves
 # unused goes to the next), and the benchmarks start a variant only when it fits (the others

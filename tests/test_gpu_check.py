@@ -70,11 +70,33 @@ def test_passed_deadline_records_every_variant_as_skipped(tmp_path):
                "--deadline", str(time.time() - 1)])
     assert rc == 0
     recs = read_records(out)
-    cpu_variants = [v for v in PRESETS["full"].train_variants if v[0] != "fp16"]
+    cpu_variants = [v for v in PRESETS["full"].train_variants
+                    if v[0] != "fp16" and (len(v) < 3 or v[2] != "cuda-graphs")]
     assert [(r["precision"], r["channels_last"], r["mode"]) for r in recs] == \
         [(*v[:2], v[2] if len(v) > 2 else "eager") for v in cpu_variants]
     assert all(r["status"] == "skipped" and r["reason"] == TIME_BUDGET and r["left_s"] == 0.0 for r in recs)
     assert all(r["device_type"] == "cpu" and r["date"] and r["model"] == "trn_bninception" for r in recs)
+
+
+def test_infer_plans_cover_every_serving_mode_baselines_first_aoti_last(tmp_path):
+    from bench.gpu_check import PRIOR_S
+    from bench.runner import inference_backends, split_backend
+
+    full = PRESETS["full"].infer_plan
+    modes = ("eager", "eager+cudagraph", "compile", "compile+cudagraph", "trt", "trt+cudagraph", "aoti",
+             "aoti+cudagraph")
+    assert {(b, n) for b in modes for n in (1, 8, 16)} <= {(b, n) for b, p, n in full if p == "fp16"}
+    assert full[:3] == (("eager", "fp32", 1), ("eager", "fp32", 8), ("eager", "fp32", 16))
+    assert {b for b, _, _ in full[-6:]} == {"aoti", "aoti+cudagraph"}  # one long build, last
+    assert set(PRESETS["quick"].infer_plan) <= set(full)
+    for preset in PRESETS.values():
+        assert all(b in inference_backends() and b in PRIOR_S for b, _, _ in preset.infer_plan)
+    # A passed deadline records the whole plan as skipped, each with its runner and mode.
+    out = tmp_path / "out"
+    assert main(["infer", "tpn_slowonly_r50", str(out), "--device", "cpu", "--deadline", str(time.time() - 1)]) == 0
+    recs = read_records(out)
+    assert [(r["backend"], r["precision"], r["batch"]) for r in recs] == list(full)
+    assert all(r["status"] == "skipped" and (r["runner"], r["mode"]) == split_backend(r["backend"]) for r in recs)
 
 
 VARIANTS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]

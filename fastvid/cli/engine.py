@@ -124,9 +124,11 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
 @click.option("--batch", "batch_text", default="1", show_default=True,
               help="Inference batch size(s), comma separated, e.g. 1,16.")
 @click.option("--backends", default=None,
-              help="Comma list of eager,compile,aoti,onnx,trt (default: all, or none when only "
-                   "--train/--loader is asked for; 'none' skips inference). Unavailable ones are "
-                   "recorded as skipped with the reason.")
+              help=f"Comma list of {','.join(BENCH_BACKENDS)} (default: all, or none when only "
+                   "--train/--loader is asked for; 'none' skips inference). '+cudagraph': each call "
+                   "replays a CUDA graph (compile+cudagraph: torch.compile mode='reduce-overhead'; "
+                   "the others an explicit capture; CUDA only). Unavailable ones are recorded as "
+                   "skipped with the reason.")
 @click.option("--precision", "precision_text", default="fp32", show_default=True,
               help="Inference precision(s), comma list of fp32,fp16,bf16.")
 @click.option("--loader", "loader_text", default="none", show_default=True,
@@ -268,6 +270,14 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loade
     return out
 
 
+def _flop_text(r: dict[str, Any]) -> str:
+    """``, 46.1 TFLOP/s = 4.7% of peak`` (``n/a`` off the peak table); empty without FLOPs."""
+    if r.get("tflops") is None:
+        return ""
+    pct = "n/a" if r.get("pct_of_peak") is None else f"{r['pct_of_peak']:.3g}%"
+    return f", {r['tflops']:.3g} TFLOP/s = {pct} of peak"
+
+
 def _summary_line(r: dict[str, Any]) -> str:
     kind = r.get("kind")
     if r.get("status", "ok") != "ok":
@@ -279,13 +289,15 @@ def _summary_line(r: dict[str, Any]) -> str:
         ratio = f", x{r['ratio_to_eager']:.2f} eager" if r.get("ratio_to_eager") else ""
         if ratio and r.get("ratio_unstable"):
             ratio += f" (unreliable: {r.get('ratio_unstable_reason')})"
-        return (f"  inference {r['backend']:8s} {r['precision']} batch {r['batch']}: {r['video_per_s']:.1f} video/s, "
+        cl = ", channels_last" if r.get("channels_last") else ""
+        return (f"  inference {r['backend']:8s} {r['precision']} batch {r['batch']} (mode {r.get('mode')}{cl}): "
+                f"{r['video_per_s']:.1f} video/s, "
                 f"p50/p90/p99 {lat['p50']:.1f}/{lat['p90']:.1f}/{lat['p99']:.1f} ms, "
-                f"peak {r.get('peak_mem_mb')} MB{ratio}{flag}")
+                f"peak {r.get('peak_mem_mb')} MB{ratio}{_flop_text(r)}{flag}")
     if kind == "train":
         cl = "channels_last" if r["channels_last"] else "channels_first"
-        return (f"  train     {r['precision']} {cl}: {r['videos_per_s']:.1f} videos/s, "
-                f"step {r['step_ms']['p50']:.1f} ms{flag}")
+        return (f"  train     {r['precision']} {cl} {r.get('mode', 'eager')}: {r['videos_per_s']:.1f} "
+                f"videos/s, step {r['step_ms']['p50']:.1f} ms{_flop_text(r)}{flag}")
     return f"  {kind} {r.get('backend', '')}: {r.get('videos_per_s')} videos/s"
 
 
