@@ -113,13 +113,16 @@ def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str =
                  device: torch.device, batch_size: Optional[int] = None,
                  views: Optional[tuple[int, int]] = None, shard_id: int = 0, num_shards: int = 1,
                  workers: Optional[int] = None, drop_last: Optional[bool] = None,
-                 records: Optional[Sequence[VideoRecord]] = None) -> VideoLoader:
+                 records: Optional[Sequence[VideoRecord]] = None,
+                 dali_options: Optional[dict] = None) -> VideoLoader:
     """A loader for ``split`` of ``dataset`` (or for ``records``) yielding the batch contract.
 
     ``split="train"``: random sampling and augmentation, shuffled per epoch, ``drop_last`` True
     by default; any other split: fixed sampling, centre crop or ``views=(clips, crops)``, list
     order (when ``num_shards`` is 1), every sample kept. ``workers`` defaults to
-    ``cfg.train.workers``; ``batch_size`` to ``cfg.train.batch_size``.
+    ``cfg.train.workers``; ``batch_size`` to ``cfg.train.batch_size``. ``dali_options`` go to
+    :class:`dali_pipelines.loader.DaliVideoLoader` (``num_threads``, ``prefetch``,
+    ``hw_decoder_load``, ``decoder_pipelines``); the torch loader ignores them.
     """
     device = torch.device(device)
     name = resolve_loader_name(loader, device)
@@ -147,4 +150,4 @@ def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str =
         return TorchVideoLoader(records, planner, **common)
     from dali_pipelines import DaliVideoLoader
 
-    return DaliVideoLoader(records, planner, use_gpu=name == "dali", **common)
+    return DaliVideoLoader(records, planner, use_gpu=name == "dali", **common, **(dali_options or {}))

@@ -1,6 +1,8 @@
 """DALI specifics: parallel external source (spawned workers), JPEG pre-checks, the GPU graph."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -51,6 +53,64 @@ def test_parallel_source_matches_serial(tmp_path):
         parallel.set_epoch(epoch)
         a, b = _collect(serial), _collect(parallel)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.dali
+def test_dali_video_path_needs_no_pyav(tmp_path, monkeypatch):
+    """The DALI path probes videos from their headers and pads/replaces with a file of the list:
+    with ``import av`` failing, MJPEG and VP9 lists load, and a truncated file is a counted bad
+    sample (eval: label -1, zeros; train: replaced). PyAV only writes the test videos."""
+    pytest.importorskip("av", reason="PyAV writes the test videos")
+    roots = {c: write_videos_dataset(tmp_path / c, c, num_videos=3, num_frames=14, height=40,
+                                     width=56) for c in ("mjpeg", "vp9")}
+    victim = roots["vp9"] / "videos" / "v001.webm"
+    victim.write_bytes(victim.read_bytes()[:400])
+    monkeypatch.setitem(sys.modules, "av", None)  # any `import av` now raises ImportError
+    cfg = _cfg(max_bad_fraction=0.5)
+    for codec, root in roots.items():
+        ds = resolve_dataset(root, cfg.data)
+        val = build_loader(cfg, ds, "val", loader="dali-cpu", device=torch.device("cpu"),
+                           views=(1, 3))
+        video, label = _collect(val)
+        assert video.shape == (3, 3, 4, 3, 32, 32)
+        if codec == "vp9":
+            assert label.tolist() == [0, -1, 0] and torch.count_nonzero(video[1]) == 0
+            assert [p.rsplit("/", 1)[-1] for p, _ in val.bad_samples] == ["v001.webm"]
+            assert "truncated" in val.bad_samples[0][1]
+        else:
+            assert label.tolist() == [0, 1, 0] and val.bad_samples == []
+        assert video[label >= 0].std() > 0.1
+        train = build_loader(cfg, ds, "train", loader="dali-cpu", device=torch.device("cpu"),
+                             batch_size=3)
+        video, label = _collect(train)
+        assert video.shape == (3, 4, 3, 32, 32) and (label >= 0).all()
+    assert sys.modules["av"] is None
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("data", ["frames", "mjpeg"])
+def test_split_batches_over_pipelines(tmp_path, data):
+    """decoder_pipelines=K (one DALI pipeline per NVDEC engine on a GPU) gives the same batches
+    as one pipeline, with a batch that does not divide evenly and a padded last batch."""
+    if data == "frames":
+        root = write_frames_dataset(tmp_path, num_videos=7, num_frames=9, height=40, width=56)
+    else:
+        pytest.importorskip("av", reason="PyAV writes the test videos")
+        root = write_videos_dataset(tmp_path, "mjpeg", num_videos=7, num_frames=14, height=40,
+                                    width=56)
+    cfg = _cfg()
+    ds = resolve_dataset(root, cfg.data)
+    for split, views in (("train", None), ("val", (2, 1))):
+        outs = []
+        for parts in (1, 2):
+            loader = build_loader(cfg, ds, split, loader="dali-cpu", device=torch.device("cpu"),
+                                  batch_size=3, views=views, drop_last=False,
+                                  dali_options={"decoder_pipelines": parts, "num_threads": 2})
+            assert len(loader._pipes or []) == 0 and loader.decoder_pipelines == parts
+            outs.append(_collect(loader))
+            assert len(loader._pipes) == parts
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+        assert len(outs[0][1]) == 7
 
 
 @pytest.mark.dali
