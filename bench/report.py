@@ -95,15 +95,31 @@ def _train_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str
     return ["## Training throughput (synthetic batches)", "", *_table(header, rows), ""]
 
 
-_LOADER_KEYS = ("backend", "device", "workers", "batch_size", "image_size", "videos_per_s", "frames_per_s",
-                "ratio_to_torch", "startup_s")
+_LOADER_KEYS = ("backend", "device", "threads", "workers", "batch_size", "image_size", "videos_per_s",
+                "frames_per_s", "ratio_to_torch", "scaling", "startup_s", "data_wait_share")
+_LOADER_DIGITS = {"ratio_to_torch": 2, "scaling": 2, "startup_s": 2, "data_wait_share": 3}
 
 
 def _loader_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
-    header = list(_LOADER_KEYS) + ["status"]
-    rows = [[_fmt(r.get(k), 2 if k in ("ratio_to_torch", "startup_s") else 1) for k in _LOADER_KEYS]
-            + [_status(r, notes)] for r in records]
-    return ["## Data loaders", "", *_table(header, rows), ""]
+    header = list(_LOADER_KEYS) + ["load avg", "status"]
+    rows = [[_fmt(r.get(k), _LOADER_DIGITS.get(k, 1)) for k in _LOADER_KEYS]
+            + [_fmt((r.get("loadavg_before") or [None])[0], 2), _status(r, notes)] for r in records]
+    lines = ["## Data loaders", "",
+             "threads: DataLoader workers (torch) or DALI CPU threads; scaling: x the backend's "
+             "1-thread figure; data_wait_share: steady-state share of a real training step spent "
+             "waiting for the batch; load avg: the machine's 1-minute load before the run.", "",
+             *_table(header, rows), ""]
+    staged = [r for r in records if r.get("stage_ms")]
+    if staged:
+        lines += ["### Where the loader time goes (ms per batch)", ""]
+        for r in staged:
+            cells = ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items())
+            py = r.get("python_ms") or {}
+            extra = ("; timers: " + ", ".join(f"{k} {v:.1f}" for k, v in py.items())) if py else ""
+            lines.append(f"- {r.get('backend')} on {r.get('device')}, {r.get('threads')} threads: "
+                         f"{cells}{extra} {notes.ref(r.get('stage_method'))}")
+        lines.append("")
+    return lines
 
 
 def _label(r: dict[str, Any], *keys: str) -> str:
@@ -144,6 +160,36 @@ def _bar_plot(path: Path, labels: list[str], series: "OrderedDict[str, list[Opti
     return path
 
 
+def _threads_plot(path: Path, records: list[dict[str, Any]]) -> Path:
+    """videos/s against CPU threads, one line per (backend, device, batch, image size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: "OrderedDict[str, list[tuple[int, float]]]" = OrderedDict()
+    for r in records:
+        name = f"{r['backend']} · {r.get('device')} · b{r.get('batch_size')} · {r.get('image_size')} px"
+        series.setdefault(name, []).append((int(r["threads"]), float(r["videos_per_s"])))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, points in series.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ticks = sorted({int(r["threads"]) for r in records})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.set_xlabel("CPU threads (torch: DataLoader workers; DALI: pipeline threads)")
+    ax.set_ylabel("videos/s")
+    ax.set_title("Loader throughput against CPU threads")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plots(out: Path, inference: list[dict[str, Any]], train: list[dict[str, Any]],
            loader: list[dict[str, Any]]) -> list[Path]:
     paths = []
@@ -176,9 +222,12 @@ def _plots(out: Path, inference: list[dict[str, Any]], train: list[dict[str, Any
                                OrderedDict([("videos/s", [r["videos_per_s"] for r in ok_train])]),
                                "videos/s (forward + backward + SGD step)", "Training throughput"))
     ok_loader = [r for r in loader if _ok(r) and r.get("videos_per_s") is not None]
+    swept = [r for r in ok_loader if r.get("threads")]
+    if len({r["threads"] for r in swept}) > 1:
+        paths.append(_threads_plot(out / "loader_threads.png", swept))
     if ok_loader:
-        labels = [_label(r, "backend", "device") + (f" w{r['workers']}" if r.get("workers") is not None else "")
-                  for r in ok_loader]
+        labels = [_label(r, "backend", "device") + (f" t{r['threads']}" if r.get("threads") else "")
+                  + (f" w{r['workers']}" if r.get("workers") is not None else "") for r in ok_loader]
         paths.append(_bar_plot(out / "loader_throughput.png", labels,
                                OrderedDict([("videos/s", [r["videos_per_s"] for r in ok_loader])]),
                                "videos/s", "Data loader throughput"))

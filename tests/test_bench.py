@@ -189,6 +189,31 @@ def test_cli_bench_loader_needs_data_root():
     assert result.exit_code != 0 and "--data-root" in result.output
 
 
+@pytest.mark.dali
+def test_cli_loader_thread_sweep_then_report(tmp_path):
+    """fastvid bench --loader ... --loader-threads 1,2 writes one record per (backend, threads)
+    into results.json; the report plots them against threads."""
+    from _media import write_frames_dataset
+    from fastvid.cli import cli
+
+    root = write_frames_dataset(tmp_path / "data", num_videos=4, num_frames=9, height=40, width=56)
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(cli, [
+        "bench", "-c", "configs/trn_bninception_jester.yaml", "--set", "data.image_size=32",
+        "--set", "model.num_segments=4", "--device", "cpu", "--loader", "dali-cpu,torch",
+        "--data-root", str(root), "--loader-threads", "1,2", "--loader-batches", "2",
+        "--train-batch", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    recs = read_records(out)
+    assert sorted((r["backend"], r["threads"]) for r in recs) == [
+        ("dali-cpu", 1), ("dali-cpu", 2), ("torch", 1), ("torch", 2)]
+    assert all(r["status"] == "ok" and r["videos_per_s"] > 0 and "scaling" in r for r in recs)
+    assert "vs 1 thread" in result.output
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "loader_threads.png").is_file()
+
+
 @pytest.mark.gpu
 def test_gpu_peak_memory_is_labelled():
     with PeakMemory("cuda") as mem:

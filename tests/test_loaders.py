@@ -306,3 +306,60 @@ def test_bench_loaders_records(roots):
     assert "CUDA" in by["dali"]["skipped"] or "nvidia-dali" in by["dali"]["skipped"]
     for r in recs:
         assert r["kind"] == "loader" and r["batch_size"] == 2 and r["workers"] == 0 and r["date"]
+
+
+def test_thread_counts():
+    from bench.loader import available_cores, thread_counts
+
+    cores = available_cores()
+    assert thread_counts(None) == [None]
+    assert thread_counts("1,2,all") == list(dict.fromkeys([1, 2, cores]))
+    auto = thread_counts("auto")
+    assert auto[0] == 1 and auto[-1] == cores and auto == sorted(set(auto))
+    with pytest.raises(Exception, match="threads"):
+        thread_counts("1,two")
+
+
+@pytest.mark.dali
+def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
+    """The record the issue asks for: per backend and thread count videos/s, frames/s, start-up,
+    scaling, the per-stage breakdown and data_wait of a short real training run; the report
+    plots throughput against threads."""
+    import json
+
+    from bench.loader import bench_loaders
+    from bench.report import render_report
+
+    cfg = make_cfg()
+    ds = resolve_dataset(roots["frames"], cfg.data)
+    recs = bench_loaders(cfg, ds, ["torch", "dali-cpu"], CPU, batches=2, batch_size=2,
+                         threads=[1, 2], stages=True, train_steps=1, train_warmup=0)
+    assert [(r["backend"], r["threads"]) for r in recs] == [
+        ("torch", 1), ("dali-cpu", 1), ("torch", 2), ("dali-cpu", 2)]
+    for r in recs:
+        assert "skipped" not in r, r.get("skipped")
+        assert r["videos_per_s"] > 0 and r["startup_s"] > 0 and len(r["loadavg_before"]) == 3
+        assert r["frames_per_s"] == pytest.approx(4 * r["videos_per_s"], rel=0.01)
+        assert r["scaling"] == (1.0 if r["threads"] == 1 else pytest.approx(
+            r["videos_per_s"] / next(x["videos_per_s"] for x in recs
+                                     if x["backend"] == r["backend"] and x["threads"] == 1), rel=1e-2))
+        if r["threads"] == 2:  # data_wait at the last thread count of the sweep
+            assert 0.0 <= r["data_wait_share"] <= 1.0 and r["train_steps"] == 1
+        else:
+            assert "data_wait_share" not in r
+        # increments of noisy timings can dip below 0 on a busy machine; the totals cannot
+        assert all(np.isfinite(v) for v in r["stage_ms"].values())
+        assert r["stage_method"]
+    dali = [r for r in recs if r["backend"] == "dali-cpu"]
+    assert [r["workers"] for r in dali] == [0, 0] and [r["dali_threads"] for r in dali] == [1, 2]
+    assert list(dali[0]["stage_ms"]) == ["source (plan + read + checks)", "decode", "crop/resize",
+                                         "normalize + layout"]
+    assert {"source_read", "source_plan", "loader_run"} <= set(dali[0]["python_ms"])
+    assert all(v > 0 for v in dali[0]["stage_cumulative_ms"].values())
+    assert list(recs[0]["stage_ms"]) == ["plan", "read", "decode", "crop/resize",
+                                         "normalize + to device"]
+    (tmp_path / "results.json").write_text(json.dumps(recs))
+    result = render_report(tmp_path)
+    assert "loader_threads.png" in {p.name for p in result["plots"]}
+    md = result["markdown"].read_text()
+    assert "Where the loader time goes" in md and "| dali-cpu | cpu | 2 |" in md
