@@ -17,6 +17,7 @@ padding or failed video sample decodes a readable file of the list (then zeroed 
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -59,6 +60,20 @@ def _placeholder_jpeg(size: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), (0, 0, 0)).save(buf, format="JPEG")
     return buf.getvalue()
+
+
+def _dali_reason(text: str) -> str:
+    """The operator's own message from a DALI pipeline error (after "encountered:")."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "encountered:" in lines:
+        after = lines[lines.index("encountered:") + 1:]
+        if after:
+            return after[0][:300]
+    return (lines[-1] if lines else text)[:300]
+
+
+class _DecodeFailure(RuntimeError):
+    """DALI failed inside a video batch (not in the source): a file is corrupt past its headers."""
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -119,6 +134,7 @@ class DaliVideoLoader:
         self._epoch = 0
         self._pipes: list[Any] = []
         self._sources: list[BatchSource] = []
+        self._known_bad: dict[str, str] = {}  # videos DALI failed to decode: path -> reason
         self._stream_epoch = 0  # epoch the pipelines' next batch belongs to
         self._clean = False  # the pipelines sit at an epoch boundary
         self.stage = "all"  # the loader benchmark cuts the graph short (see pipelines.GRAPH_STAGES)
@@ -154,7 +170,7 @@ class DaliVideoLoader:
                 continue
         return None
 
-    def _build(self, epoch0: int) -> None:
+    def _build(self, epoch0: int, first_batch: int = 0) -> None:
         from dali_pipelines.pipelines import build_pipeline, gpu_decoder_options
 
         self._close()
@@ -172,7 +188,8 @@ class DaliVideoLoader:
             source = BatchSource(records, self.planner, self.video, self.batch_size, self._items,
                                  epoch0=epoch0, placeholder=placeholder, placeholder_hw=(side, side),
                                  cpu_codecs=None if self.use_gpu else DALI_CPU_CODECS,
-                                 item_range=item_range, **self._source_args)
+                                 item_range=item_range, first_batch=first_batch,
+                                 known_bad=dict(self._known_bad), **self._source_args)
             options = gpu_decoder_options(self.hw_decoder_load, self._frame_hw,
                                           source.units_per_batch) if self.use_gpu else None
             pipe = build_pipeline(source, use_gpu=self.use_gpu, num_threads=threads,
@@ -195,7 +212,7 @@ class DaliVideoLoader:
                   len(pipes), time.perf_counter() - t0, threads, self.workers)
         self._pipes, self._sources = pipes, sources
         self._stream_epoch = epoch0
-        self._clean = True
+        self._clean = first_batch == 0
 
     @staticmethod
     def _shutdown(pipe: Any) -> None:
@@ -236,6 +253,7 @@ class DaliVideoLoader:
         return self._items // self.batch_size
 
     def _run(self, pipe: Any, batch: int) -> tuple[Any, ...]:
+        """One pipeline's outputs; errors raised by the source become fastvid errors."""
         try:
             return pipe.run()
         except FastvidError:
@@ -250,18 +268,57 @@ class DaliVideoLoader:
             if "DataError" in text and "failed to load" in text:
                 line = next(ln for ln in text.splitlines() if "failed to load" in ln)
                 raise DataError(line.split("DataError:", 1)[-1].strip()) from None
-            if self.video and "decod" in text.lower():
-                raise DataError(f"DALI could not decode a video of batch {batch} (its files passed "
-                                f"their header checks, so one is corrupt inside: "
-                                f"{', '.join(self._batch_paths(batch))}): "
-                                f"{text.strip().splitlines()[-1][:300]}") from None
+            if self.video:
+                raise _DecodeFailure(_dali_reason(text)) from None
             raise
 
-    def _batch_paths(self, batch: int) -> list[str]:
-        src = self._sources[0]
-        order = src._shard_order(self._stream_epoch)
-        lo = batch * self.batch_size
-        return [self.records[int(i)].path for i in order[lo:lo + self.batch_size]]
+    def _run_all(self, batch: int) -> list[tuple[Any, ...]]:
+        """Outputs of every pipeline for ``batch``; a video DALI cannot decode becomes a bad
+        sample: the file is found by decoding the batch's videos one by one, the pipelines are
+        rebuilt at this batch with the file marked bad, and the batch is made again."""
+        while True:
+            try:
+                return [self._run(pipe, batch) for pipe in self._pipes]
+            except _DecodeFailure as exc:
+                found = {p: r for p, r in self._find_undecodable(batch).items()
+                         if p not in self._known_bad}
+                if not found:
+                    raise DataError(f"DALI could not decode a video of batch {batch}, and none of "
+                                    f"its files fails alone: {exc}") from None
+                for path, reason in found.items():
+                    log.warning("DALI cannot decode %s (%s); it is a bad sample from now on",
+                                path, reason)
+                self._known_bad.update(found)
+                self._build(self._stream_epoch, first_batch=batch)
+                self._clean = False
+
+    def _find_undecodable(self, batch: int) -> dict[str, str]:
+        """Videos of ``batch`` (of the current stream epoch) that DALI fails to decode alone."""
+        from dali_pipelines.pipelines import build_decode_check
+
+        probe = dataclasses.replace(self._sources[0], item_range=(0, self.batch_size),
+                                    epoch0=self._stream_epoch, first_batch=0, timings={},
+                                    known_bad=dict(self._known_bad))
+        device_id = self._pipes[0].device_id if self._pipes else None
+        found: dict[str, str] = {}
+        pipe = None
+        for path, data, frames in probe.batch_videos(batch):
+            if pipe is None:
+                pipe = build_decode_check(use_gpu=self.use_gpu, device_id=device_id,
+                                          num_threads=max(1, min(4, self.num_threads)))
+                pipe.build()
+            try:
+                pipe.feed_input("data", [data])
+                pipe.feed_input("frames", [frames])
+                pipe.run()
+            except RuntimeError as exc:
+                found[path] = (f"{path}: DALI cannot decode frames {frames.tolist()}: "
+                               f"{_dali_reason(str(exc))}")
+                self._shutdown(pipe)
+                pipe = None
+        if pipe is not None:
+            self._shutdown(pipe)
+        return found
 
     @staticmethod
     def _to_torch(tl: Any, exec_dynamic: bool) -> torch.Tensor:
@@ -309,7 +366,7 @@ class DaliVideoLoader:
         self._clean = False
         for b in range(len(self)):
             t0 = time.perf_counter()
-            outs = [self._run(pipe, b) for pipe in self._pipes]
+            outs = self._run_all(b)
             t1 = time.perf_counter()
             videos, labels = [], []
             for pipe, (video_tl, label_tl, bad_tl) in zip(self._pipes, outs):

@@ -34,7 +34,7 @@ from nvidia.dali import pipeline_def
 
 from dali_pipelines.sources import BatchSource
 
-__all__ = ["build_pipeline", "GRAPH_STAGES", "gpu_decoder_options"]
+__all__ = ["build_pipeline", "build_decode_check", "GRAPH_STAGES", "gpu_decoder_options"]
 
 GRAPH_STAGES = ("source", "decode", "resize", "all")
 
@@ -133,3 +133,20 @@ def build_pipeline(source: BatchSource, *, use_gpu: bool, mean: Sequence[float],
         return video, label, bad
 
     return graph()
+
+
+def build_decode_check(*, use_gpu: bool, device_id: Optional[int], num_threads: int) -> Any:
+    """A one-video pipeline fed with ``feed_input("data"/"frames")``: decodes or raises.
+
+    Used after a batch failed to decode, to find the file that broke it (a bitstream error that
+    the container headers did not show). After a failure a DALI pipeline is unusable, so the
+    caller builds a new one.
+    """
+    @pipeline_def(batch_size=1, num_threads=num_threads, device_id=device_id,
+                  exec_async=False, exec_pipelined=False, prefetch_queue_depth=1)
+    def check():
+        data = fn.external_source(name="data", dtype=types.UINT8)
+        frames = fn.external_source(name="frames", dtype=types.INT32)
+        return fn.decoders.video(data, device="mixed" if use_gpu else "cpu", frames=frames)
+
+    return check()

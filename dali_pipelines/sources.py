@@ -129,6 +129,7 @@ class _Item:
     plans: list[ViewPlan]
     frame_hw: tuple[int, int]
     label: int  # the loaded record's class (before flip remapping); -1: padding or failed
+    path: str = ""  # the file or folder read (videos: the stand-in for padding/failed items)
 
 
 @dataclass
@@ -155,12 +156,14 @@ class BatchSource:
     placeholder_hw: tuple[int, int]
     cpu_codecs: Optional[frozenset] = None  # None: GPU decoding, any codec NVDEC takes
     item_range: Optional[tuple[int, int]] = None  # default: the whole batch
+    first_batch: int = 0  # batch of epoch ``epoch0`` the first call builds (a resumed stream)
+    known_bad: dict[str, str] = field(default_factory=dict)  # videos DALI failed to decode
     timings: dict[str, float] = field(default_factory=dict)  # seconds per SOURCE_STAGES key
 
     def __post_init__(self) -> None:
         self._order_epoch: Optional[int] = None
         self._order: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._stand_in: Optional[tuple[np.ndarray, tuple[int, int]]] = None
+        self._stand_in: Optional[tuple[str, np.ndarray, tuple[int, int]]] = None
         if self.item_range is None:
             self.item_range = (0, self.batch_size)
         for key in SOURCE_STAGES:
@@ -234,10 +237,12 @@ class BatchSource:
         timings["read"] += (t2 - t1) - check
         timings["check"] += check
         units = [[cache[int(i)] for i in idx] for idx in per_view]
-        return _Item(units, per_view, plans, size, label)
+        return _Item(units, per_view, plans, size, label, path)
 
     def _video(self, index: int, epoch: int) -> _Item:
         path, label, _, _ = self.records[index]
+        if path in self.known_bad:
+            raise DataError(self.known_bad[path])
         t0 = time.perf_counter()
         raw = read_video_bytes(path)
         t1 = time.perf_counter()
@@ -259,14 +264,15 @@ class BatchSource:
         timings["check"] += t2 - t1
         timings["plan"] += t3 - t2
         data = np.frombuffer(raw, dtype=np.uint8)
-        return _Item([[data] for _ in views], per_view, plans, hw, label)
+        return _Item([[data] for _ in views], per_view, plans, hw, label, path)
 
     def _placeholder(self, epoch: int) -> _Item:
         """Stand-in for padding and failed evaluation rows (the loader zeros or trims them)."""
         t = self.planner.spec.frames_per_view
         views = range(self.num_views)
+        path = ""
         if self.video:
-            data, hw = self._video_stand_in()
+            path, data, hw = self._video_stand_in()
             idx = [np.zeros(t, dtype=np.int32) for _ in views]
             units = [[data] for _ in views]
         else:
@@ -275,9 +281,9 @@ class BatchSource:
             idx = [np.ones(t, dtype=np.int64) for _ in views]
             units = [[data] * t for _ in views]
         plans = [self.planner.view_plan(hw[0], hw[1], epoch, 0, v) for v in views]
-        return _Item(units, idx, plans, hw, -1)
+        return _Item(units, idx, plans, hw, -1, path)
 
-    def _video_stand_in(self) -> tuple[np.ndarray, tuple[int, int]]:
+    def _video_stand_in(self) -> tuple[str, np.ndarray, tuple[int, int]]:
         """A readable video of the list, decoded in place of a bad or padding sample.
 
         A JPEG or an encoded blank clip would need an encoder (PyAV) or a codec the GPU
@@ -285,13 +291,16 @@ class BatchSource:
         """
         if self._stand_in is None:
             for path, *_ in self.records:
+                if path in self.known_bad:
+                    continue
                 try:
                     raw = read_video_bytes(path)
                     info = probe_video_headers(path, raw)
                 except DataError:
                     continue
                 if self.cpu_codecs is None or info.codec in self.cpu_codecs:
-                    self._stand_in = (np.frombuffer(raw, dtype=np.uint8), (info.height, info.width))
+                    self._stand_in = (path, np.frombuffer(raw, dtype=np.uint8),
+                                      (info.height, info.width))
                     break
             else:
                 raise DataError("no video of the list could be read (every file failed its "
@@ -320,13 +329,30 @@ class BatchSource:
         return self._placeholder(epoch), bad
 
     # -- the callable --------------------------------------------------------------------------
-    def __call__(self, batch_info: Any) -> tuple[Any, ...]:
-        iteration = int(getattr(batch_info, "iteration", batch_info))
+    def _batch_items(self, iteration: int) -> list[tuple[_Item, list[tuple[str, str]]]]:
+        """The items (and their failures) that batch ``iteration`` of this pipeline holds."""
         batches = self.items_per_epoch // self.batch_size
-        epoch = self.epoch0 + iteration // batches
-        first = (iteration % batches) * self.batch_size
+        g = self.first_batch + iteration
+        epoch = self.epoch0 + g // batches
+        first = (g % batches) * self.batch_size
         order = self._shard_order(epoch)
         lo, hi = self.item_range
+        return [self._load_item(position, epoch, order)
+                for position in range(first + lo, first + hi)]
+
+    def batch_videos(self, iteration: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(path, file bytes, frame indices)`` of every video batch ``iteration`` decodes
+        (stand-ins included), for finding the file that DALI fails to decode."""
+        out: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+        for item, _ in self._batch_items(iteration):
+            idx = np.unique(np.concatenate(item.indices)).astype(np.int32)
+            if item.path in out:
+                idx = np.union1d(out[item.path][2], idx).astype(np.int32)
+            out[item.path] = (item.path, item.units[0][0], idx)
+        return list(out.values())
+
+    def __call__(self, batch_info: Any) -> tuple[Any, ...]:
+        iteration = int(getattr(batch_info, "iteration", batch_info))
         data: list[np.ndarray] = []
         frames: list[np.ndarray] = []
         geometry: list[list[float]] = []
@@ -334,8 +360,7 @@ class BatchSource:
         labels: list[int] = []
         bad: list[np.ndarray] = []
         upv = self.units_per_view
-        for position in range(first + lo, first + hi):
-            item, failed = self._load_item(position, epoch, order)
+        for item, failed in self._batch_items(iteration):
             t0 = time.perf_counter()
             for v, plan in enumerate(item.plans):
                 start, end, size = unit_geometry(plan, item.frame_hw)

@@ -87,6 +87,50 @@ def test_dali_video_path_needs_no_pyav(tmp_path, monkeypatch):
     assert sys.modules["av"] is None
 
 
+def _wipe_mjpeg_frames(path) -> None:
+    """Zero the JPEG data of every frame but the first, keeping every AVI chunk size: the
+    container headers stay valid, the decoder fails."""
+    data = bytearray(path.read_bytes())
+    chunks = [i for i in range(len(data) - 8) if data[i:i + 4] == b"00dc"]
+    for pos in chunks[1:]:
+        size = int.from_bytes(data[pos + 4:pos + 8], "little")
+        data[pos + 8:pos + 8 + size] = bytes(size)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.dali
+def test_video_dali_cannot_decode_is_a_bad_sample(tmp_path, caplog):
+    """A video whose headers are fine but whose frames do not decode: DALI's pipeline fails, the
+    loader finds the file, marks it bad and rebuilds at that batch (eval: label -1 and zeros in
+    its place; train: replaced), and the other samples come through unchanged."""
+    import logging
+
+    pytest.importorskip("av", reason="PyAV writes the test videos")
+    root = write_videos_dataset(tmp_path / "v", "mjpeg", num_videos=4, num_frames=14, height=40,
+                                width=56)
+    cfg = _cfg(max_bad_fraction=0.5)
+    ds = resolve_dataset(root, cfg.data)
+    cpu = torch.device("cpu")
+    clean, clean_label = _collect(build_loader(cfg, ds, "val", loader="dali-cpu", device=cpu))
+    _wipe_mjpeg_frames(root / "videos" / "v002.avi")
+    val = build_loader(cfg, ds, "val", loader="dali-cpu", device=cpu)
+    with caplog.at_level(logging.WARNING):
+        video, label = _collect(val)
+    assert label.tolist() == [0, 1, -1, 1] and clean_label.tolist() == [0, 1, 0, 1]
+    assert torch.count_nonzero(video[2]) == 0
+    keep = [0, 1, 3]
+    assert torch.equal(video[keep], clean[keep])
+    assert [(p.rsplit("/", 1)[-1], "DALI cannot decode" in r) for p, r in val.bad_samples] == [
+        ("v002.avi", True)]
+    assert "v002.avi" in caplog.text
+    train = build_loader(cfg, ds, "train", loader="dali-cpu", device=cpu, batch_size=2)
+    for epoch in (0, 1):
+        train.set_epoch(epoch)
+        video, label = _collect(train)
+        assert len(label) == 4 and (label >= 0).all() and torch.isfinite(video).all()
+    assert [p.rsplit("/", 1)[-1] for p, _ in train.bad_samples] == ["v002.avi"]
+
+
 @pytest.mark.dali
 @pytest.mark.parametrize("data", ["frames", "mjpeg"])
 def test_split_batches_over_pipelines(tmp_path, data):
