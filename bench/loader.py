@@ -12,8 +12,9 @@ holds ``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (torch
 thread count) and ``scaling`` (the backend's own 1-thread figure, when measured), plus the
 machine's load average before and after, since a shared machine skews every number.
 
-``stages=True`` adds where the time goes, per batch (``stage_ms``): for DALI the graph is cut
-after each stage (source -> decode -> resize -> normalize) and timed at the same threads, the
+``stages=True`` adds where the time goes at the sweep's last thread count, per batch
+(``stage_ms``): for DALI the graph is cut after each stage (source -> decode -> resize ->
+normalize) and timed at the same threads, the
 increments being each stage's cost, plus the source's own Python timers (plan, file read, JPEG
 checks, assembly) and the loader's (waiting on DALI, DLPack/host-to-device, Python); for torch,
 one worker's steps timed in this process (plan, read, decode, crop/resize, normalize).
@@ -324,7 +325,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                     rec.update(_train_feed(cfg, dataset, stream, device, train_steps, train_warmup,
                                            amp))
                 del stream, loader
-                if stages:
+                if stages and t == sweep[-1]:
                     if dali:
                         rec.update(_dali_stages(cfg, dataset, backend, device, batches, batch_size,
                                                 records, opts, loader_workers))

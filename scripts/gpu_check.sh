@@ -5,10 +5,15 @@
 #   2. training throughput: fp32 vs AMP fp16 / bf16, channels-first vs channels-last (TRN, TPN);
 #   3. inference: eager vs torch.compile vs AOTInductor (+ ONNX Runtime / TensorRT when they
 #      work there) at batch 1 and 16, fp32 baseline and fp16, for TRN and TPN-SlowOnly;
-#   4. the DALI loader benchmark, only when `import nvidia.dali` works;
+#   4. the DALI loader benchmark, only when `import nvidia.dali` works: the issue-17 setting
+#      (Jester-size 176x100 JPEG frames, TRN config, 8 x 224 crops, batch 24), every backend at
+#      1, 2, 4, ... all cores, the per-stage breakdown and data_wait of 20 real training steps;
 #   5. report.md (+ PNGs when matplotlib is there).
 # Usage: scripts/gpu_check.sh [OUT_DIR]   (default $OUT, else reports/gpu). Each step has its own
 # time cap so the whole check ends within ~10 minutes; a step that runs out is logged and skipped.
+# The NVDEC tests need H.264/HEVC/VP9 files and this machine has no encoder: write them where
+# PyAV is (`python tests/_media.py test_media` in the checkout) and they are found in
+# ./test_media (or $FASTVID_TEST_MEDIA).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,6 +58,11 @@ for m in ("torchvision", "triton", "onnxruntime", "torch_tensorrt", "nvidia.dali
     print(f"  {m}: {'yes' if found else 'no'}")
 EOF
 
+if [ -z "${FASTVID_TEST_MEDIA:-}" ] && [ -d "$ROOT/test_media" ]; then
+    export FASTVID_TEST_MEDIA="$ROOT/test_media"
+fi
+say "test media for the NVDEC tests: ${FASTVID_TEST_MEDIA:-none (those tests skip)}"
+
 # The benchmark steps are bench/gpu_check.py (library API, argparse: no click/PyYAML needed).
 # Each call appends its records to OUT_DIR/results.json, so a step stopped by its cap keeps what
 # the others measured.
@@ -60,7 +70,7 @@ DRIVER=("$PY" -m bench.gpu_check)
 
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     if "$PY" -c "import pytest" 2>/dev/null; then
-        step "pytest -m gpu" 120 "$PY" -m pytest tests -m "gpu or trt" -q -p no:cacheprovider \
+        step "pytest -m gpu" 180 "$PY" -m pytest tests -m "gpu or trt" -q -p no:cacheprovider \
             --junitxml="$OUT_DIR/gpu_tests.xml"
         grep -E "passed|failed|error|skipped" "$LOG" | tail -n 1 | tee -a "$OUT_DIR/gpu_tests.txt"
     else
@@ -76,11 +86,16 @@ fi
 
 if "$PY" -c "import nvidia.dali, click, yaml" 2>/dev/null; then
     DATA="$(mktemp -d -t fastvid_gpu_data.XXXXXX)"
-    step "synthetic dataset" 30 "$PY" -m fastvid data synth "$DATA" --kind frames --classes 4 --train 32 \
-        --val 8 --frames 16 --size 128x96
+    step "synthetic dataset" 60 "$PY" -m fastvid data synth "$DATA" --kind frames --classes 8 --train 320 \
+        --val 32 --frames 16 --size 176x100
     if [ -f "$DATA/train_videofolder.txt" ]; then
-    step "loader bench" 60 "$PY" -m fastvid bench -c configs/trn_bninception_jester.yaml --data-root "$DATA" \
-        --set data.image_size=112 --loader dali,dali-cpu,torch --out "$OUT_DIR"
+    # threads: torch DataLoader workers / DALI CPU threads; stages and data_wait at all cores
+    # (data_wait only with CUDA: 20 TRN steps at 224 px take minutes on CPU cores)
+    TRAIN_STEPS=0
+    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && TRAIN_STEPS=20
+    step "loader bench" 300 "$PY" -m fastvid bench -c configs/trn_bninception_jester.yaml \
+        --data-root "$DATA" --loader dali,dali-cpu,torch --loader-threads auto --loader-batches 10 \
+        --loader-stages --loader-train-steps "$TRAIN_STEPS" --train-batch 24 --out "$OUT_DIR"
     else
         say "no synthetic dataset: loader bench skipped"
     fi

@@ -343,20 +343,19 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
         assert r["scaling"] == (1.0 if r["threads"] == 1 else pytest.approx(
             r["videos_per_s"] / next(x["videos_per_s"] for x in recs
                                      if x["backend"] == r["backend"] and x["threads"] == 1), rel=1e-2))
-        if r["threads"] == 2:  # data_wait at the last thread count of the sweep
+        if r["threads"] == 2:  # data_wait and stages at the last thread count of the sweep
             assert 0.0 <= r["data_wait_share"] <= 1.0 and r["train_steps"] == 1
+            # increments of noisy timings can dip below 0 on a busy machine; the totals cannot
+            assert all(np.isfinite(v) for v in r["stage_ms"].values()) and r["stage_method"]
         else:
-            assert "data_wait_share" not in r
-        # increments of noisy timings can dip below 0 on a busy machine; the totals cannot
-        assert all(np.isfinite(v) for v in r["stage_ms"].values())
-        assert r["stage_method"]
+            assert "data_wait_share" not in r and "stage_ms" not in r
     dali = [r for r in recs if r["backend"] == "dali-cpu"]
     assert [r["workers"] for r in dali] == [0, 0] and [r["dali_threads"] for r in dali] == [1, 2]
-    assert list(dali[0]["stage_ms"]) == ["source (plan + read + checks)", "decode", "crop/resize",
+    assert list(dali[1]["stage_ms"]) == ["source (plan + read + checks)", "decode", "crop/resize",
                                          "normalize + layout"]
-    assert {"source_read", "source_plan", "loader_run"} <= set(dali[0]["python_ms"])
-    assert all(v > 0 for v in dali[0]["stage_cumulative_ms"].values())
-    assert list(recs[0]["stage_ms"]) == ["plan", "read", "decode", "crop/resize",
+    assert {"source_read", "source_plan", "loader_run"} <= set(dali[1]["python_ms"])
+    assert all(v > 0 for v in dali[1]["stage_cumulative_ms"].values())
+    assert list(recs[2]["stage_ms"]) == ["plan", "read", "decode", "crop/resize",
                                          "normalize + to device"]
     (tmp_path / "results.json").write_text(json.dumps(recs))
     result = render_report(tmp_path)

@@ -20,7 +20,7 @@ def videos(tmp_path_factory):
     pytest.importorskip("av", reason="PyAV writes the test videos")
     base = tmp_path_factory.mktemp("headers")
     return {(codec, n): write_video(base / f"{codec}{n}", n, 48, 64, codec, seed=n)
-            for codec in ("mjpeg", "vp9", "h264") for n in (7, 18)}
+            for codec in ("mjpeg", "vp9", "h264", "hevc") for n in (7, 18)}
 
 
 def _pyav_probe(path):
@@ -30,7 +30,7 @@ def _pyav_probe(path):
     return probe_video(path)
 
 
-@pytest.mark.parametrize("codec", ["mjpeg", "vp9", "h264"])
+@pytest.mark.parametrize("codec", ["mjpeg", "vp9", "h264", "hevc"])
 def test_headers_match_pyav(videos, codec):
     for n in (7, 18):
         path = videos[(codec, n)]
