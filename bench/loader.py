@@ -10,7 +10,8 @@ that many DataLoader workers, the DALI loaders with that many DALI CPU threads (
 built in the main process unless ``dali_workers`` asks for Python worker processes). Each record
 holds ``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (torch at the same
 thread count) and ``scaling`` (the backend's own 1-thread figure, when measured), plus the
-machine's load average before and after, since a shared machine skews every number.
+machine's load average before and after, since a shared machine skews every number, and
+``cpu_ms_per_video`` / ``cpu_cores_used`` (CPU time of the process and its workers, /proc).
 
 ``stages=True`` adds where the time goes at the sweep's last thread count, per batch
 (``stage_ms``): for DALI the graph is cut after each stage (source -> decode -> resize ->
@@ -45,7 +46,9 @@ from fastvid.config import Config
 from fastvid.data.lists import DatasetInfo
 from fastvid.errors import FastvidError
 
-__all__ = ["bench_loaders", "thread_counts", "available_cores", "main"]
+__all__ = ["bench_loaders", "thread_counts", "available_cores", "dali_option_values", "main"]
+
+DALI_OPTIONS = ("prefetch", "hw_decoder_load", "decoder_pipelines")
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,22 @@ def thread_counts(text: str | Sequence[int] | None) -> list[Optional[int]]:
     return list(dict.fromkeys(counts))
 
 
+def dali_option_values(items: Sequence[str]) -> dict[str, Any]:
+    """``["hw_decoder_load=0.9", "prefetch=3"]`` -> DaliVideoLoader keyword arguments."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in DALI_OPTIONS:
+            raise FastvidError(f"DALI loader option {item!r}: expected KEY=VALUE with KEY one of "
+                               f"{', '.join(DALI_OPTIONS)}")
+        try:
+            out[key] = float(value) if key == "hw_decoder_load" else int(value)
+        except ValueError:
+            raise FastvidError(f"DALI loader option {item!r}: {value!r} is not a number") from None
+    return out
+
+
 def _loadavg() -> Optional[list[float]]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -122,15 +141,51 @@ def _loadavg() -> Optional[list[float]]:
         return None
 
 
-def _time_batches(stream: Any, batches: int, device: torch.device) -> tuple[float, int]:
+def _cpu_seconds() -> Optional[float]:
+    """CPU time (user + system) of this process and all its descendants, from /proc.
+
+    Worker processes (DataLoader workers, DALI's Python workers) are counted while alive, which
+    ``resource.getrusage(RUSAGE_CHILDREN)`` does not do. None where /proc is missing.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return None
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = int(fields[11]) + int(fields[12])  # utime + stime, clock ticks
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def _time_batches(stream: Any, batches: int, device: torch.device
+                  ) -> tuple[float, int, Optional[float]]:
+    """(seconds, videos, CPU seconds of the process tree) for ``batches`` batches."""
     n_videos = 0
     _sync(device)
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     for _ in range(batches):
         _, label = next(stream)
         n_videos += label.shape[0]
     _sync(device)
-    return time.perf_counter() - t0, n_videos
+    elapsed = time.perf_counter() - t0
+    cpu1 = _cpu_seconds()
+    return elapsed, n_videos, (cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None)
 
 
 def _dali_stages(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.device,
@@ -152,7 +207,7 @@ def _dali_stages(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.
             next(stream)
         before_src = loader.source_timings
         before = dict(loader.timings)
-        elapsed, _ = _time_batches(stream, batches, device)
+        elapsed, _, _ = _time_batches(stream, batches, device)
         cumulative[stage] = 1e3 * elapsed / batches
         if stage == "all":
             after_src = loader.source_timings
@@ -307,6 +362,8 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                 (t if t is not None else n_workers)
             rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,
                                        loadavg_before=_loadavg())
+            if dali and dali_options:
+                rec["dali_options"] = dict(dali_options)
             try:
                 t0 = time.perf_counter()
                 loader = build_loader(cfg, dataset, split, loader=backend, device=device,
@@ -319,7 +376,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                 if dali:
                     rec["threads"] = rec["dali_threads"] = loader.num_threads
                 frames_per_video = (video.shape[2] if is_3d(cfg) else video.shape[1])
-                elapsed, n_videos = _time_batches(stream, batches, device)
+                elapsed, n_videos, cpu_s = _time_batches(stream, batches, device)
                 # data_wait at the sweep's last (largest) thread count: what training would use
                 if train_steps and t == sweep[-1]:
                     rec.update(_train_feed(cfg, dataset, stream, device, train_steps, train_warmup,
@@ -339,6 +396,11 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             rec.update(seconds=round(elapsed, 4), videos_per_s=round(n_videos / elapsed, 2),
                        frames_per_s=round(n_videos * frames_per_video / elapsed, 1),
                        frames_per_video=int(frames_per_video), loadavg_after=_loadavg())
+            if cpu_s is not None:
+                # CPU cost per video: what a loader needs of a machine, and far less skewed than
+                # videos/s when other jobs share the cores
+                rec["cpu_ms_per_video"] = round(1e3 * cpu_s / n_videos, 2)
+                rec["cpu_cores_used"] = round(cpu_s / elapsed, 2)
             results.append(rec)
     for rec in results:
         if "videos_per_s" not in rec:
@@ -371,6 +433,8 @@ def main() -> None:
                        "... all). torch: DataLoader workers; DALI: CPU threads.")
     @click.option("--dali-workers", type=int, default=0, show_default=True,
                   help="DALI Python worker processes in a thread sweep (0: the main process).")
+    @click.option("--dali-option", "dali_opts", multiple=True, metavar="KEY=VALUE",
+                  help=f"DALI loader setting ({', '.join(DALI_OPTIONS)}), repeatable.")
     @click.option("--stages", is_flag=True, help="Also time each stage (see the module doc).")
     @click.option("--train-steps", type=int, default=0, show_default=True,
                   help="Also measure data_wait over this many real training steps.")
@@ -379,7 +443,8 @@ def main() -> None:
     @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the records as JSON.")
     def cli(config_path: str, data_root: str, backends: str, device: str, batches: int,
             batch_size: int, workers: Optional[int], threads: Optional[str], dali_workers: int,
-            stages: bool, train_steps: int, amp: bool, overrides: tuple[str, ...],
+            dali_opts: tuple[str, ...], stages: bool, train_steps: int, amp: bool,
+            overrides: tuple[str, ...],
             out: Optional[str]) -> None:
         """Compare data-loader throughput on one dataset."""
         from fastvid.config import load_config
@@ -391,7 +456,7 @@ def main() -> None:
                                 torch.device(device), batches, batch_size, workers=workers,
                                 threads=thread_counts(threads) if threads else None,
                                 dali_workers=dali_workers, stages=stages, train_steps=train_steps,
-                                amp=amp)
+                                amp=amp, dali_options=dali_option_values(dali_opts))
         for r in results:
             click.echo(summary_line(r))
         if out:
@@ -411,6 +476,8 @@ def summary_line(r: dict[str, Any]) -> str:
         line += f"  x{r['ratio_to_torch']:.2f} vs torch"
     if r.get("scaling") is not None:
         line += f"  x{r['scaling']:.2f} vs 1 thread"
+    if r.get("cpu_ms_per_video") is not None:
+        line += f"  {r['cpu_ms_per_video']:.1f} CPU-ms/video"
     line += f"  (start-up {r['startup_s']:.1f} s, {r['workers']} workers"
     if r.get("data_wait_share") is not None:
         line += f", data_wait {100 * r['data_wait_share']:.1f}%"

@@ -96,8 +96,10 @@ def _train_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str
 
 
 _LOADER_KEYS = ("backend", "device", "threads", "workers", "batch_size", "image_size", "videos_per_s",
-                "frames_per_s", "ratio_to_torch", "scaling", "startup_s", "data_wait_share")
-_LOADER_DIGITS = {"ratio_to_torch": 2, "scaling": 2, "startup_s": 2, "data_wait_share": 3}
+                "frames_per_s", "ratio_to_torch", "scaling", "cpu_ms_per_video", "startup_s",
+                "data_wait_share")
+_LOADER_DIGITS = {"ratio_to_torch": 2, "scaling": 2, "startup_s": 2, "data_wait_share": 3,
+                  "cpu_ms_per_video": 2}
 
 
 def _loader_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[str]:
@@ -106,7 +108,8 @@ def _loader_section(records: list[dict[str, Any]], notes: _Footnotes) -> list[st
             + [_fmt((r.get("loadavg_before") or [None])[0], 2), _status(r, notes)] for r in records]
     lines = ["## Data loaders", "",
              "threads: DataLoader workers (torch) or DALI CPU threads; scaling: x the backend's "
-             "1-thread figure; data_wait_share: steady-state share of a real training step spent "
+             "1-thread figure; cpu_ms_per_video: CPU time of the loader's process and workers per "
+             "video; data_wait_share: steady-state share of a real training step spent "
              "waiting for the batch; load avg: the machine's 1-minute load before the run.", "",
              *_table(header, rows), ""]
     staged = [r for r in records if r.get("stage_ms")]

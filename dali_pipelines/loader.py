@@ -323,14 +323,18 @@ class DaliVideoLoader:
     @staticmethod
     def _to_torch(tl: Any, exec_dynamic: bool) -> torch.Tensor:
         dense = tl.as_tensor()
+        gpu = type(dense).__name__ == "TensorGPU"
         if exec_dynamic:
             # The dynamic executor gives every batch its own buffers: wrap, don't copy (as
-            # DALIGenericIterator does). GPU tensors sync on DALI's stream via __dlpack__.
+            # DALIGenericIterator does). GPU tensors: __dlpack__ makes the current stream of
+            # DALI's device wait for DALI's work.
+            if gpu:
+                with torch.cuda.device(dense.device_id()):
+                    return torch.from_dlpack(dense)
             return torch.from_dlpack(dense)
         from nvidia.dali.plugin.pytorch import feed_ndarray
         from nvidia.dali.plugin.pytorch.torch_utils import to_torch_type
 
-        gpu = type(dense).__name__ == "TensorGPU"
         out = torch.empty(dense.shape(), dtype=to_torch_type[dense.dtype],
                           device=torch.device("cuda", dense.device_id()) if gpu else "cpu")
         feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(out.device) if gpu else None)

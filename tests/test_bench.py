@@ -202,12 +202,14 @@ def test_cli_loader_thread_sweep_then_report(tmp_path):
         "bench", "-c", "configs/trn_bninception_jester.yaml", "--set", "data.image_size=32",
         "--set", "model.num_segments=4", "--device", "cpu", "--loader", "dali-cpu,torch",
         "--data-root", str(root), "--loader-threads", "1,2", "--loader-batches", "2",
-        "--train-batch", "2", "--out", str(out)])
+        "--loader-option", "prefetch=3", "--train-batch", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     recs = read_records(out)
     assert sorted((r["backend"], r["threads"]) for r in recs) == [
         ("dali-cpu", 1), ("dali-cpu", 2), ("torch", 1), ("torch", 2)]
     assert all(r["status"] == "ok" and r["videos_per_s"] > 0 and "scaling" in r for r in recs)
+    assert all(r.get("dali_options") == ({"prefetch": 3} if r["backend"] == "dali-cpu" else None)
+               for r in recs)
     assert "vs 1 thread" in result.output
     result = CliRunner().invoke(cli, ["report", str(out)])
     assert result.exit_code == 0, result.output

@@ -320,6 +320,17 @@ def test_thread_counts():
         thread_counts("1,two")
 
 
+def test_dali_option_values():
+    from bench.loader import dali_option_values
+    from fastvid.errors import FastvidError
+
+    assert dali_option_values(["hw_decoder_load=0.9", "prefetch=3", "decoder-pipelines=4"]) == {
+        "hw_decoder_load": 0.9, "prefetch": 3, "decoder_pipelines": 4}
+    for bad in ("threads=2", "prefetch", "prefetch=x"):
+        with pytest.raises(FastvidError, match="DALI loader option"):
+            dali_option_values([bad])
+
+
 @pytest.mark.dali
 def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
     """The record the issue asks for: per backend and thread count videos/s, frames/s, start-up,
@@ -339,6 +350,7 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
     for r in recs:
         assert "skipped" not in r, r.get("skipped")
         assert r["videos_per_s"] > 0 and r["startup_s"] > 0 and len(r["loadavg_before"]) == 3
+        assert r["cpu_ms_per_video"] > 0 and r["cpu_cores_used"] > 0
         assert r["frames_per_s"] == pytest.approx(4 * r["videos_per_s"], rel=0.01)
         assert r["scaling"] == (1.0 if r["threads"] == 1 else pytest.approx(
             r["videos_per_s"] / next(x["videos_per_s"] for x in recs

@@ -140,6 +140,9 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
 @click.option("--loader-stages", is_flag=True,
               help="Also time each loader stage (source, decode, resize, normalize; torch: plan, "
                    "read, decode, crop/resize, normalize).")
+@click.option("--loader-option", "loader_options", multiple=True, metavar="KEY=VALUE",
+              help="DALI loader setting for --loader: prefetch=N, hw_decoder_load=F (nvJPEG "
+                   "hardware share), decoder_pipelines=K; repeatable.")
 @click.option("--loader-train-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also run this many real training steps (config's model, random weights) fed "
                    "by each loader and record data_wait_share.")
@@ -159,7 +162,8 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
 def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpoint: Optional[str],
               engine_paths: tuple[str, ...], batch_text: str, backends: Optional[str], precision_text: str,
               loader_text: str, data_root: Optional[str], loader_batches: int,
-              loader_threads: Optional[str], loader_stages: bool, loader_train_steps: int,
+              loader_threads: Optional[str], loader_stages: bool,
+              loader_options: tuple[str, ...], loader_train_steps: int,
               train_bench: bool,
               train_batch: Optional[int], iters: int, warmup: int, out_dir: str) -> None:
     """Benchmark inference backends, training throughput and data loaders; write JSON records."""
@@ -188,7 +192,7 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
         records += _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
                                   train_batch or cfg.train.batch_size, common,
                                   threads=loader_threads, stages=loader_stages,
-                                  train_steps=loader_train_steps)
+                                  train_steps=loader_train_steps, options=loader_options)
     if not records:
         raise click.UsageError("nothing to benchmark: give --backends, --train or --loader")
     path = append_records(out_dir, records)
@@ -234,7 +238,8 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
 
 def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loader_batches: int,
                    batch_size: int, common: dict[str, Any], threads: Optional[str] = None,
-                   stages: bool = False, train_steps: int = 0) -> list[dict[str, Any]]:
+                   stages: bool = False, train_steps: int = 0,
+                   options: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     try:
         from bench.loader import bench_loaders
     except ModuleNotFoundError as exc:
@@ -247,11 +252,12 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loade
     from fastvid.data.lists import resolve_dataset
 
     dataset = resolve_dataset(data_root, cfg.data)
-    from bench.loader import thread_counts
+    from bench.loader import dali_option_values, thread_counts
 
     out = bench_loaders(cfg, dataset, loaders, dev, loader_batches, batch_size,
                         threads=thread_counts(threads) if threads else None, stages=stages,
-                        train_steps=train_steps, amp=train_steps > 0 and dev.type == "cuda")
+                        train_steps=train_steps, amp=train_steps > 0 and dev.type == "cuda",
+                        dali_options=dali_option_values(options))
     for rec in out:
         rec.setdefault("kind", "loader")
         if "skipped" in rec:  # bench.loader's form; the report reads status/reason
