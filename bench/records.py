@@ -10,8 +10,12 @@ collect in one place for ``fastvid report``. Record kinds:
   ``reason``.
 * ``train``: ``videos_per_s``, ``step_ms`` ``{p50, mean}``, ``precision``, ``channels_last``,
   ``data_wait_share`` (None on synthetic tensors), ``ratio_to_fp32``.
-* ``loader``: written by :func:`bench.loader.bench_loaders` (``videos_per_s``, ``frames_per_s``,
-  ``backend``, ``workers``), stamped here with device/versions/date when missing.
+* ``loader``: written by :func:`bench.loader.bench_loaders`: one per (``backend``, ``threads``)
+  with ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (same threads), ``scaling`` (x the
+  backend's 1-thread figure), ``startup_s``, ``cpu_ms_per_video``, ``loadavg_before``/``after``,
+  ``workers``; optionally ``stage_ms`` (+ ``python_ms``, ``stage_method``) and
+  ``data_wait_share`` of a short training run; stamped here with device/versions/date when
+  missing.
 
 Every record carries ``device`` (name), ``device_type``, ``versions`` and ``date``.
 """

@@ -41,8 +41,8 @@ GRAPH_STAGES = ("source", "decode", "resize", "all")
 _RESIZE = dict(interp_type=types.INTERP_LINEAR, antialias=True)
 
 
-def gpu_decoder_options(hw_decoder_load: Optional[float], frame_hw: Optional[tuple[int, int]],
-                        batch_units: int) -> dict[str, Any]:
+def gpu_decoder_options(hw_decoder_load: Optional[float],
+                        frame_hw: Optional[tuple[int, int]]) -> dict[str, Any]:
     """nvJPEG settings for ``fn.decoders.image*(device="mixed")``.
 
     ``hw_decoder_load``: share of the batch sent to the hardware JPEG decoder (A100/H100/H200
