@@ -42,7 +42,7 @@ import numpy as np
 from fastvid.data.sampling import shard_indices
 from fastvid.data.transforms import SamplePlanner, ViewPlan
 from fastvid.data.video_headers import probe_video_headers, read_video_bytes
-from fastvid.data.video_io import jpeg_problem, jpeg_size, read_jpeg_file
+from fastvid.data.video_io import jpeg_frame_header, jpeg_problem, read_jpeg_file
 from fastvid.errors import BackendUnavailable, DataError
 
 __all__ = ["BatchSource", "RecordTuple", "DALI_CPU_CODECS", "UNSUPPORTED_MARK", "encode_bad",
@@ -204,6 +204,7 @@ class BatchSource:
         t1 = time.perf_counter()
         cache: dict[int, np.ndarray] = {}
         size: Optional[tuple[int, int]] = None
+        header = b"\xff"  # the first frame's bytes up to its SOF segment
         check = 0.0
         for idx in per_view:
             for i in idx:
@@ -220,13 +221,15 @@ class BatchSource:
                 problem = jpeg_problem(data)
                 if problem:
                     raise DataError(f"{fname}: {problem}")
-                try:
-                    hw = jpeg_size(data)
-                except ValueError as exc:
-                    raise DataError(f"{fname}: {exc}") from None
-                if size is not None and hw != size:
-                    raise DataError(f"{fname}: frame size {hw} differs from the sample's {size}")
-                size = hw
+                if size is None or not data.startswith(header):  # same header bytes: same size
+                    try:
+                        h, w, end = jpeg_frame_header(data)
+                    except ValueError as exc:
+                        raise DataError(f"{fname}: {exc}") from None
+                    if size is not None and (h, w) != size:
+                        raise DataError(f"{fname}: frame size {(h, w)} differs from the sample's "
+                                        f"{size}")
+                    size, header = (h, w), data[:end]
                 cache[i] = np.frombuffer(data, dtype=np.uint8)
                 check += time.perf_counter() - tc
         t2 = time.perf_counter()

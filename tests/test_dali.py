@@ -1,6 +1,7 @@
 """DALI specifics: parallel external source (spawned workers), JPEG pre-checks, the GPU graph."""
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -53,6 +54,28 @@ def test_parallel_source_matches_serial(tmp_path):
         parallel.set_epoch(epoch)
         a, b = _collect(serial), _collect(parallel)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.dali
+def test_frame_sizes_are_checked_per_sample(tmp_path):
+    """Frames of one sample must share a size (a crop box is cut from all of them): a folder of
+    mixed sizes is a bad sample; frames of the same size but other JPEG tables are fine."""
+    from PIL import Image
+
+    root = write_frames_dataset(tmp_path, num_videos=3, num_frames=10, height=40, width=56)
+    frames = root / "20bn-jester-v1"
+    for f in sorted((frames / "000").glob("*.jpg"))[::2]:  # other quality: other header bytes
+        Image.open(f).convert("RGB").save(f, quality=40)
+    for f in sorted((frames / "001").glob("*.jpg"))[1::2]:  # every other frame 60 px wide
+        Image.open(f).convert("RGB").resize((60, 40)).save(f)
+    cfg = _cfg(max_bad_fraction=0.5)
+    loader = build_loader(cfg, resolve_dataset(root, cfg.data), "val", loader="dali-cpu",
+                          device=torch.device("cpu"))
+    video, label = _collect(loader)
+    assert label.tolist() == [0, -1, 2] and torch.count_nonzero(video[1]) == 0
+    (path, reason), = loader.bad_samples
+    assert path.endswith("001")
+    assert re.search(r"frame size \(40, (56|60)\) differs from the sample's \(40, (60|56)\)", reason)
 
 
 @pytest.mark.dali

@@ -17,7 +17,7 @@ import torch
 
 from fastvid.errors import DataError
 
-__all__ = ["jpeg_problem", "jpeg_size", "read_jpeg_file", "read_frame_folder", "VideoInfo",
+__all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_jpeg_file", "read_frame_folder", "VideoInfo",
            "probe_video", "read_video_frames", "decode_jpeg_rgb"]
 
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
@@ -42,6 +42,15 @@ def jpeg_problem(data: bytes) -> Optional[str]:
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
     """``(height, width)`` from the SOF segment of an encoded JPEG, without decoding it."""
+    return jpeg_frame_header(data)[:2]
+
+
+def jpeg_frame_header(data: bytes) -> tuple[int, int, int]:
+    """``(height, width, end)``: the frame size and where the SOF segment ends.
+
+    Two files whose first ``end`` bytes are equal have the same size (a loader checking every
+    frame of a clip compares that prefix, one ``startswith``, instead of parsing each header).
+    """
     pos, n = 2, len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:
@@ -61,7 +70,7 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
             width = int.from_bytes(data[pos + 7:pos + 9], "big")
             if height == 0 or width == 0:
                 raise ValueError("JPEG frame header has a zero size")
-            return height, width
+            return height, width, pos + 2 + length
         if marker == 0xDA:  # start of scan before any SOF
             break
         pos += 2 + length
