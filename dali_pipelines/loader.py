@@ -86,9 +86,9 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 class DaliVideoLoader:
     """Batch-contract loader over DALI pipelines (``backend`` "dali" on GPU, "dali-cpu").
 
-    ``num_threads``: DALI CPU threads (default :func:`default_num_threads`), split over
-    ``decoder_pipelines``; ``workers``: spawned Python processes building batches (0: the main
-    process builds them, no start-up cost); ``prefetch``: batches DALI runs ahead;
+    ``num_threads``: DALI CPU threads (default :func:`default_num_threads`) and ``workers``:
+    spawned Python processes building batches (0: the main process builds them, no start-up
+    cost), both split over ``decoder_pipelines``; ``prefetch``: batches DALI runs ahead;
     ``hw_decoder_load``: nvJPEG hardware-decoder share (GPU only; None: DALI's default).
     """
 
@@ -126,10 +126,10 @@ class DaliVideoLoader:
         self.num_threads = int(num_threads or default_num_threads())
         self.prefetch = int(prefetch)
         self.hw_decoder_load = hw_decoder_load
-        # Several video pipelines feed several NVDEC engines (a public DALI thread, #6387, saw
-        # 1/2/4/7 pipelines decode 45/87/166/275 fps on an H100; not measured here); frames go
-        # through one nvJPEG batch (and on CPU one thread pool), where splitting only adds
-        # per-batch overhead.
+        # Several video pipelines feed several NVDEC engines (DALI issue #6387: 1/2/4/7 pipelines
+        # over shards of a list decoded 45/87/166/275 fps of 1080p H.264; not measured here);
+        # frames go through one nvJPEG batch (and on CPU one thread pool), where splitting only
+        # adds per-batch overhead.
         default_parts = 4 if (use_gpu and self.video) else 1
         self.decoder_pipelines = max(1, min(int(decoder_pipelines or default_parts), batch_size))
         self._bad = BadSampleLog(max_bad_fraction)
@@ -184,6 +184,7 @@ class DaliVideoLoader:
             device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
         parts = _split(self.batch_size, self.decoder_pipelines)
         threads = max(1, self.num_threads // len(parts))
+        py_workers = max(1, self.workers // len(parts)) if self.workers > 0 else 0
         t0 = time.perf_counter()
         pipes, sources = [], []
         for item_range in parts:
@@ -195,7 +196,7 @@ class DaliVideoLoader:
             options = gpu_decoder_options(self.hw_decoder_load, self._frame_hw) \
                 if self.use_gpu else None
             pipe = build_pipeline(source, use_gpu=self.use_gpu, num_threads=threads,
-                                  device_id=device_id, py_workers=self.workers,
+                                  device_id=device_id, py_workers=py_workers,
                                   prefetch=self.prefetch, decoder_options=options,
                                   stage=self.stage, **self._graph_args)
             try:
@@ -210,8 +211,8 @@ class DaliVideoLoader:
             pipes.append(pipe)
             sources.append(source)
         self.timings["build_s"] += time.perf_counter() - t0
-        log.debug("%d DALI pipeline(s) built in %.1f s (%d threads each, %d python workers)",
-                  len(pipes), time.perf_counter() - t0, threads, self.workers)
+        log.debug("%d DALI pipeline(s) built in %.1f s (%d threads, %d python workers each)",
+                  len(pipes), time.perf_counter() - t0, threads, py_workers)
         self._pipes, self._sources = pipes, sources
         self._stream_epoch = epoch0
         self._clean = first_batch == 0
