@@ -256,22 +256,25 @@ class DaliVideoLoader:
         return self._items // self.batch_size
 
     def _run(self, pipe: Any, batch: int) -> tuple[Any, ...]:
-        """One pipeline's outputs; errors raised by the source become fastvid errors."""
+        """One pipeline's outputs; errors raised by the source become fastvid errors.
+
+        In the main process the source's own exception arrives; from DALI's Python workers it
+        arrives as text inside a plain ``Exception``, so both are matched by their message.
+        """
         try:
             return pipe.run()
-        except FastvidError:
-            self._clean = False
-            raise
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - DALI wraps worker errors in plain Exception
             self._clean = False
             text = str(exc)
             if UNSUPPORTED_MARK in text:
                 msg = text[text.index(UNSUPPORTED_MARK) + len(UNSUPPORTED_MARK):].splitlines()[0]
                 raise BackendUnavailable(msg) from None
+            if isinstance(exc, FastvidError):
+                raise
             if "DataError" in text and "failed to load" in text:
                 line = next(ln for ln in text.splitlines() if "failed to load" in ln)
                 raise DataError(line.split("DataError:", 1)[-1].strip()) from None
-            if self.video:
+            if self.video and isinstance(exc, RuntimeError) and "Error in" in text:
                 raise _DecodeFailure(_dali_reason(text)) from None
             raise
 

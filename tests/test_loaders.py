@@ -204,6 +204,21 @@ def test_h264_on_dali_cpu_is_a_clear_error(tmp_path):
     assert video.shape == (2, 4, 3, S, S)
 
 
+@pytest.mark.dali
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unsupported_codec_inside_a_list_is_a_clear_error(roots, tmp_path, workers):
+    """An H.264 file behind a VP9 first file: BackendUnavailable naming it, from the main
+    process and from a DALI Python worker (whose errors arrive as plain Exception text)."""
+    root = tmp_path / "mixed"
+    shutil.copytree(roots["vp9"], root)
+    write_video(root / "videos" / "v001", 12, H, W, "h264")
+    for name in ("train_list.txt", "val_list.txt"):
+        lst = root / name
+        lst.write_text(lst.read_text().replace("v001.webm", "v001.mp4"))
+    with pytest.raises(BackendUnavailable, match=r"^\S*v001\.mp4: codec h264 .*--loader torch"):
+        collect(loader_for(root, "dali-cpu", workers=workers))
+
+
 # -- bad samples ---------------------------------------------------------------------------------
 @pytest.fixture()
 def broken_frames(roots, tmp_path) -> tuple[Path, dict[str, str]]:
