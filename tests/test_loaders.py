@@ -365,7 +365,8 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
     for r in recs:
         assert "skipped" not in r, r.get("skipped")
         assert r["videos_per_s"] > 0 and r["startup_s"] > 0 and len(r["loadavg_before"]) == 3
-        assert r["cpu_ms_per_video"] > 0 and r["cpu_cores_used"] > 0
+        # /proc counts CPU time in 10 ms ticks: a tiny run may round to 0
+        assert r["cpu_ms_per_video"] >= 0 and r["cpu_cores_used"] >= 0
         assert r["frames_per_s"] == pytest.approx(4 * r["videos_per_s"], rel=0.01)
         assert r["scaling"] == (1.0 if r["threads"] == 1 else pytest.approx(
             r["videos_per_s"] / next(x["videos_per_s"] for x in recs
