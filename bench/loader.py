@@ -351,6 +351,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             "image_size": cfg.data.image_size, "layout": "NCTHW" if is_3d(cfg) else "NTCHW",
             "cores": available_cores(), "versions": _versions()}
     results = []
+    swept: list[Optional[int]] = []  # the sweep's thread count of each record
     sweep = list(threads) if threads else [None]
     for t in sweep:
         for backend in backends:
@@ -392,6 +393,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                 rec["skipped"] = str(exc)
                 log.warning("loader bench: %s skipped: %s", backend, exc)
                 results.append(rec)
+                swept.append(t)
                 continue
             rec.update(seconds=round(elapsed, 4), videos_per_s=round(n_videos / elapsed, 2),
                        frames_per_s=round(n_videos * frames_per_video / elapsed, 1),
@@ -402,16 +404,14 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                 rec["cpu_ms_per_video"] = round(1e3 * cpu_s / n_videos, 2)
                 rec["cpu_cores_used"] = round(cpu_s / elapsed, 2)
             results.append(rec)
-    for rec in results:
-        if "videos_per_s" not in rec:
-            continue
-        same = [r for r in results if r["backend"] == "torch" and "videos_per_s" in r
-                and r["threads"] == rec["threads"]]
-        if same:
+            swept.append(t)
+    done = [(r, t) for r, t in zip(results, swept) if "videos_per_s" in r]
+    for rec, t in done:
+        same = [r for r, t2 in done if r["backend"] == "torch" and t2 == t]
+        if same:  # torch at the same sweep point (without a sweep: each backend's default)
             rec["ratio_to_torch"] = round(rec["videos_per_s"] / same[0]["videos_per_s"], 3)
-        one = [r for r in results if r["backend"] == rec["backend"] and "videos_per_s" in r
-               and r["threads"] == 1]
-        if one and rec["threads"] is not None:
+        one = [r for r, t2 in done if r["backend"] == rec["backend"] and t2 == 1]
+        if one and t is not None:
             rec["scaling"] = round(rec["videos_per_s"] / one[0]["videos_per_s"], 3)
     return results
 

@@ -319,6 +319,9 @@ def test_bench_loaders_records(roots):
     assert by["torch"]["videos_per_s"] > 0 and by["torch"]["ratio_to_torch"] == 1.0
     assert by["torch"]["frames_per_s"] == pytest.approx(4 * by["torch"]["videos_per_s"], rel=0.01)
     assert "CUDA" in by["dali"]["skipped"] or "nvidia-dali" in by["dali"]["skipped"]
+    if "videos_per_s" in by["dali-cpu"]:  # default threads (every core) vs torch's workers
+        assert by["dali-cpu"]["ratio_to_torch"] == pytest.approx(
+            by["dali-cpu"]["videos_per_s"] / by["torch"]["videos_per_s"], rel=1e-2)
     for r in recs:
         assert r["kind"] == "loader" and r["batch_size"] == 2 and r["workers"] == 0 and r["date"]
 
