@@ -10,12 +10,14 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
 
 from fastvid.errors import DataError
+
+if TYPE_CHECKING:  # imported where used: the DALI source checks JPEG headers without torch
+    import torch
 
 __all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_jpeg_file", "read_frame_folder", "VideoInfo",
            "probe_video", "read_video_frames", "decode_jpeg_rgb"]
@@ -97,6 +99,7 @@ def read_jpeg_file(path: str | Path) -> bytes:
 
 def decode_jpeg_rgb(data: bytes, path: str | Path = "<bytes>") -> torch.Tensor:
     """(3, H, W) uint8 RGB via torchvision's libjpeg-turbo binding, PIL as a fallback."""
+    import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
@@ -118,6 +121,8 @@ def decode_jpeg_rgb(data: bytes, path: str | Path = "<bytes>") -> torch.Tensor:
 def read_frame_folder(folder: str | Path, indices: Sequence[int],
                       tmpl: str = "{:05d}.jpg") -> torch.Tensor:
     """Frames ``tmpl.format(i)`` of ``folder`` -> (T, 3, H, W) uint8 RGB; each file read once."""
+    import torch
+
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: frame folder not found")
@@ -205,6 +210,7 @@ def read_video_frames(path: str | Path, indices: Sequence[int],
     through and sparse TSN samples of long videos skip the gaps.
     """
     import av
+    import torch
 
     path = os.fspath(path)
     info = info or probe_video(path)
