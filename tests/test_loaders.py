@@ -33,12 +33,19 @@ MEAN, STD = [104.0, 117.0, 128.0], [1.0, 1.0, 1.0]
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory) -> dict[str, Path]:
+    """Datasets written on first use: frames always, videos with PyAV (else the test skips)."""
     base = tmp_path_factory.mktemp("loaders")
-    return {
-        "frames": write_frames_dataset(base / "frames", num_videos=6, num_frames=10, height=H, width=W),
-        "mjpeg": write_videos_dataset(base / "mjpeg", "mjpeg", num_videos=3, num_frames=18, height=H, width=W),
-        "vp9": write_videos_dataset(base / "vp9", "vp9", num_videos=3, num_frames=18, height=H, width=W),
-    }
+
+    class Roots(dict):
+        def __missing__(self, kind: str) -> Path:
+            if kind == "frames":
+                root = write_frames_dataset(base / kind, num_videos=6, num_frames=10, height=H, width=W)
+            else:
+                root = write_videos_dataset(base / kind, kind, num_videos=3, num_frames=18, height=H, width=W)
+            self[kind] = root
+            return root
+
+    return Roots()
 
 
 def make_cfg(kind: str = "2d", **data) -> Config:
