@@ -164,9 +164,10 @@ class DaliVideoLoader:
         """Frame size of the first readable record (sizes nvJPEG's preallocations); None if none."""
         from fastvid.data.video_io import jpeg_size
 
+        first = self._source_args["frame_tmpl"].format(1)
         for rec in self.records[:8]:
             try:
-                with open(os.path.join(rec.path, self._source_args["frame_tmpl"].format(1)), "rb") as fh:
+                with open(os.path.join(rec.path, first), "rb") as fh:
                     return jpeg_size(fh.read(1 << 16))
             except (OSError, ValueError):
                 continue
@@ -181,7 +182,9 @@ class DaliVideoLoader:
         records = [(r.path, r.label, r.num_frames, r.is_video) for r in self.records]
         device_id = None
         if self.use_gpu:
-            device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            device_id = self.device.index
+            if device_id is None:
+                device_id = torch.cuda.current_device()
         parts = _split(self.batch_size, self.decoder_pipelines)
         threads = max(1, self.num_threads // len(parts))
         py_workers = max(1, self.workers // len(parts)) if self.workers > 0 else 0

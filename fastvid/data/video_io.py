@@ -19,8 +19,8 @@ from fastvid.errors import DataError
 if TYPE_CHECKING:  # imported where used: the DALI source checks JPEG headers without torch
     import torch
 
-__all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_jpeg_file", "read_frame_folder", "VideoInfo",
-           "probe_video", "read_video_frames", "decode_jpeg_rgb"]
+__all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_jpeg_file", "read_frame_folder",
+           "VideoInfo", "probe_video", "read_video_frames", "decode_jpeg_rgb"]
 
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
