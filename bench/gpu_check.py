@@ -93,6 +93,11 @@ class Preset:
     loader_videos: int = 96  # synthetic frame folders (16 frames, 176x100 px, as on 2026-11-30)
     loader_batches: int = 10
     loader_batch: int = 24
+    # Thread counts swept (bench.loader.thread_counts: "auto" = 1, 2, 4, ... all cores); the
+    # largest first, then 1 (the scaling reference), then the rest.
+    loader_threads: str = "auto"
+    loader_stages: bool = True  # DALI's per-stage breakdown, at all cores
+    loader_train_steps: int = 20  # data_wait of real TRN steps fed by DALI on the GPU (CUDA only)
 
 
 _TRAIN_FULL = (
@@ -131,14 +136,15 @@ PRESETS: dict[str, Preset] = {
                      ("eager+cudagraph", "fp16", 16), ("compile+cudagraph", "fp16", 1),
                      ("compile", "fp16", 16), ("aoti", "fp16", 16)),
                     ("torch", "dali"), train_iters=5, iters=20, loader_videos=48,
-                    loader_batches=5),
+                    loader_batches=5, loader_threads="1,all", loader_stages=False,
+                    loader_train_steps=10),
     # Tiny inputs: checks the script and the driver end to end on a CPU, measures nothing.
     "smoke": Preset((("fp32", False), ("fp32", True)),
                     (("eager", "fp32", 1), ("eager", "fp32", 2), ("eager+cudagraph", "fp32", 2),
                      ("trt", "fp16", 2)),
                     ("torch", "dali", "dali-cpu"), frames=4, size=64, train_batch=2,
                     train_warmup=1, train_iters=1, warmup=1, iters=2, loader_videos=4,
-                    loader_batches=2, loader_batch=2),
+                    loader_batches=2, loader_batch=2, loader_threads="1,2", loader_train_steps=0),
 }
 
 
@@ -428,8 +434,16 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
               "source": "scripts/gpu_check.sh", "batch_size": cfg.loader_batch, "workers": n_workers,
               "run_id": run_id or new_run_id()}
 
-    def stub(backend: str) -> dict[str, Any]:
-        return {"kind": "loader", "backend": backend, **common}
+    from bench.loader import thread_counts
+
+    sweep = thread_counts(cfg.loader_threads)
+    order = [max(sweep)] + ([1] if 1 in sweep and max(sweep) != 1 else [])
+    order += [t for t in sweep if t not in order]
+    # torch first at each thread count: the reference of ratio_to_torch at the same threads.
+    plan = [(b, t) for t in order for b in cfg.loaders]
+
+    def stub(v: tuple[str, int]) -> dict[str, Any]:
+        return {"kind": "loader", "backend": v[0], "threads": v[1], **common}
 
     def on_record(rec: dict[str, Any]) -> None:
         if "skipped" in rec:  # bench.loader's form; the report reads status/reason
@@ -440,19 +454,23 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
             rec.setdefault(k, v)
         sec.emit(stamp(rec, dev))
 
-    def expected(backend: str, last: Optional[float]) -> float:
-        if backend == "dali" and dev.type != "cuda":
+    def expected(v: tuple[str, int], last: Optional[float]) -> float:
+        if v[0] == "dali" and dev.type != "cuda":
             return 0.0  # skipped at once: DALI's GPU loader needs a CUDA device
-        return PRIOR_S.get(backend, 15.0) if last is None else last
+        return PRIOR_S.get(v[0], 15.0) if last is None else last
 
-    def measure(gated: Iterator[str]) -> None:
+    def measure(gated: Iterator[tuple[str, int]]) -> None:
         with tempfile.TemporaryDirectory(prefix="fastvid_gpu_check_data.") as tmp:
             synth_dataset(tmp, kind="frames", classes=4, train=cfg.loader_videos, val=4, frames=16,
                           size=(176, 100), seed=0)
-            bench_loaders(train_cfg, resolve_dataset(tmp, train_cfg.data), gated, dev, cfg.loader_batches,
-                          cfg.loader_batch, workers=n_workers, on_record=on_record)
+            bench_loaders(train_cfg, resolve_dataset(tmp, train_cfg.data), cfg.loaders, dev,
+                          cfg.loader_batches, cfg.loader_batch, workers=n_workers, threads=sweep,
+                          pairs=gated, on_record=on_record, stages=cfg.loader_stages,
+                          detail_backends=("dali",) if dev.type == "cuda" else ("dali-cpu",),
+                          train_steps=cfg.loader_train_steps if dev.type == "cuda" else 0,
+                          amp=dev.type == "cuda")
 
-    return _measure(sec, list(cfg.loaders), stub=stub, kind=lambda b: b, expected_s=expected, run=measure)
+    return _measure(sec, plan, stub=stub, kind=lambda v: v[0], expected_s=expected, run=measure)
 
 
 # ------------------------------------------------------------------------- keep

@@ -1,12 +1,31 @@
-"""Loader throughput: every backend side by side, in one run, on the same data.
+"""Loader throughput: every backend side by side, per CPU thread count, in one run, on one dataset.
 
 ``bench_loaders`` times training batches (random sampling + augmentation + normalize, as the
 trainer sees them) after one warm-up batch, whose time -- pipeline build, worker start-up -- is
 reported apart as ``startup_s``. The clock is read after synchronising the device, so GPU
 loaders are charged for their asynchronous work.
 
-    python -m bench.loader -c configs/demo_trn_synth.yaml --data-root DATA \\
-        --backends torch,dali-cpu --batches 20 --out reports/loader.json
+Threads: ``threads=[1, 2, ...]`` measures every backend at each count -- the torch loader with
+that many DataLoader workers, the DALI loaders with that many DALI CPU threads (their batches
+built in the main process unless ``dali_workers`` asks for Python worker processes). Each record
+holds ``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (torch at the same
+thread count) and ``scaling`` (the backend's own 1-thread figure, when measured), plus the
+machine's load average before and after, since a shared machine skews every number, and
+``cpu_ms_per_video`` / ``cpu_cores_used`` (CPU time of the process and its workers, /proc).
+
+``stages=True`` adds where the time goes at the sweep's last thread count, per batch
+(``stage_ms``): for DALI the graph is cut after each stage (source -> decode -> resize ->
+normalize) and timed at the same threads, the
+increments being each stage's cost, plus the source's own Python timers (plan, file read, JPEG
+checks, assembly) and the loader's (waiting on DALI, DLPack/host-to-device, Python); for torch,
+one worker's steps timed in this process (plan, read, decode, crop/resize, normalize).
+
+``train_steps`` > 0 adds a short real training run (the config's model, random weights,
+forward + backward + SGD, as ``fastvid train``) fed by the loader at the sweep's last thread
+count: ``data_wait_share`` is the share of steady-state step time spent waiting for the batch.
+
+    python -m bench.loader -c configs/trn_bninception_jester.yaml --data-root DATA \\
+        --backends torch,dali-cpu --threads 1,2,all --stages --batches 20 --out reports/loader.json
 """
 from __future__ import annotations
 
@@ -14,10 +33,12 @@ import datetime
 import itertools
 import json
 import logging
+import os
 import platform
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
@@ -25,9 +46,13 @@ from fastvid.config import Config
 from fastvid.data.lists import DatasetInfo
 from fastvid.errors import FastvidError
 
-__all__ = ["bench_loaders", "main"]
+__all__ = ["bench_loaders", "thread_counts", "available_cores", "dali_option_values", "main"]
+
+DALI_OPTIONS = ("prefetch", "hw_decoder_load", "decoder_pipelines")
 
 log = logging.getLogger(__name__)
+
+DALI_STAGES = ("source", "decode", "resize", "all")  # dali_pipelines.pipelines.GRAPH_STAGES
 
 
 def _sync(device: torch.device) -> None:
@@ -53,17 +78,273 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Iterable[str], device: torch.device,
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def thread_counts(text: str | Sequence[int] | None) -> list[Optional[int]]:
+    """``"1,2,all"`` / ``"auto"`` (1, 2, 4, ... up to every core) / ints -> thread counts.
+
+    None (no sweep) gives ``[None]``: each backend's default (torch: ``--workers``, DALI: every
+    core).
+    """
+    if text is None:
+        return [None]
+    cores = available_cores()
+    if isinstance(text, str):
+        text = text.strip()
+        if text == "auto":
+            counts = [1 << k for k in range(cores.bit_length()) if 1 << k < cores] + [cores]
+            return list(dict.fromkeys(counts))
+        items: list[int] = []
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if part == "all":
+                items.append(cores)
+                continue
+            try:
+                items.append(int(part))
+            except ValueError:
+                raise FastvidError(f"threads {text!r}: expected integers, 'all' or 'auto'") from None
+        text = items
+    counts = [int(t) for t in text]
+    if not counts or min(counts) < 1:
+        raise FastvidError(f"thread counts must be >= 1, got {counts}")
+    return list(dict.fromkeys(counts))
+
+
+def dali_option_values(items: Sequence[str]) -> dict[str, Any]:
+    """``["hw_decoder_load=0.9", "prefetch=3"]`` -> DaliVideoLoader keyword arguments."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in DALI_OPTIONS:
+            raise FastvidError(f"DALI loader option {item!r}: expected KEY=VALUE with KEY one of "
+                               f"{', '.join(DALI_OPTIONS)}")
+        try:
+            out[key] = float(value) if key == "hw_decoder_load" else int(value)
+        except ValueError:
+            raise FastvidError(f"DALI loader option {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _loadavg() -> Optional[list[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _cpu_seconds() -> Optional[float]:
+    """CPU time (user + system) of this process and all its descendants, from /proc.
+
+    Worker processes (DataLoader workers, DALI's Python workers) are counted while alive, which
+    ``resource.getrusage(RUSAGE_CHILDREN)`` does not do. None where /proc is missing.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return None
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = int(fields[11]) + int(fields[12])  # utime + stime, clock ticks
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def _time_batches(stream: Any, batches: int, device: torch.device
+                  ) -> tuple[float, int, Optional[float]]:
+    """(seconds, videos, CPU seconds of the process tree) for ``batches`` batches."""
+    n_videos = 0
+    _sync(device)
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        _, label = next(stream)
+        n_videos += label.shape[0]
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    cpu1 = _cpu_seconds()
+    return elapsed, n_videos, (cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None)
+
+
+def _dali_stages(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.device,
+                 batches: int, batch_size: int, records: list, opts: dict[str, Any],
+                 workers: int) -> dict[str, Any]:
+    """Per-batch ms of the graph cut after each stage, and the source/loader Python timers."""
+    from fastvid.loaders import build_loader
+
+    cumulative: dict[str, float] = {}
+    python: dict[str, float] = {}
+    for stage in DALI_STAGES:
+        loader = build_loader(cfg, dataset, "train", loader=backend, device=device,
+                              batch_size=batch_size, workers=workers, records=records,
+                              dali_options=opts)
+        loader.stage = stage
+        stream = _batches(loader)
+        with warnings.catch_warnings():  # a cut graph leaves source outputs unused, on purpose
+            warnings.filterwarnings("ignore", message="The external source node")
+            next(stream)
+        before_src = loader.source_timings
+        before = dict(loader.timings)
+        elapsed, _, _ = _time_batches(stream, batches, device)
+        cumulative[stage] = 1e3 * elapsed / batches
+        if stage == "all":
+            after_src = loader.source_timings
+            for k, v in after_src.items():
+                python[f"source_{k}"] = 1e3 * (v - before_src.get(k, 0.0)) / batches
+            for k in ("run_s", "to_torch_s", "python_s"):
+                python[f"loader_{k[:-2]}"] = 1e3 * (loader.timings[k] - before[k]) / batches
+        del stream, loader
+    names = {"source": "source (plan + read + checks)", "decode": "decode",
+             "resize": "crop/resize", "all": "normalize + layout"}
+    increments, prev = {}, 0.0
+    for stage in DALI_STAGES:
+        increments[names[stage]] = round(cumulative[stage] - prev, 2)
+        prev = cumulative[stage]
+    return {"stage_ms": increments, "stage_cumulative_ms": {k: round(v, 2) for k, v in cumulative.items()},
+            "python_ms": {k: round(v, 3) for k, v in python.items()},
+            "stage_method": "graph cut after each stage, per-batch ms at these threads; "
+                            "python_ms: the source's and loader's own timers (source run in the "
+                            "main process inside DALI's run())"}
+
+
+def _torch_stages(cfg: Config, records: list, batch_size: int, batches: int,
+                  device: torch.device) -> dict[str, Any]:
+    """One worker's steps, timed serially in this process, per batch of ``batch_size``."""
+    from fastvid.data.video_headers import read_video_bytes
+    from fastvid.data.video_io import decode_jpeg_rgb, probe_video, read_jpeg_file, read_video_frames
+    from fastvid.data.transforms import apply_plan, normalize_video
+    from fastvid.loaders import planner_for
+
+    planner = planner_for(cfg, "train", None)
+    spec = cfg.input_spec
+    acc = dict.fromkeys(("plan", "read", "decode", "crop/resize", "normalize + to device"), 0.0)
+    for b in range(-1, batches):  # batch -1 warms up (lazy imports, first-call allocations)
+        if b == 0:
+            acc = dict.fromkeys(acc, 0.0)
+        clips = []
+        for k in range(batch_size):
+            index = ((b + 1) * batch_size + k) % len(records)
+            rec = records[index]
+            t0 = time.perf_counter()
+            if rec.is_video:
+                info = probe_video(rec.path)
+                idx = planner.frame_indices(info.num_frames, 0, index, 0, 0)
+            else:
+                idx = planner.frame_indices(rec.num_frames, 0, index, 0, 1)
+            t1 = time.perf_counter()
+            if rec.is_video:
+                read_video_bytes(rec.path)
+                t2 = time.perf_counter()
+                frames = read_video_frames(rec.path, idx, info)
+            else:
+                raw = [read_jpeg_file(os.path.join(rec.path, cfg.data.frame_tmpl.format(int(i))))
+                       for i in idx]
+                t2 = time.perf_counter()
+                frames = torch.stack([decode_jpeg_rgb(d) for d in raw])
+            t3 = time.perf_counter()
+            plan = planner.view_plan(frames.shape[-2], frames.shape[-1], 0, index, 0)
+            t4 = time.perf_counter()
+            clips.append(apply_plan(frames, plan))
+            t5 = time.perf_counter()
+            acc["plan"] += (t1 - t0) + (t4 - t3)
+            acc["read"] += t2 - t1
+            acc["decode"] += t3 - t2
+            acc["crop/resize"] += t5 - t4
+        t0 = time.perf_counter()
+        batch = torch.stack(clips).to(device)
+        normalize_video(batch, spec["mean"], spec["std"], bgr=spec["color"] == "BGR",
+                        channels_first=cfg.spec.is_3d)
+        _sync(device)
+        acc["normalize + to device"] += time.perf_counter() - t0
+    return {"stage_ms": {k: round(1e3 * v / batches, 2) for k, v in acc.items()},
+            "stage_method": f"one worker's steps timed serially in the main process over "
+                            f"{batches} batches (the DataLoader spreads them over its workers; "
+                            f"collation and inter-process transfer are not included)"}
+
+
+def _train_feed(cfg: Config, dataset: DatasetInfo, stream: Any, device: torch.device, steps: int,
+                warmup: int, amp: bool) -> dict[str, Any]:
+    """Steady-state share of a real training step spent waiting for the loader.
+
+    The step is ``fastvid train``'s (:class:`fastvid.training.TrainStep`, channels-last and fused
+    SGD on CUDA), which reads nothing back to the host: the wait is what the host spends in
+    ``next(stream)`` while the device may still run earlier steps, as in training.
+    """
+    from fastvid.models import create_model_from_config, to_channels_last
+    from fastvid.precision import resolve_precision
+    from fastvid.training import TrainStep, build_optimizer
+
+    num_classes = cfg.model.num_classes or dataset.num_classes or 27
+    model = create_model_from_config(cfg.model, num_classes).to(device).train()
+    fmt = None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        model, fmt = to_channels_last(model), cfg.spec.memory_format
+    precision = resolve_precision(amp, "bf16", device)
+    step = TrainStep(model, build_optimizer(model, cfg, device), precision,
+                     aux_loss_weight=cfg.model.aux_loss_weight,
+                     clip_grad_norm=cfg.train.clip_grad_norm, memory_format=fmt)
+    wait = 0.0
+    videos = 0
+    t_start = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t_start = time.perf_counter()
+        t0 = time.perf_counter()
+        video, label = next(stream)
+        t1 = time.perf_counter()
+        step(video, label.clamp(min=0) % num_classes)
+        if i >= warmup:
+            wait += t1 - t0
+            videos += label.shape[0]
+    _sync(device)
+    total = time.perf_counter() - t_start
+    del model, step
+    return {"data_wait_share": round(wait / total, 4), "train_videos_per_s": round(videos / total, 2),
+            "train_steps": steps, "train_warmup": warmup, "train_precision": precision.name}
+
+
+def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], device: torch.device,
                   batches: int, batch_size: int, *, workers: Optional[int] = None,
-                  split: str = "train",
-                  on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> list[dict[str, Any]]:
-    """One record per backend: ``videos_per_s``, ``frames_per_s`` and ``ratio_to_torch``.
+                  split: str = "train", threads: Optional[Sequence[Optional[int]]] = None,
+                  dali_workers: int = 0, dali_options: Optional[dict[str, Any]] = None,
+                  stages: bool = False, train_steps: int = 0, train_warmup: int = 2,
+                  amp: bool = False,
+                  pairs: Optional[Iterable[tuple[str, Optional[int]]]] = None,
+                  on_record: Optional[Callable[[dict[str, Any]], None]] = None,
+                  detail_backends: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+    """One record per (backend, thread count); see the module docstring for the fields.
 
     A backend that cannot run here (no DALI, no GPU, a codec DALI's CPU decoder lacks) gives a
-    record with ``"skipped": reason`` instead of stopping the comparison. ``backends`` is read
-    one at a time, each when the previous one is measured (a lazy iterable can stop early);
-    ``on_record`` gets each record as soon as it is measured, with ``ratio_to_torch`` when the
-    torch loader was measured before it.
+    record with ``"skipped": reason`` instead of stopping the comparison. ``pairs`` (backend,
+    threads), read one at a time (a lazy iterable can stop early: a time budget), replaces
+    ``backends`` x ``threads``; the stages and the training run happen at the largest thread
+    count, for ``detail_backends`` only when given. ``on_record`` gets each record as soon as it
+    is measured, with ``ratio_to_torch`` and ``scaling`` when their references were measured
+    before it.
     """
     from fastvid.loaders import build_loader
 
@@ -71,56 +352,91 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Iterable[str], de
     records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
     n_workers = cfg.train.workers if workers is None else workers
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    base = {"kind": "loader", "batches": batches, "batch_size": batch_size, "workers": n_workers,
+    base = {"kind": "loader", "batches": batches, "batch_size": batch_size,
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "date": date, "dataset": str(dataset.root), "format": dataset.format,
             "image_size": cfg.data.image_size, "layout": cfg.spec.input_layout,
-            "versions": _versions()}
+            "cores": available_cores(), "versions": _versions()}
     results: list[dict[str, Any]] = []
+    swept: list[Optional[int]] = []  # the sweep's thread count of each record
+    sweep = list(threads) if threads else [None]
+    if pairs is None:
+        pairs = [(backend, t) for t in sweep for backend in backends]
+    else:
+        pairs = iter(pairs)
+    last_t = max((t for t in sweep if t is not None), default=None)
 
-    def done(rec: dict[str, Any]) -> None:
+    def done(rec: dict[str, Any], t: Optional[int]) -> None:
         results.append(rec)
-        torch_rec = next((r for r in results if r["backend"] == "torch" and "videos_per_s" in r), None)
-        if torch_rec is not None and "videos_per_s" in rec:
-            rec["ratio_to_torch"] = round(rec["videos_per_s"] / torch_rec["videos_per_s"], 3)
+        swept.append(t)
+        _ratios(results, swept)
         if on_record is not None:
             on_record(rec)
 
-    for backend in backends:
-        rec: dict[str, Any] = dict(base, backend=backend)
-        log.info("loader %s: starting, then timing %d batches of %d", backend, batches, batch_size)
+    for backend, t in pairs:
+        dali = backend != "torch"
+        opts = dict(dali_options or {})
+        if dali and t is not None:
+            opts["num_threads"] = t
+        loader_workers = (dali_workers if t is not None else n_workers) if dali else \
+            (t if t is not None else n_workers)
+        rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,
+                                   loadavg_before=_loadavg())
+        if dali and dali_options:
+            rec["dali_options"] = dict(dali_options)
         try:
             t0 = time.perf_counter()
             loader = build_loader(cfg, dataset, split, loader=backend, device=device,
-                                  batch_size=batch_size, workers=n_workers, records=records)
+                                  batch_size=batch_size, workers=loader_workers,
+                                  records=records, dali_options=opts if dali else None)
             stream = _batches(loader)
             video, _ = next(stream)  # warm-up: builds pipelines, starts workers
             _sync(device)
             rec["startup_s"] = round(time.perf_counter() - t0, 3)
+            if dali:
+                rec["threads"] = rec["dali_threads"] = loader.num_threads
             frames_per_video = video.shape[cfg.spec.input_layout.index("T")]
-            n_videos = 0
-            t0 = time.perf_counter()
-            for _ in range(batches):
-                video, _ = next(stream)
-                n_videos += video.shape[0]
-            _sync(device)
-            elapsed = time.perf_counter() - t0
+            elapsed, n_videos, cpu_s = _time_batches(stream, batches, device)
+            # data_wait at the sweep's last (largest) thread count: what training would use
+            detail = t == last_t and (detail_backends is None or backend in detail_backends)
+            if train_steps and detail:
+                rec.update(_train_feed(cfg, dataset, stream, device, train_steps, train_warmup,
+                                       amp))
             del stream, loader
+            if stages and detail:
+                if dali:
+                    rec.update(_dali_stages(cfg, dataset, backend, device, batches, batch_size,
+                                            records, opts, loader_workers))
+                else:
+                    rec.update(_torch_stages(cfg, records, batch_size, batches, device))
         except FastvidError as exc:
             rec["skipped"] = str(exc)
             log.warning("loader bench: %s skipped: %s", backend, exc)
-            done(rec)
+            done(rec, t)
             continue
-        rec.update(backend=backend, seconds=round(elapsed, 4),
-                   videos_per_s=round(n_videos / elapsed, 2),
+        rec.update(seconds=round(elapsed, 4), videos_per_s=round(n_videos / elapsed, 2),
                    frames_per_s=round(n_videos * frames_per_video / elapsed, 1),
-                   frames_per_video=int(frames_per_video))
-        done(rec)
-    torch_rec = next((r for r in results if r["backend"] == "torch" and "videos_per_s" in r), None)
-    for rec in results:
-        if torch_rec is not None and "videos_per_s" in rec:
-            rec["ratio_to_torch"] = round(rec["videos_per_s"] / torch_rec["videos_per_s"], 3)
+                   frames_per_video=int(frames_per_video), loadavg_after=_loadavg())
+        if cpu_s is not None:
+            # CPU cost per video: what a loader needs of a machine, and far less skewed than
+            # videos/s when other jobs share the cores
+            rec["cpu_ms_per_video"] = round(1e3 * cpu_s / n_videos, 2)
+            rec["cpu_cores_used"] = round(cpu_s / elapsed, 2)
+        done(rec, t)
     return results
+
+
+def _ratios(results: list[dict[str, Any]], swept: list[Optional[int]]) -> None:
+    """``ratio_to_torch`` (torch at the same sweep point) and ``scaling`` (the backend's own
+    1-thread figure) for every record whose reference is measured."""
+    measured = [(r, t) for r, t in zip(results, swept) if "videos_per_s" in r]
+    for rec, t in measured:
+        same = [r for r, t2 in measured if r["backend"] == "torch" and t2 == t]
+        if same:  # torch at the same sweep point (without a sweep: each backend's default)
+            rec["ratio_to_torch"] = round(rec["videos_per_s"] / same[0]["videos_per_s"], 3)
+        one = [r for r, t2 in measured if r["backend"] == rec["backend"] and t2 == 1]
+        if one and t is not None:
+            rec["scaling"] = round(rec["videos_per_s"] / one[0]["videos_per_s"], 3)
 
 
 def main() -> None:
@@ -135,10 +451,23 @@ def main() -> None:
     @click.option("--batches", type=int, default=20, show_default=True)
     @click.option("--batch-size", type=int, default=8, show_default=True)
     @click.option("--workers", type=int, default=None, help="Default: train.workers of the config.")
+    @click.option("--threads", default=None,
+                  help="Thread counts to sweep: '1,2,4', 'all' (every core) or 'auto' (1, 2, 4, "
+                       "... all). torch: DataLoader workers; DALI: CPU threads.")
+    @click.option("--dali-workers", type=int, default=0, show_default=True,
+                  help="DALI Python worker processes in a thread sweep (0: the main process).")
+    @click.option("--dali-option", "dali_opts", multiple=True, metavar="KEY=VALUE",
+                  help=f"DALI loader setting ({', '.join(DALI_OPTIONS)}), repeatable.")
+    @click.option("--stages", is_flag=True, help="Also time each stage (see the module doc).")
+    @click.option("--train-steps", type=int, default=0, show_default=True,
+                  help="Also measure data_wait over this many real training steps.")
+    @click.option("--amp", is_flag=True, help="bf16 autocast for --train-steps.")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
     @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the records as JSON.")
     def cli(config_path: str, data_root: str, backends: str, device: str, batches: int,
-            batch_size: int, workers: Optional[int], overrides: tuple[str, ...],
+            batch_size: int, workers: Optional[int], threads: Optional[str], dali_workers: int,
+            dali_opts: tuple[str, ...], stages: bool, train_steps: int, amp: bool,
+            overrides: tuple[str, ...],
             out: Optional[str]) -> None:
         """Compare data-loader throughput on one dataset."""
         from fastvid.config import load_config
@@ -147,19 +476,38 @@ def main() -> None:
         cfg = load_config(config_path, overrides)
         dataset = resolve_dataset(data_root, cfg.data)
         results = bench_loaders(cfg, dataset, [b.strip() for b in backends.split(",") if b.strip()],
-                                torch.device(device), batches, batch_size, workers=workers)
+                                torch.device(device), batches, batch_size, workers=workers,
+                                threads=thread_counts(threads) if threads else None,
+                                dali_workers=dali_workers, stages=stages, train_steps=train_steps,
+                                amp=amp, dali_options=dali_option_values(dali_opts))
         for r in results:
-            if "skipped" in r:
-                click.echo(f"{r['backend']:>9}: skipped ({r['skipped']})")
-            else:
-                click.echo(f"{r['backend']:>9}: {r['videos_per_s']:8.1f} videos/s "
-                           f"{r['frames_per_s']:9.1f} frames/s  x{r.get('ratio_to_torch', float('nan')):.2f} "
-                           f"vs torch  (start-up {r['startup_s']:.1f} s, {r['workers']} workers)")
+            click.echo(summary_line(r))
         if out:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(json.dumps(results, indent=2))
 
     cli()
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    """One console line per loader record."""
+    if "skipped" in r or r.get("status", "ok") != "ok":
+        return f"{r['backend']:>9}: skipped ({r.get('skipped') or r.get('reason')})"
+    line = (f"{r['backend']:>9} {r.get('threads') or '-'!s:>3} thr: {r['videos_per_s']:8.1f} "
+            f"videos/s {r['frames_per_s']:9.1f} frames/s")
+    if r.get("ratio_to_torch") is not None:
+        line += f"  x{r['ratio_to_torch']:.2f} vs torch"
+    if r.get("scaling") is not None:
+        line += f"  x{r['scaling']:.2f} vs 1 thread"
+    if r.get("cpu_ms_per_video") is not None:
+        line += f"  {r['cpu_ms_per_video']:.1f} CPU-ms/video"
+    line += f"  (start-up {r['startup_s']:.1f} s, {r['workers']} workers"
+    if r.get("data_wait_share") is not None:
+        line += f", data_wait {100 * r['data_wait_share']:.1f}%"
+    line += f", load {r.get('loadavg_before')})"
+    if r.get("stage_ms"):
+        line += "\n" + " " * 11 + "ms/batch: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items())
+    return line
 
 
 if __name__ == "__main__":

@@ -183,16 +183,35 @@ def _train_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool)
             *_table(header, rows), ""]
 
 
-_LOADER_KEYS = ("backend", "device", "workers", "batch_size", "image_size", "videos_per_s", "frames_per_s",
-                "ratio_to_torch", "startup_s")
+_LOADER_KEYS = ("backend", "device", "threads", "workers", "batch_size", "image_size", "videos_per_s",
+                "frames_per_s", "ratio_to_torch", "scaling", "cpu_ms_per_video", "startup_s",
+                "data_wait_share")
+_LOADER_DIGITS = {"ratio_to_torch": 2, "scaling": 2, "startup_s": 2, "data_wait_share": 3,
+                  "cpu_ms_per_video": 2}
 
 
 def _loader_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool) -> list[str]:
-    header = (["run"] if runs else []) + list(_LOADER_KEYS) + ["status"]
+    header = (["run"] if runs else []) + list(_LOADER_KEYS) + ["load avg", "status"]
     rows = [(_run_cell(r) if runs else [])
-            + [_fmt(r.get(k), 2 if k in ("ratio_to_torch", "startup_s") else 1) for k in _LOADER_KEYS]
-            + [_status(r, notes)] for r in records]
-    return ["## Data loaders", "", *_table(header, rows), ""]
+            + [_fmt(r.get(k), _LOADER_DIGITS.get(k, 1)) for k in _LOADER_KEYS]
+            + [_fmt((r.get("loadavg_before") or [None])[0], 2), _status(r, notes)] for r in records]
+    lines = ["## Data loaders", "",
+             "threads: DataLoader workers (torch) or DALI CPU threads; scaling: x the backend's "
+             "1-thread figure; cpu_ms_per_video: CPU time of the loader's process and workers per "
+             "video; data_wait_share: steady-state share of a real training step spent "
+             "waiting for the batch; load avg: the machine's 1-minute load before the run.", "",
+             *_table(header, rows), ""]
+    staged = [r for r in records if r.get("stage_ms")]
+    if staged:
+        lines += ["### Where the loader time goes (ms per batch)", ""]
+        for r in staged:
+            cells = ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items())
+            py = r.get("python_ms") or {}
+            extra = ("; timers: " + ", ".join(f"{k} {v:.1f}" for k, v in py.items())) if py else ""
+            lines.append(f"- {r.get('backend')} on {r.get('device')}, {r.get('threads')} threads: "
+                         f"{cells}{extra} {notes.ref(r.get('stage_method'))}")
+        lines.append("")
+    return lines
 
 
 def _label(r: dict[str, Any], *keys: str) -> str:
@@ -235,7 +254,10 @@ def _bar_plot(path: Path, labels: list[str], series: "OrderedDict[str, list[Opti
 
 Plotted = dict[str, list[tuple[str, str, float]]]  # png name -> (bar label, series, value)
 PLOT_NAMES = ("inference_throughput.png", "inference_latency.png", "train_throughput.png",
-              "loader_throughput.png")
+              "loader_throughput.png", "loader_threads.png")
+# Most telling first: what max_plots keeps.
+PLOT_PRIORITY = ("inference_throughput.png", "train_throughput.png", "loader_threads.png",
+                 "loader_throughput.png", "inference_latency.png")
 
 
 def _unique(labels: list[str], series: Optional[list[str]] = None) -> list[str]:
@@ -257,6 +279,36 @@ def _grid(labels: list[str], series: list[str], values: list[float]) -> "Ordered
     for label, name, value in zip(labels, series, values):
         grid[name][order.index(label)] = value
     return grid
+
+
+def _threads_plot(path: Path, records: list[dict[str, Any]]) -> Path:
+    """videos/s against CPU threads, one line per (backend, device, batch, image size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: "OrderedDict[str, list[tuple[int, float]]]" = OrderedDict()
+    for r in records:
+        name = f"{r['backend']} · {r.get('device')} · b{r.get('batch_size')} · {r.get('image_size')} px"
+        series.setdefault(name, []).append((int(r["threads"]), float(r["videos_per_s"])))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, points in series.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ticks = sorted({int(r["threads"]) for r in records})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.set_xlabel("CPU threads (torch: DataLoader workers; DALI: pipeline threads)")
+    ax.set_ylabel("videos/s")
+    ax.set_title("Loader throughput against CPU threads")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _plots(out: Path, inference: list[dict[str, Any]], train: list[dict[str, Any]],
@@ -297,8 +349,11 @@ def _plots(out: Path, inference: list[dict[str, Any]], train: list[dict[str, Any
         draw("train_throughput.png", labels, ["videos/s"] * len(ok_train), [r["videos_per_s"] for r in ok_train],
              "videos/s (forward + backward + SGD step)", "Training throughput")
     ok_loader = [r for r in loader if _ok(r) and r.get("videos_per_s") is not None]
+    swept = [r for r in ok_loader if r.get("threads")]
+    if len({r["threads"] for r in swept}) > 1:
+        paths.append(_threads_plot(out / "loader_threads.png", swept))
     if ok_loader:
-        labels = _unique([_label(r, "backend", "device")
+        labels = _unique([_label(r, "backend", "device") + (f" t{r['threads']}" if r.get("threads") else "")
                           + (f" w{r['workers']}" if r.get("workers") is not None else "") + run(r)
                           for r in ok_loader])
         draw("loader_throughput.png", labels, ["videos/s"] * len(ok_loader), [r["videos_per_s"] for r in ok_loader],
@@ -340,8 +395,11 @@ def _unstable_summary(records: list[dict[str, Any]]) -> list[str]:
 
 
 def render_report(directory: str | Path, out_dir: Optional[str | Path] = None,
-                  all_runs: bool = False) -> dict[str, Any]:
+                  all_runs: bool = False, max_plots: Optional[int] = None) -> dict[str, Any]:
     """Write ``report.md`` and PNG plots for the records in ``directory/results.json``.
+
+    ``max_plots`` keeps the most telling plots only (:data:`PLOT_PRIORITY`), e.g. to fit the
+    GPU check's eight returned files.
 
     Shows the latest run (the ``run_id`` of the last record), or every run with ``all_runs``
     (then with a run column). Returns ``{"markdown": Path, "plots": [Path, ...], "records": int,
@@ -388,6 +446,13 @@ def render_report(directory: str | Path, out_dir: Optional[str | Path] = None,
     except ImportError as exc:  # a bare GPU box may lack matplotlib: the tables still render
         plots, plotted = [], {}
         lines += [f"(no plots: {exc})", ""]
+    if max_plots is not None and len(plots) > max_plots:
+        keep = sorted(plots, key=lambda q: PLOT_PRIORITY.index(q.name))[:max_plots]
+        for q in plots:
+            if q not in keep:
+                q.unlink(missing_ok=True)
+                plotted.pop(q.name, None)
+        plots = [q for q in plots if q in keep]
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     vers = [r.get("versions") for r in records if isinstance(r.get("versions"), dict)]

@@ -1,7 +1,7 @@
 """NVIDIA DALI loaders (GPU: nvJPEG/NVDEC; CPU fallback). The only package that imports DALI.
 
 ``DaliVideoLoader`` is resolved lazily so that importing this package (e.g. by a parallel
-external-source worker unpickling :class:`dali_pipelines.sources.ClipSource`) does not pull in
+external-source worker unpickling :class:`dali_pipelines.sources.BatchSource`) does not pull in
 ``nvidia.dali`` or torch-side code it does not need.
 """
 from __future__ import annotations

@@ -1,31 +1,57 @@
-"""The DALI loader: a built pipeline wrapped in ``__len__``/``__iter__``/``set_epoch``.
+"""The DALI loader: built pipelines wrapped in ``__len__``/``__iter__``/``set_epoch``.
 
-Each batch is ``batch_size`` items x ``V`` views DALI samples; the wrapper copies the output to
-the target device (GPU outputs stay on the GPU), folds views into ``(N, V, ...)``, trims the
-padding of the last partial batch, zeros failed evaluation samples (label -1), and keeps the
-bad-sample log (entries arrive from the source, possibly in worker processes, inside the batch).
+Each loader batch is one run of the pipeline(s): ``batch_size`` items x ``V`` views x units (a
+frame each for frame folders, a clip each for videos, see :mod:`dali_pipelines.sources`). The
+wrapper takes the output without copying it (DLPack; the dynamic executor hands every batch its
+own buffers), folds units into the contract's ``(N, [V,] T, C, H, W)`` / ``(N, [V,] C, T, H, W)``,
+trims the padding of the last partial batch, zeros failed evaluation samples (label -1) and keeps
+the bad-sample log (entries arrive from the source inside the batch, possibly from worker
+processes).
+
+``decoder_pipelines`` > 1 splits every batch over that many pipelines (items ``[k N/K, (k+1) N/K)``
+each): one DALI video decoder keeps one NVDEC engine busy at best, and Hopper GPUs have seven.
+The batches are the same as with one pipeline.
+
+No PyAV anywhere on this path: video headers come from :mod:`fastvid.data.video_headers`, and a
+padding or failed video sample decodes a readable file of the list (then zeroed or trimmed).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
+import os
 import time
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from dali_pipelines.sources import (DALI_CPU_CODECS, UNSUPPORTED_MARK, ClipSource, decode_bad,
+from dali_pipelines.sources import (DALI_CPU_CODECS, UNSUPPORTED_MARK, BatchSource, decode_bad,
                                     items_per_epoch)
 from fastvid.data.bad_samples import BadSampleLog
 from fastvid.data.lists import VideoRecord
 from fastvid.data.sampling import shard_indices
 from fastvid.data.transforms import SamplePlanner
-from fastvid.errors import BackendUnavailable, DataError
+from fastvid.errors import BackendUnavailable, DataError, FastvidError
 
-__all__ = ["DaliVideoLoader"]
+__all__ = ["DaliVideoLoader", "default_num_threads"]
 
 log = logging.getLogger(__name__)
+
+
+def default_num_threads() -> int:
+    """DALI CPU threads: every core this process may run on, shared among local DDP ranks.
+
+    ``os.sched_getaffinity`` honours taskset/cgroup CPU sets (``os.cpu_count`` does not);
+    ``LOCAL_WORLD_SIZE`` (torchrun) splits the cores between the ranks of one machine.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, cores // ranks)
 
 
 def _placeholder_jpeg(size: int) -> bytes:
@@ -36,29 +62,44 @@ def _placeholder_jpeg(size: int) -> bytes:
     return buf.getvalue()
 
 
-def _placeholder_video(size: int) -> bytes:
-    import av
+def _dali_reason(text: str) -> str:
+    """The operator's own message from a DALI pipeline error (after "encountered:")."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "encountered:" in lines:
+        after = lines[lines.index("encountered:") + 1:]
+        if after:
+            return after[0][:300]
+    return (lines[-1] if lines else text)[:300]
 
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="avi") as container:
-        stream = container.add_stream("mjpeg", rate=25)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuvj420p"
-        frame = av.VideoFrame.from_ndarray(np.zeros((size, size, 3), np.uint8), format="rgb24")
-        for packet in list(stream.encode(frame)) + list(stream.encode()):
-            container.mux(packet)
-    return buf.getvalue()
+
+class _DecodeFailure(RuntimeError):
+    """DALI failed inside a video batch (not in the source): a file is corrupt past its headers."""
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous, non-empty ranges covering ``[0, n)`` (sizes differ by at most 1)."""
+    parts = max(1, min(parts, n))
+    bounds = [round(k * n / parts) for k in range(parts + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
 class DaliVideoLoader:
-    """Batch-contract loader over a DALI pipeline (``backend`` "dali" on GPU, "dali-cpu")."""
+    """Batch-contract loader over DALI pipelines (``backend`` "dali" on GPU, "dali-cpu").
+
+    ``num_threads``: DALI CPU threads (default :func:`default_num_threads`) and ``workers``:
+    spawned Python processes building batches (0: the main process builds them, no start-up
+    cost), both split over ``decoder_pipelines``; ``prefetch``: batches DALI runs ahead;
+    ``hw_decoder_load``: nvJPEG hardware-decoder share (GPU only; None: DALI's default).
+    """
 
     def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner, *, use_gpu: bool,
                  device: torch.device, batch_size: int, workers: int, mean: Sequence[float],
                  std: Sequence[float], bgr: bool, channels_first: bool, shuffle: bool,
                  drop_last: bool, shard_id: int = 0, num_shards: int = 1,
                  frame_tmpl: str = "{:05d}.jpg", max_bad_fraction: float = 0.01,
-                 seed: int = 0, num_threads: Optional[int] = None) -> None:
+                 seed: int = 0, num_threads: Optional[int] = None, prefetch: int = 2,
+                 hw_decoder_load: Optional[float] = None,
+                 decoder_pipelines: Optional[int] = None) -> None:
         self.backend = "dali" if use_gpu else "dali-cpu"
         self.device = torch.device(device)
         if use_gpu and self.device.type != "cuda":
@@ -68,6 +109,7 @@ class DaliVideoLoader:
         self.workers = workers
         self.planner = planner
         self.drop_last = drop_last
+        self.channels_first = channels_first
         self.records = list(records)
         self.video = bool(self.records[0].is_video)
         if any(r.is_video != self.video for r in self.records):
@@ -81,22 +123,36 @@ class DaliVideoLoader:
                                 channels_first=channels_first)
         self._source_args = dict(shuffle=shuffle, num_shards=num_shards, shard_id=shard_id,
                                  frame_tmpl=frame_tmpl)
-        self.num_threads = num_threads or max(1, min(4, torch.get_num_threads()))
+        self.num_threads = int(num_threads or default_num_threads())
+        self.prefetch = int(prefetch)
+        self.hw_decoder_load = hw_decoder_load
+        # Several video pipelines feed several NVDEC engines (DALI issue #6387: 1/2/4/7 pipelines
+        # over shards of a list decoded 45/87/166/275 fps of 1080p H.264; not measured here);
+        # frames go through one nvJPEG batch (and on CPU one thread pool), where splitting only
+        # adds per-batch overhead.
+        default_parts = 4 if (use_gpu and self.video) else 1
+        self.decoder_pipelines = max(1, min(int(decoder_pipelines or default_parts), batch_size))
         self._bad = BadSampleLog(max_bad_fraction)
         self._epoch = 0
-        self._pipe: Any = None
-        self._stream_epoch = 0  # epoch the pipeline's next batch belongs to
-        self._clean = False  # the pipeline sits at an epoch boundary
+        self._pipes: list[Any] = []
+        self._sources: list[BatchSource] = []
+        self._known_bad: dict[str, str] = {}  # videos DALI failed to decode: path -> reason
+        self._stream_epoch = 0  # epoch the pipelines' next batch belongs to
+        self._clean = False  # the pipelines sit at an epoch boundary
+        self.stage = "all"  # the loader benchmark cuts the graph short (see pipelines.GRAPH_STAGES)
+        self.timings: dict[str, float] = {"batches": 0, "build_s": 0.0, "run_s": 0.0,
+                                          "to_torch_s": 0.0, "python_s": 0.0}
+        self._frame_hw = None if self.video else self._first_frame_size()
         if self.video and not use_gpu:
             self._check_cpu_codec(self.records[0].path)
 
     # -- pipeline lifecycle -------------------------------------------------------------------
     @staticmethod
     def _check_cpu_codec(path: str) -> None:
-        from fastvid.data.video_io import probe_video
+        from fastvid.data.video_headers import probe_video_headers
 
         try:
-            codec = probe_video(path).codec
+            codec = probe_video_headers(path).codec
         except DataError:
             return  # a broken first file is a bad sample, reported when it is read
         if codec not in DALI_CPU_CODECS:
@@ -104,44 +160,77 @@ class DaliVideoLoader:
                 f"{path}: codec {codec} is not supported by DALI's CPU video decoder (it handles "
                 f"{', '.join(sorted(DALI_CPU_CODECS))}); use --loader torch or a GPU (--loader dali)")
 
-    def _build(self, epoch0: int) -> None:
-        from dali_pipelines.pipelines import build_clip_pipeline
+    def _first_frame_size(self) -> Optional[tuple[int, int]]:
+        """Frame size of the first readable record (sizes nvJPEG's preallocations); None if none."""
+        from fastvid.data.video_io import jpeg_size
+
+        first = self._source_args["frame_tmpl"].format(1)
+        for rec in self.records[:8]:
+            try:
+                with open(os.path.join(rec.path, first), "rb") as fh:
+                    return jpeg_size(fh.read(1 << 16))
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def _build(self, epoch0: int, first_batch: int = 0) -> None:
+        from dali_pipelines.pipelines import build_pipeline, gpu_decoder_options
 
         self._close()
         side = max(self.planner.scale_size, self.planner.image_size)
-        placeholder = _placeholder_video(side) if self.video else _placeholder_jpeg(side)
+        placeholder = b"" if self.video else _placeholder_jpeg(side)
         records = [(r.path, r.label, r.num_frames, r.is_video) for r in self.records]
-        source = ClipSource(records, self.planner, self.video, self._items, epoch0=epoch0,
-                            placeholder=placeholder, placeholder_hw=(side, side),
-                            cpu_codecs=None if self.use_gpu else DALI_CPU_CODECS,
-                            **self._source_args)
-        device_id = (self.device.index or 0) if self.use_gpu else None
+        device_id = None
+        if self.use_gpu:
+            device_id = self.device.index
+            if device_id is None:
+                device_id = torch.cuda.current_device()
+        parts = _split(self.batch_size, self.decoder_pipelines)
+        threads = max(1, self.num_threads // len(parts))
+        py_workers = max(1, self.workers // len(parts)) if self.workers > 0 else 0
         t0 = time.perf_counter()
-        pipe = build_clip_pipeline(source, frames_per_view=self.planner.spec.frames_per_view,
-                                   use_gpu=self.use_gpu, batch_size=self._items_per_batch,
-                                   num_threads=self.num_threads, device_id=device_id,
-                                   py_workers=self.workers, **self._graph_args)
-        try:
-            pipe.build()
-        except RuntimeError as exc:
-            if "CUDA" in str(exc) or "GPU" in str(exc):
-                raise BackendUnavailable(f"--loader dali: DALI could not build its GPU pipeline: "
-                                         f"{str(exc).splitlines()[0]}") from None
-            raise
-        log.debug("DALI pipeline built in %.1f s (%d python workers)", time.perf_counter() - t0,
-                  self.workers)
-        self._pipe = pipe
+        pipes, sources = [], []
+        for item_range in parts:
+            source = BatchSource(records, self.planner, self.video, self.batch_size, self._items,
+                                 epoch0=epoch0, placeholder=placeholder, placeholder_hw=(side, side),
+                                 cpu_codecs=None if self.use_gpu else DALI_CPU_CODECS,
+                                 item_range=item_range, first_batch=first_batch,
+                                 known_bad=dict(self._known_bad), **self._source_args)
+            options = gpu_decoder_options(self.hw_decoder_load, self._frame_hw) \
+                if self.use_gpu else None
+            pipe = build_pipeline(source, use_gpu=self.use_gpu, num_threads=threads,
+                                  device_id=device_id, py_workers=py_workers,
+                                  prefetch=self.prefetch, decoder_options=options,
+                                  stage=self.stage, **self._graph_args)
+            try:
+                pipe.build()
+            except RuntimeError as exc:
+                for p in pipes + [pipe]:
+                    self._shutdown(p)
+                if "CUDA" in str(exc) or "GPU" in str(exc):
+                    raise BackendUnavailable(f"--loader dali: DALI could not build its GPU "
+                                             f"pipeline: {str(exc).splitlines()[0]}") from None
+                raise
+            pipes.append(pipe)
+            sources.append(source)
+        self.timings["build_s"] += time.perf_counter() - t0
+        log.debug("%d DALI pipeline(s) built in %.1f s (%d threads, %d python workers each)",
+                  len(pipes), time.perf_counter() - t0, threads, py_workers)
+        self._pipes, self._sources = pipes, sources
         self._stream_epoch = epoch0
-        self._clean = True
+        self._clean = first_batch == 0
 
-    def _close(self) -> None:
-        pipe, self._pipe = self._pipe, None
-        if pipe is None:
-            return
+    @staticmethod
+    def _shutdown(pipe: Any) -> None:
         pool = getattr(pipe, "_py_pool", None)
         if pool is not None:
             pool.close()
         pipe._shutdown()
+
+    def _close(self) -> None:
+        pipes, self._pipes = self._pipes, []
+        for pipe in pipes:
+            self._shutdown(pipe)
 
     def __del__(self) -> None:
         try:
@@ -151,12 +240,17 @@ class DaliVideoLoader:
 
     # -- loader protocol ----------------------------------------------------------------------
     @property
-    def _items_per_batch(self) -> int:
-        return self.batch_size * self.planner.num_views
-
-    @property
     def bad_samples(self) -> list[tuple[str, str]]:
         return list(self._bad.items)
+
+    @property
+    def source_timings(self) -> dict[str, float]:
+        """Seconds the batch sources spent per stage in this process (0 with workers > 0)."""
+        out: dict[str, float] = {}
+        for src in self._sources:
+            for k, v in src.timings.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
@@ -164,62 +258,166 @@ class DaliVideoLoader:
     def __len__(self) -> int:
         return self._items // self.batch_size
 
-    def _run(self) -> tuple[Any, ...]:
+    def _run(self, pipe: Any, batch: int) -> tuple[Any, ...]:
+        """One pipeline's outputs; errors raised by the source become fastvid errors.
+
+        In the main process the source's own exception arrives; from DALI's Python workers it
+        arrives as text inside a plain ``Exception``, so both are matched by their message.
+        """
         try:
-            return self._pipe.run()
-        except RuntimeError as exc:
+            return pipe.run()
+        except Exception as exc:  # noqa: BLE001 - DALI wraps worker errors in plain Exception
             self._clean = False
             text = str(exc)
             if UNSUPPORTED_MARK in text:
                 msg = text[text.index(UNSUPPORTED_MARK) + len(UNSUPPORTED_MARK):].splitlines()[0]
                 raise BackendUnavailable(msg) from None
+            if isinstance(exc, FastvidError):
+                raise
             if "DataError" in text and "failed to load" in text:
                 line = next(ln for ln in text.splitlines() if "failed to load" in ln)
                 raise DataError(line.split("DataError:", 1)[-1].strip()) from None
+            if self.video and isinstance(exc, RuntimeError) and "Error in" in text:
+                raise _DecodeFailure(_dali_reason(text)) from None
             raise
 
-    def _to_torch(self, tl: Any) -> torch.Tensor:
-        from nvidia.dali.plugin.pytorch import feed_ndarray
+    def _run_all(self, batch: int) -> list[tuple[Any, ...]]:
+        """Outputs of every pipeline for ``batch``; a video DALI cannot decode becomes a bad
+        sample: the file is found by decoding the batch's videos one by one, the pipelines are
+        rebuilt at this batch with the file marked bad, and the batch is made again."""
+        while True:
+            try:
+                return [self._run(pipe, batch) for pipe in self._pipes]
+            except _DecodeFailure as exc:
+                found = {p: r for p, r in self._find_undecodable(batch).items()
+                         if p not in self._known_bad}
+                if not found:
+                    raise DataError(f"DALI could not decode a video of batch {batch}, and none of "
+                                    f"its files fails alone: {exc}") from None
+                for path, reason in found.items():
+                    log.warning("DALI cannot decode %s (%s); it is a bad sample from now on",
+                                path, reason)
+                self._known_bad.update(found)
+                self._build(self._stream_epoch, first_batch=batch)
+                self._clean = False
 
+    def _find_undecodable(self, batch: int) -> dict[str, str]:
+        """Videos of ``batch`` (of the current stream epoch) that DALI fails to decode alone."""
+        from dali_pipelines.pipelines import build_decode_check
+
+        probe = dataclasses.replace(self._sources[0], item_range=(0, self.batch_size),
+                                    epoch0=self._stream_epoch, first_batch=0, timings={},
+                                    known_bad=dict(self._known_bad))
+        device_id = self._pipes[0].device_id if self._pipes else None
+        found: dict[str, str] = {}
+        pipe = None
+        for path, data, frames in probe.batch_videos(batch):
+            if pipe is None:
+                pipe = build_decode_check(use_gpu=self.use_gpu, device_id=device_id,
+                                          num_threads=max(1, min(4, self.num_threads)))
+                pipe.build()
+            try:
+                pipe.feed_input("data", [data])
+                pipe.feed_input("frames", [frames])
+                pipe.run()
+            except RuntimeError as exc:
+                found[path] = (f"{path}: DALI cannot decode frames {frames.tolist()}: "
+                               f"{_dali_reason(str(exc))}")
+                self._shutdown(pipe)
+                pipe = None
+        if pipe is not None:
+            self._shutdown(pipe)
+        return found
+
+    @staticmethod
+    def _to_torch(tl: Any, exec_dynamic: bool) -> torch.Tensor:
         dense = tl.as_tensor()
-        shape = dense.shape()
-        if self.use_gpu:
-            out = torch.empty(shape, dtype=torch.float32, device=self.device)
-            feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(self.device))
-            return out
-        out = torch.empty(shape, dtype=torch.float32)
-        feed_ndarray(dense, out)
+        gpu = type(dense).__name__ == "TensorGPU"
+        if exec_dynamic:
+            # The dynamic executor gives every batch its own buffers: wrap, don't copy (as
+            # DALIGenericIterator does). GPU tensors: __dlpack__ makes the current stream of
+            # DALI's device wait for DALI's work.
+            if gpu:
+                with torch.cuda.device(dense.device_id()):
+                    return torch.from_dlpack(dense)
+            return torch.from_dlpack(dense)
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+        from nvidia.dali.plugin.pytorch.torch_utils import to_torch_type
+
+        out = torch.empty(dense.shape(), dtype=to_torch_type[dense.dtype],
+                          device=torch.device("cuda", dense.device_id()) if gpu else "cpu")
+        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(out.device) if gpu else None)
+        return out
+
+    def _label_to_device(self, label: np.ndarray) -> torch.Tensor:
+        out = torch.from_numpy(label)
+        if self.device.type == "cuda":
+            # From pinned memory without blocking: a pageable copy would wait for the training
+            # step queued on the stream, and count as data wait.
+            return out.pin_memory().to(self.device, non_blocking=True)
         return out.to(self.device)
 
+    def _fold(self, video: torch.Tensor, items: int) -> torch.Tensor:
+        """Units -> the contract's item layout (views axis only for multi-view evaluation)."""
+        views = self.planner.num_views
+        if self.stage != "all":
+            return video
+        if not self.video:  # (U, C, H, W) frames -> (N, V, T, C, H, W)
+            t = self.planner.spec.frames_per_view
+            video = video.reshape(items, views, t, *video.shape[1:])
+            if self.channels_first:
+                video = video.transpose(2, 3)
+        else:  # (N*V, T, C, H, W) or (N*V, C, T, H, W)
+            video = video.reshape(items, views, *video.shape[1:])
+        if not (self.planner.views is not None and not self.planner.train):
+            video = video.squeeze(1)
+        return video.contiguous()
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # Training frames depend on the epoch: a pipeline streaming another epoch is rebuilt.
+        # Training frames depend on the epoch: pipelines streaming another epoch are rebuilt.
         # Evaluation sampling is fixed, so only an abandoned (half-read) epoch forces a rebuild.
-        if (self._pipe is None or not self._clean
+        if (not self._pipes or not self._clean
                 or (self.planner.train and self._stream_epoch != self._epoch)):
             self._build(self._epoch if self.planner.train else 0)
         action = "replaced by another sample" if self.planner.train else "scored as label -1"
         self._bad.start_epoch(self._items if self.drop_last else self.num_samples)
-        views = self.planner.num_views
-        has_views_axis = self.planner.views is not None and not self.planner.train
+        units_per_item = self.planner.num_views * (
+            1 if self.video else self.planner.spec.frames_per_view)
+        timings = self.timings
         self._clean = False
         for b in range(len(self)):
-            video_tl, label_tl, bad_tl = self._run()
-            video = self._to_torch(video_tl)
-            labels = np.array(label_tl.as_tensor()).reshape(-1)[::views]
-            for i in range(0, len(bad_tl), views):
-                for path, reason in decode_bad(np.array(bad_tl[i])):
-                    self._bad.add(path, reason, action)
+            t0 = time.perf_counter()
+            outs = self._run_all(b)
+            t1 = time.perf_counter()
+            videos, labels = [], []
+            for pipe, (video_tl, label_tl, bad_tl) in zip(self._pipes, outs):
+                if self.stage in ("resize", "all"):
+                    videos.append(self._to_torch(video_tl, pipe.exec_dynamic))
+                labels.append(np.array(label_tl.as_tensor()).reshape(-1)[::units_per_item])
+                for i in range(0, len(bad_tl), units_per_item):
+                    for path, reason in decode_bad(np.array(bad_tl[i])):
+                        self._bad.add(path, reason, action)
+            t2 = time.perf_counter()
             self._bad.check()
-            keep = min(self.batch_size, self.num_samples - b * self.batch_size)
-            if self.drop_last:
-                keep = self.batch_size
-            video = video.reshape(self.batch_size, views, *video.shape[1:]) if has_views_axis \
-                else video.reshape(self.batch_size, *video.shape[1:])
-            label = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-            video, label = video[:keep], label[:keep]
-            if (label < 0).any():
-                video[label < 0] = 0
+            keep = self.batch_size if self.drop_last else min(
+                self.batch_size, self.num_samples - b * self.batch_size)
+            np_label = np.concatenate(labels).astype(np.int64)[:keep]
+            label = self._label_to_device(np_label)
+            if videos:
+                video = videos[0] if len(videos) == 1 else torch.cat(videos)
+                video = self._fold(video, self.batch_size)
+                if video.device != self.device:
+                    video = video.to(self.device)
+                video = video[:keep]
+                if self.stage == "all" and (np_label < 0).any():  # host-side test: no GPU sync
+                    video[label < 0] = 0
+            else:  # a cut graph (benchmark): variable-size frames stay in DALI
+                video = torch.empty(0)
             if b == len(self) - 1:
                 self._clean = True
                 self._stream_epoch += 1
+            timings["batches"] += 1
+            timings["run_s"] += t1 - t0
+            timings["to_torch_s"] += t2 - t1
+            timings["python_s"] += time.perf_counter() - t2
             yield video, label

@@ -1,72 +1,152 @@
-"""DALI graphs: external source -> decode (CPU or mixed/GPU) -> crop/resize -> normalize.
+"""DALI graphs: batch source -> decode (CPU or mixed/GPU) -> ROI/resize -> normalize.
 
-The graph fixes layout and normalization inside the pipeline (one output per sample, already in
-the batch contract's ``FCHW`` or ``CFHW``), as DALI's video examples do. Per-sample geometry
-comes from the source's ``plan`` output (see :meth:`fastvid.data.transforms.ViewPlan.as_array`):
+The graph fixes layout and normalization inside the pipeline, as DALI's video examples do. The
+batch comes from a :class:`dali_pipelines.sources.BatchSource` (``batch=True``: one Python call
+per batch, no per-sample callbacks), whose units carry their geometry (``start``/``end`` ROI in
+source pixels, output ``size``, ``mirror``):
 
-* train: ``slice`` the crop box, ``resize`` it to ``image_size``;
-* test: ``resize`` the frames (short side to ``scale_size``), ``slice`` the crop.
+* frames, train: ``fn.decoders.image_slice`` decodes only the crop box (libjpeg-turbo skips
+  the rows and blocks outside it; nvJPEG/the hardware decoder take the ROI too), then
+  ``fn.resize`` to ``size``;
+* frames, test: ``fn.decoders.image``, then ``fn.resize`` of the ROI straight to the crop size
+  (= resize the frame, cut the crop; the whole frame is never resized);
+* videos: ``fn.decoders.video(frames=...)`` (FFmpeg on CPU for VP8/VP9/MJPEG, NVDEC as
+  ``device="mixed"`` for H.264/HEVC/VP9/AV1, the sparse TSN indices or dense clips alike), then
+  ``fn.slice`` + ``fn.resize`` (train) or the ROI resize (test) on the frame sequence;
+* ``fn.crop_mirror_normalize`` to float32 ``CHW`` per frame (frames) or ``FCHW``/``CFHW`` per
+  clip (videos).
 
-The GPU variant decodes JPEGs with nvJPEG (``device="mixed"``) and videos with NVDEC
-(``fn.decoders.video(device="mixed", frames=...)``, which takes the sparse TSN indices as well as
-dense clips); every later op then runs on the GPU. On a machine without CUDA such a graph fails
-at build time, which :func:`build_clip_pipeline`'s caller reports as BackendUnavailable.
+With ``use_gpu`` the decoders are ``mixed`` and everything after them runs on the GPU; only the
+Huffman stage of small JPEGs (nvJPEG's host decoder, below ``hybrid_huffman_threshold`` pixels)
+and whatever ``hw_decoder_load`` leaves to software run on the CPU threads. On a machine without
+CUDA such a graph fails at build time, which the loader reports as BackendUnavailable.
+
+``stage`` cuts the graph short for the loader benchmark's per-stage timing ("source", "decode",
+"resize", "all").
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
-from dali_pipelines.sources import ClipSource
+from dali_pipelines.sources import BatchSource
 
-__all__ = ["build_clip_pipeline"]
+__all__ = ["build_pipeline", "build_decode_check", "GRAPH_STAGES", "gpu_decoder_options"]
+
+GRAPH_STAGES = ("source", "decode", "resize", "all")
+
+_RESIZE = dict(interp_type=types.INTERP_LINEAR, antialias=True)
 
 
-def build_clip_pipeline(source: ClipSource, *, frames_per_view: int, use_gpu: bool,
-                        mean: Sequence[float], std: Sequence[float], bgr: bool,
-                        channels_first: bool, batch_size: int, num_threads: int,
-                        device_id: Optional[int], py_workers: int = 0, prefetch: int = 2):
-    """A built-ready DALI pipeline yielding ``(video, label, bad)`` per sample (one view each)."""
-    t = frames_per_view
+def gpu_decoder_options(hw_decoder_load: Optional[float],
+                        frame_hw: Optional[tuple[int, int]]) -> dict[str, Any]:
+    """nvJPEG settings for ``fn.decoders.image*(device="mixed")``.
+
+    ``hw_decoder_load``: share of the batch sent to the hardware JPEG decoder (A100/H100/H200
+    have one; elsewhere it is ignored). The paddings preallocate nvJPEG's per-thread device and
+    pinned host buffers for the largest frame expected, so a bigger frame does not reallocate
+    mid-epoch; the hints size the hardware decoder's batch buffers.
+    """
+    opts: dict[str, Any] = {}
+    if hw_decoder_load is not None:
+        opts["hw_decoder_load"] = float(hw_decoder_load)
+    if frame_hw is not None:
+        h, w = frame_hw
+        # 3 bytes/pixel decoded, x4 for frames larger than the first one seen; never below
+        # DALI's own defaults (16 MiB device, 8 MiB host).
+        need = 4 * 3 * h * w
+        opts.update(device_memory_padding=max(16 << 20, need), host_memory_padding=max(8 << 20, need),
+                    preallocate_height_hint=int(h), preallocate_width_hint=int(w))
+    return opts
+
+
+def build_pipeline(source: BatchSource, *, use_gpu: bool, mean: Sequence[float],
+                   std: Sequence[float], bgr: bool, channels_first: bool, num_threads: int,
+                   device_id: Optional[int], py_workers: int = 0, prefetch: int = 2,
+                   decoder_options: Optional[dict[str, Any]] = None, stage: str = "all") -> Any:
+    """A pipeline (not yet built) yielding ``(video, label, bad)`` per unit; see the module doc."""
+    if stage not in GRAPH_STAGES:
+        raise ValueError(f"stage must be one of {GRAPH_STAGES}, got {stage!r}")
     parallel = py_workers > 0
     decode_device = "mixed" if use_gpu else "cpu"
-    extra = dict(py_num_workers=py_workers, py_start_method="spawn") if parallel else {}
+    dec_opts = dict(decoder_options or {}) if use_gpu else {}
+    extra: dict[str, Any] = {}
+    es_extra: dict[str, Any] = {}
+    if parallel:
+        extra = dict(py_num_workers=py_workers, py_start_method="spawn")
+        # One batch per worker call: keep every worker busy.
+        es_extra = dict(prefetch_queue_depth=max(2, py_workers))
+    color = types.BGR if bgr else types.RGB
+    train = source.planner.train
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
+    @pipeline_def(batch_size=source.units_per_batch, num_threads=num_threads, device_id=device_id,
                   prefetch_queue_depth=prefetch, seed=source.planner.seed, **extra)
-    def clip_graph():
+    def graph():
+        dtypes = [types.UINT8] + ([types.INT32] if source.video else []) + \
+                 [types.FLOAT, types.FLOAT, types.FLOAT, types.INT32, types.INT64, types.UINT8]
+        outs = fn.external_source(source=source, num_outputs=len(dtypes), batch=True,
+                                  batch_info=True, parallel=parallel, dtype=dtypes, **es_extra)
         if source.video:
-            enc, idx, label, plan, bad = fn.external_source(
-                source=source, batch=False, num_outputs=5, parallel=parallel,
-                dtype=[types.UINT8, types.INT32, types.INT64, types.FLOAT, types.UINT8])
-            frames = fn.decoders.video(enc, device=decode_device, frames=idx)  # FHWC RGB
+            data, frame_idx, start, end, size, mirror, label, bad = outs
+        else:
+            data, start, end, size, mirror, label, bad = outs
+        if stage == "source":
+            return data, label, bad
+        if source.video:
+            frames = fn.decoders.video(data, device=decode_device, frames=frame_idx)  # FHWC RGB
             if bgr:
-                frames = fn.color_space_conversion(frames, image_type=types.RGB,
-                                                   output_type=types.BGR)
+                frames = fn.color_space_conversion(frames, image_type=types.RGB, output_type=types.BGR)
+            if stage == "decode":
+                return frames, label, bad
+            if train:
+                frames = fn.slice(frames, start=fn.cast(start, dtype=types.INT32),
+                                  end=fn.cast(end, dtype=types.INT32), axis_names="HW")
+                frames = fn.resize(frames, size=size, **_RESIZE)
+            else:
+                frames = fn.resize(frames, size=size, roi_start=start, roi_end=end,
+                                   roi_relative=False, **_RESIZE)
+            layout = "CFHW" if channels_first else "FCHW"
         else:
-            outs = fn.external_source(
-                source=source, batch=False, num_outputs=t + 3, parallel=parallel,
-                dtype=[types.UINT8] * t + [types.INT64, types.FLOAT, types.UINT8])
-            jpegs, (label, plan, bad) = outs[:t], outs[t:]
-            color = types.BGR if bgr else types.RGB
-            decoded = [fn.decoders.image(j, device=decode_device, output_type=color) for j in jpegs]
-            frames = fn.stack(*decoded, axis_name="F")  # FHWC
-        rh, rw, x, y, w, h, oh, ow, flip = (plan[i] for i in range(9))
-        start = fn.cast(fn.stack(y, x), dtype=types.INT32)
-        shape = fn.cast(fn.stack(h, w), dtype=types.INT32)
-        resize = dict(interp_type=types.INTERP_LINEAR, antialias=True)
-        if source.planner.train:
-            frames = fn.slice(frames, start=start, shape=shape, axis_names="HW")
-            frames = fn.resize(frames, resize_y=oh, resize_x=ow, **resize)
-        else:
-            frames = fn.resize(frames, resize_y=rh, resize_x=rw, **resize)
-            frames = fn.slice(frames, start=start, shape=shape, axis_names="HW")
-        video = fn.crop_mirror_normalize(
-            frames, mirror=fn.cast(flip, dtype=types.INT32), mean=list(mean), std=list(std),
-            dtype=types.FLOAT, output_layout="CFHW" if channels_first else "FCHW")
+            if train:  # ROI decoding: only the crop box is decoded
+                frames = fn.decoders.image_slice(data, device=decode_device, output_type=color,
+                                                 start=fn.cast(start, dtype=types.INT32),
+                                                 end=fn.cast(end, dtype=types.INT32),
+                                                 axis_names="HW", **dec_opts)
+            else:
+                frames = fn.decoders.image(data, device=decode_device, output_type=color,
+                                           **dec_opts)
+            if stage == "decode":
+                return frames, label, bad
+            if train:
+                frames = fn.resize(frames, size=size, **_RESIZE)
+            else:
+                frames = fn.resize(frames, size=size, roi_start=start, roi_end=end,
+                                   roi_relative=False, **_RESIZE)
+            layout = "CHW"
+        if stage == "resize":
+            return frames, label, bad
+        video = fn.crop_mirror_normalize(frames, mirror=mirror, mean=list(mean), std=list(std),
+                                         dtype=types.FLOAT, output_layout=layout)
         return video, label, bad
 
-    return clip_graph()
+    return graph()
+
+
+def build_decode_check(*, use_gpu: bool, device_id: Optional[int], num_threads: int) -> Any:
+    """A one-video pipeline fed with ``feed_input("data"/"frames")``: decodes or raises.
+
+    Used after a batch failed to decode, to find the file that broke it (a bitstream error that
+    the container headers did not show). After a failure a DALI pipeline is unusable, so the
+    caller builds a new one.
+    """
+    @pipeline_def(batch_size=1, num_threads=num_threads, device_id=device_id,
+                  exec_async=False, exec_pipelined=False, prefetch_queue_depth=1)
+    def check():
+        data = fn.external_source(name="data", dtype=types.UINT8)
+        frames = fn.external_source(name="frames", dtype=types.INT32)
+        return fn.decoders.video(data, device="mixed" if use_gpu else "cpu", frames=frames)
+
+    return check()

@@ -63,7 +63,9 @@ class LoaderBackend:
         description: One line for ``--help``.
         unavailable_reason: ``f(device) -> None`` when it can run for that target device, else
             why not (naming what to install or use instead).
-        factory: ``f(records, planner, **common) -> VideoLoader``; imports its package lazily.
+        factory: ``f(records, planner, options=..., **common) -> VideoLoader``; imports its
+            package lazily. ``options`` are the caller's backend tuning knobs (``dali_options``
+            of :func:`build_loader`); a backend without any ignores them.
         preference: ``auto`` takes the available backend with the lowest value.
     """
 
@@ -103,17 +105,19 @@ def dali_available() -> bool:
         return False
 
 
-def _torch_factory(records: Sequence[VideoRecord], planner: SamplePlanner, **common: Any) -> VideoLoader:
+def _torch_factory(records: Sequence[VideoRecord], planner: SamplePlanner, options: dict[str, Any],
+                   **common: Any) -> VideoLoader:
     from fastvid.data.torch_loader import TorchVideoLoader
 
     return TorchVideoLoader(records, planner, **common)
 
 
 def _dali_factory(use_gpu: bool) -> LoaderFactory:
-    def make(records: Sequence[VideoRecord], planner: SamplePlanner, **common: Any) -> VideoLoader:
+    def make(records: Sequence[VideoRecord], planner: SamplePlanner, options: dict[str, Any],
+             **common: Any) -> VideoLoader:
         from dali_pipelines import DaliVideoLoader
 
-        return DaliVideoLoader(records, planner, use_gpu=use_gpu, **common)
+        return DaliVideoLoader(records, planner, use_gpu=use_gpu, **common, **options)
 
     return make
 
@@ -189,13 +193,16 @@ def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str =
                  device: torch.device, batch_size: Optional[int] = None,
                  views: Optional[tuple[int, int]] = None, shard_id: int = 0, num_shards: int = 1,
                  workers: Optional[int] = None, drop_last: Optional[bool] = None,
-                 records: Optional[Sequence[VideoRecord]] = None) -> VideoLoader:
+                 records: Optional[Sequence[VideoRecord]] = None,
+                 dali_options: Optional[dict] = None) -> VideoLoader:
     """A loader for ``split`` of ``dataset`` (or for ``records``) yielding the batch contract.
 
     ``split="train"``: random sampling and augmentation, shuffled per epoch, ``drop_last`` True
     by default; any other split: fixed sampling, centre crop or ``views=(clips, crops)``, list
     order (when ``num_shards`` is 1), every sample kept. ``workers`` defaults to
-    ``cfg.train.workers``; ``batch_size`` to ``cfg.train.batch_size``.
+    ``cfg.train.workers``; ``batch_size`` to ``cfg.train.batch_size``. ``dali_options`` go to
+    :class:`dali_pipelines.loader.DaliVideoLoader` (``num_threads``, ``prefetch``,
+    ``hw_decoder_load``, ``decoder_pipelines``); the torch loader ignores them.
     """
     device = torch.device(device)
     name = resolve_loader_name(loader, device)
@@ -217,4 +224,4 @@ def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str =
         shard_id=shard_id, num_shards=num_shards, frame_tmpl=cfg.data.frame_tmpl,
         max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.train.seed,
     )
-    return _BACKENDS[name].factory(records, planner, **common)
+    return _BACKENDS[name].factory(records, planner, options=dict(dali_options or {}), **common)

@@ -1,11 +1,16 @@
-"""Small test media written on the fly: JPEG frame folders (PIL) and MJPEG/VP9/H.264 videos (PyAV).
+"""Small test media written on the fly: JPEG frame folders (PIL) and MJPEG/VP9/H.264/HEVC videos
+(PyAV).
 
 Without PyAV (a bare torch image, such as the lent GPU machine's), writing a video skips the test
 or fixture that asked for it, with the reason; frame folders need only PIL.
 
-Every frame carries a smooth colour gradient plus a per-frame brightness shift, so frames differ
-from each other (sampling mistakes show) while staying JPEG-friendly (decoder differences stay
-small and measurable).
+Every frame carries a smooth colour gradient plus a per-frame blue level (``30 + 23 i mod 200``),
+so frames differ from each other (sampling mistakes show) while staying JPEG-friendly (decoder
+differences stay small and measurable).
+
+The GPU machine has no PyAV: ``python tests/_media.py DIR`` writes the video datasets the GPU
+tests use into ``DIR`` here, and ``FASTVID_TEST_MEDIA=DIR`` there makes :func:`video_dataset`
+use them (it writes them with PyAV when it can, and skips the test otherwise).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ CODECS = {
     "mjpeg": ("mjpeg", ".avi", "yuvj420p"),
     "vp9": ("libvpx-vp9", ".webm", "yuv420p"),
     "h264": ("libx264", ".mp4", "yuv420p"),
+    "hevc": ("libx265", ".mp4", "yuv420p"),
 }
 
 
@@ -69,6 +75,8 @@ def write_video(path: str | Path, num_frames: int, height: int = 72, width: int 
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "h264":
             stream.options = {"preset": "ultrafast", "g": "4"}
+        elif codec == "hevc":
+            stream.options = {"preset": "ultrafast", "x265-params": "log-level=error:keyint=4"}
         elif codec == "vp9":
             stream.options = {"deadline": "realtime", "cpu-used": "8", "g": "4", "crf": "10",
                               "b": "0"}
@@ -113,3 +121,43 @@ def write_videos_dataset(root: str | Path, codec: str = "mjpeg", num_videos: int
         (root / name).write_text("\n".join(lines) + "\n")
     (root / "categories.txt").write_text("\n".join(f"class{c}" for c in range(classes)) + "\n")
     return root
+
+
+def blue_level(index) -> "np.ndarray":
+    """The blue value :func:`frame_image` gives frame ``index`` (identifies decoded frames)."""
+    return 30.0 + (np.asarray(index) * 23) % 200
+
+
+# (codec, videos, frames, height, width) of the prebuilt GPU-test datasets
+GPU_VIDEO_SETS = [(codec, 3, 26, 48, 64) for codec in ("h264", "hevc", "vp9")]
+
+
+def video_dataset(tmp_path: str | Path, codec: str, num_videos: int = 3, num_frames: int = 26,
+                  height: int = 48, width: int = 64) -> Path:
+    """A video-list dataset: from ``$FASTVID_TEST_MEDIA/<codec>`` when present, else written
+    with PyAV; the test is skipped (with the reason) when neither is possible."""
+    import os
+
+    import pytest
+
+    prebuilt = os.environ.get("FASTVID_TEST_MEDIA")
+    if prebuilt and (Path(prebuilt) / f"{codec}-{num_videos}x{num_frames}-{height}x{width}" /
+                     "val_list.txt").is_file():
+        return Path(prebuilt) / f"{codec}-{num_videos}x{num_frames}-{height}x{width}"
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        pytest.skip(f"PyAV is not installed to write {codec} test videos and FASTVID_TEST_MEDIA "
+                    f"has none (write them elsewhere: python tests/_media.py DIR)")
+    return write_videos_dataset(Path(tmp_path) / codec, codec, num_videos, num_frames,
+                                height=height, width=width)
+
+
+if __name__ == "__main__":
+    import sys
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "test_media")
+    for codec, n, frames, h, w in GPU_VIDEO_SETS:
+        root = write_videos_dataset(out / f"{codec}-{n}x{frames}-{h}x{w}", codec, n, frames,
+                                    height=h, width=w)
+        print(root)

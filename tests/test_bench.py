@@ -218,6 +218,33 @@ def test_cli_bench_loader_needs_data_root():
     assert result.exit_code != 0 and "--data-root" in result.output
 
 
+@pytest.mark.dali
+def test_cli_loader_thread_sweep_then_report(tmp_path):
+    """fastvid bench --loader ... --loader-threads 1,2 writes one record per (backend, threads)
+    into results.json; the report plots them against threads."""
+    from _media import write_frames_dataset
+    from fastvid.cli import cli
+
+    root = write_frames_dataset(tmp_path / "data", num_videos=4, num_frames=9, height=40, width=56)
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(cli, [
+        "bench", "-c", "configs/trn_bninception_jester.yaml", "--set", "data.image_size=32",
+        "--set", "model.num_segments=4", "--device", "cpu", "--loader", "dali-cpu,torch",
+        "--data-root", str(root), "--loader-threads", "1,2", "--loader-batches", "2",
+        "--loader-option", "prefetch=3", "--train-batch", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    recs = read_records(out)
+    assert sorted((r["backend"], r["threads"]) for r in recs) == [
+        ("dali-cpu", 1), ("dali-cpu", 2), ("torch", 1), ("torch", 2)]
+    assert all(r["status"] == "ok" and r["videos_per_s"] > 0 and "scaling" in r for r in recs)
+    assert all(r.get("dali_options") == ({"prefetch": 3} if r["backend"] == "dali-cpu" else None)
+               for r in recs)
+    assert "vs 1 thread" in result.output
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "loader_threads.png").is_file()
+
+
 @pytest.mark.gpu
 def test_gpu_peak_memory_is_labelled():
     with PeakMemory("cuda") as mem:
@@ -352,6 +379,7 @@ def test_ratio_is_flagged_when_the_eager_baseline_moves(monkeypatch):
 def _table_rows(md: str, section: str) -> list[dict[str, str]]:
     """The rows of a Markdown table under ``## section`` as {column: cell}."""
     lines = md.split(f"## {section}", 1)[1].strip().splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("|")):]  # past prose lines
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = []
     for line in lines[2:]:

@@ -216,6 +216,21 @@ def test_h264_on_dali_cpu_is_a_clear_error(tmp_path):
     assert video.shape == (2, 4, 3, S, S)
 
 
+@pytest.mark.dali
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unsupported_codec_inside_a_list_is_a_clear_error(roots, tmp_path, workers):
+    """An H.264 file behind a VP9 first file: BackendUnavailable naming it, from the main
+    process and from a DALI Python worker (whose errors arrive as plain Exception text)."""
+    root = tmp_path / "mixed"
+    shutil.copytree(roots["vp9"], root)
+    write_video(root / "videos" / "v001", 12, H, W, "h264")
+    for name in ("train_list.txt", "val_list.txt"):
+        lst = root / name
+        lst.write_text(lst.read_text().replace("v001.webm", "v001.mp4"))
+    with pytest.raises(BackendUnavailable, match=r"^\S*v001\.mp4: codec h264 .*--loader torch"):
+        collect(loader_for(root, "dali-cpu", workers=workers))
+
+
 # -- bad samples ---------------------------------------------------------------------------------
 @pytest.fixture()
 def broken_frames(roots, tmp_path) -> tuple[Path, dict[str, str]]:
@@ -316,5 +331,77 @@ def test_bench_loaders_records(roots):
     assert by["torch"]["videos_per_s"] > 0 and by["torch"]["ratio_to_torch"] == 1.0
     assert by["torch"]["frames_per_s"] == pytest.approx(4 * by["torch"]["videos_per_s"], rel=0.01)
     assert "CUDA" in by["dali"]["skipped"] or "nvidia-dali" in by["dali"]["skipped"]
+    if "videos_per_s" in by["dali-cpu"]:  # default threads (every core) vs torch's workers
+        assert by["dali-cpu"]["ratio_to_torch"] == pytest.approx(
+            by["dali-cpu"]["videos_per_s"] / by["torch"]["videos_per_s"], rel=1e-2)
     for r in recs:
         assert r["kind"] == "loader" and r["batch_size"] == 2 and r["workers"] == 0 and r["date"]
+
+
+def test_thread_counts():
+    from bench.loader import available_cores, thread_counts
+
+    cores = available_cores()
+    assert thread_counts(None) == [None]
+    assert thread_counts("1,2,all") == list(dict.fromkeys([1, 2, cores]))
+    auto = thread_counts("auto")
+    assert auto[0] == 1 and auto[-1] == cores and auto == sorted(set(auto))
+    with pytest.raises(Exception, match="threads"):
+        thread_counts("1,two")
+
+
+def test_dali_option_values():
+    from bench.loader import dali_option_values
+    from fastvid.errors import FastvidError
+
+    assert dali_option_values(["hw_decoder_load=0.9", "prefetch=3", "decoder-pipelines=4"]) == {
+        "hw_decoder_load": 0.9, "prefetch": 3, "decoder_pipelines": 4}
+    for bad in ("threads=2", "prefetch", "prefetch=x"):
+        with pytest.raises(FastvidError, match="DALI loader option"):
+            dali_option_values([bad])
+
+
+@pytest.mark.dali
+def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
+    """The record the issue asks for: per backend and thread count videos/s, frames/s, start-up,
+    scaling, the per-stage breakdown and data_wait of a short real training run; the report
+    plots throughput against threads."""
+    import json
+
+    from bench.loader import bench_loaders
+    from bench.report import render_report
+
+    cfg = make_cfg()
+    ds = resolve_dataset(roots["frames"], cfg.data)
+    recs = bench_loaders(cfg, ds, ["torch", "dali-cpu"], CPU, batches=2, batch_size=2,
+                         threads=[1, 2], stages=True, train_steps=1, train_warmup=0)
+    assert [(r["backend"], r["threads"]) for r in recs] == [
+        ("torch", 1), ("dali-cpu", 1), ("torch", 2), ("dali-cpu", 2)]
+    for r in recs:
+        assert "skipped" not in r, r.get("skipped")
+        assert r["videos_per_s"] > 0 and r["startup_s"] > 0 and len(r["loadavg_before"]) == 3
+        # /proc counts CPU time in 10 ms ticks: a tiny run may round to 0
+        assert r["cpu_ms_per_video"] >= 0 and r["cpu_cores_used"] >= 0
+        assert r["frames_per_s"] == pytest.approx(4 * r["videos_per_s"], rel=0.01)
+        assert r["scaling"] == (1.0 if r["threads"] == 1 else pytest.approx(
+            r["videos_per_s"] / next(x["videos_per_s"] for x in recs
+                                     if x["backend"] == r["backend"] and x["threads"] == 1), rel=1e-2))
+        if r["threads"] == 2:  # data_wait and stages at the last thread count of the sweep
+            assert 0.0 <= r["data_wait_share"] <= 1.0 and r["train_steps"] == 1
+            # increments of noisy timings can dip below 0 on a busy machine; the totals cannot
+            assert all(np.isfinite(v) for v in r["stage_ms"].values()) and r["stage_method"]
+        else:
+            assert "data_wait_share" not in r and "stage_ms" not in r
+    dali = [r for r in recs if r["backend"] == "dali-cpu"]
+    assert [r["workers"] for r in dali] == [0, 0] and [r["dali_threads"] for r in dali] == [1, 2]
+    assert list(dali[1]["stage_ms"]) == ["source (plan + read + checks)", "decode", "crop/resize",
+                                         "normalize + layout"]
+    assert {"source_read", "source_plan", "loader_run"} <= set(dali[1]["python_ms"])
+    assert all(v > 0 for v in dali[1]["stage_cumulative_ms"].values())
+    assert list(recs[2]["stage_ms"]) == ["plan", "read", "decode", "crop/resize",
+                                         "normalize + to device"]
+    (tmp_path / "results.json").write_text(json.dumps(recs))
+    result = render_report(tmp_path)
+    assert "loader_threads.png" in {p.name for p in result["plots"]}
+    md = result["markdown"].read_text()
+    assert "Where the loader time goes" in md and "| dali-cpu | cpu | 2 |" in md

@@ -89,7 +89,7 @@ def test_loader_choices_and_auto_come_from_the_registry(monkeypatch):
     assert loaders.loader_names() == ("auto", "dali", "dali-cpu", "torch")
     made = []
 
-    def factory(records, planner, **common):
+    def factory(records, planner, options, **common):
         made.append((len(records), common["batch_size"], common["channels_first"]))
         return "a loader"
 

@@ -137,6 +137,19 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
               help="Dataset root for --loader.")
 @click.option("--loader-batches", type=click.IntRange(min=1), default=20, show_default=True,
               help="Batches timed per loader.")
+@click.option("--loader-threads", default=None,
+              help="Sweep CPU threads per loader: e.g. 1,2,4, 'all' (every core) or 'auto' "
+                   "(1, 2, 4, ... all). torch: DataLoader workers; DALI: pipeline threads, batches "
+                   "built in the main process. Default: train.workers / every core, no sweep.")
+@click.option("--loader-stages", is_flag=True,
+              help="Also time each loader stage (source, decode, resize, normalize; torch: plan, "
+                   "read, decode, crop/resize, normalize).")
+@click.option("--loader-option", "loader_options", multiple=True, metavar="KEY=VALUE",
+              help="DALI loader setting for --loader: prefetch=N, hw_decoder_load=F (nvJPEG "
+                   "hardware share), decoder_pipelines=K; repeatable.")
+@click.option("--loader-train-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also run this many real training steps (config's model, random weights) fed "
+                   "by each loader and record data_wait_share.")
 @click.option("--train", "train_bench", is_flag=True,
               help="Also benchmark training throughput: fp32 vs AMP (bf16 on CPU; fp16 and bf16 on GPU) "
                    "x channels-first vs channels-last, on synthetic batches.")
@@ -155,8 +168,11 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
 @friendly_errors
 def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpoint: Optional[str],
               engine_paths: tuple[str, ...], batch_text: str, backends: Optional[str], precision_text: str,
-              loader_text: str, data_root: Optional[str], loader_batches: int, train_bench: bool,
-              train_batch: Optional[int], iters: int, warmup: int, out_dir: str, run_id: Optional[str]) -> None:
+              loader_text: str, data_root: Optional[str], loader_batches: int,
+              loader_threads: Optional[str], loader_stages: bool,
+              loader_options: tuple[str, ...], loader_train_steps: int,
+              train_bench: bool, train_batch: Optional[int], iters: int, warmup: int, out_dir: str,
+              run_id: Optional[str]) -> None:
     """Benchmark inference backends, training throughput and data loaders; write JSON records.
 
     Every record gets the run's id and, for timed figures, their dispersion (CV, p90/p50) and the
@@ -187,7 +203,9 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
                                  train_bench, train_batch, iters, warmup, common)
     if loaders:
         records += _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
-                                  train_batch or cfg.train.batch_size, common)
+                                  train_batch or cfg.train.batch_size, common,
+                                  threads=loader_threads, stages=loader_stages,
+                                  train_steps=loader_train_steps, options=loader_options)
     if not records:
         raise click.UsageError("nothing to benchmark: give --backends, --train or --loader")
     path = append_records(out_dir, records)
@@ -244,7 +262,9 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
 
 
 def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loader_batches: int,
-                   batch_size: int, common: dict[str, Any]) -> list[dict[str, Any]]:
+                   batch_size: int, common: dict[str, Any], threads: Optional[str] = None,
+                   stages: bool = False, train_steps: int = 0,
+                   options: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     try:
         from bench.loader import bench_loaders
     except ModuleNotFoundError as exc:
@@ -257,7 +277,12 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loade
     from fastvid.data.lists import resolve_dataset
 
     dataset = resolve_dataset(data_root, cfg.data)
-    out = bench_loaders(cfg, dataset, loaders, dev, loader_batches, batch_size)
+    from bench.loader import dali_option_values, thread_counts
+
+    out = bench_loaders(cfg, dataset, loaders, dev, loader_batches, batch_size,
+                        threads=thread_counts(threads) if threads else None, stages=stages,
+                        train_steps=train_steps, amp=train_steps > 0 and dev.type == "cuda",
+                        dali_options=dali_option_values(options))
     for rec in out:
         rec.setdefault("kind", "loader")
         if "skipped" in rec:  # bench.loader's form; the report reads status/reason
@@ -298,6 +323,10 @@ def _summary_line(r: dict[str, Any]) -> str:
         cl = "channels_last" if r["channels_last"] else "channels_first"
         return (f"  train     {r['precision']} {cl} {r.get('mode', 'eager')}: {r['videos_per_s']:.1f} "
                 f"videos/s, step {r['step_ms']['p50']:.1f} ms{_flop_text(r)}{flag}")
+    if kind == "loader":
+        from bench.loader import summary_line
+
+        return "  loader    " + summary_line(r).strip()
     return f"  {kind} {r.get('backend', '')}: {r.get('videos_per_s')} videos/s"
 
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
 
 from fastvid.data.sampling import Rng, SamplingSpec, _randint
+
+if TYPE_CHECKING:  # imported where used: DALI's source workers plan without loading torch
+    import torch
 
 __all__ = ["ViewPlan", "short_side_size", "multiscale_crop_box", "random_resized_crop_box",
            "train_plan", "eval_plans", "apply_plan", "normalize_video", "SamplePlanner",
@@ -175,6 +177,8 @@ def normalize_video(video: torch.Tensor, mean: Sequence[float], std: Sequence[fl
     ``(..., C, T, H, W)`` for 3D models. Runs wherever ``video`` lives, so the torch loader ships
     uint8 to the GPU (4x less traffic) and normalizes there.
     """
+    import torch
+
     x = video.float()
     if bgr:
         x = x.flip(-3)

@@ -10,15 +10,17 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
 
 from fastvid.errors import DataError
 
-__all__ = ["jpeg_problem", "jpeg_size", "read_jpeg_file", "read_frame_folder", "VideoInfo",
-           "probe_video", "read_video_frames", "decode_jpeg_rgb"]
+if TYPE_CHECKING:  # imported where used: the DALI source checks JPEG headers without torch
+    import torch
+
+__all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_jpeg_file", "read_frame_folder",
+           "VideoInfo", "probe_video", "read_video_frames", "decode_jpeg_rgb"]
 
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -42,6 +44,15 @@ def jpeg_problem(data: bytes) -> Optional[str]:
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
     """``(height, width)`` from the SOF segment of an encoded JPEG, without decoding it."""
+    return jpeg_frame_header(data)[:2]
+
+
+def jpeg_frame_header(data: bytes) -> tuple[int, int, int]:
+    """``(height, width, end)``: the frame size and where the SOF segment ends.
+
+    Two files whose first ``end`` bytes are equal have the same size (a loader checking every
+    frame of a clip compares that prefix, one ``startswith``, instead of parsing each header).
+    """
     pos, n = 2, len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:
@@ -61,7 +72,7 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
             width = int.from_bytes(data[pos + 7:pos + 9], "big")
             if height == 0 or width == 0:
                 raise ValueError("JPEG frame header has a zero size")
-            return height, width
+            return height, width, pos + 2 + length
         if marker == 0xDA:  # start of scan before any SOF
             break
         pos += 2 + length
@@ -88,6 +99,7 @@ def read_jpeg_file(path: str | Path) -> bytes:
 
 def decode_jpeg_rgb(data: bytes, path: str | Path = "<bytes>") -> torch.Tensor:
     """(3, H, W) uint8 RGB via torchvision's libjpeg-turbo binding, PIL as a fallback."""
+    import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
@@ -109,6 +121,8 @@ def decode_jpeg_rgb(data: bytes, path: str | Path = "<bytes>") -> torch.Tensor:
 def read_frame_folder(folder: str | Path, indices: Sequence[int],
                       tmpl: str = "{:05d}.jpg") -> torch.Tensor:
     """Frames ``tmpl.format(i)`` of ``folder`` -> (T, 3, H, W) uint8 RGB; each file read once."""
+    import torch
+
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: frame folder not found")
@@ -196,6 +210,7 @@ def read_video_frames(path: str | Path, indices: Sequence[int],
     through and sparse TSN samples of long videos skip the gaps.
     """
     import av
+    import torch
 
     path = os.fspath(path)
     info = info or probe_video(path)
