@@ -446,10 +446,6 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
         return {"kind": "loader", "backend": v[0], "threads": v[1], **common}
 
     def on_record(rec: dict[str, Any]) -> None:
-        if "skipped" in rec:  # bench.loader's form; the report reads status/reason
-            rec.setdefault("status", "skipped")
-            rec.setdefault("reason", rec["skipped"])
-        rec.setdefault("status", "ok")
         for k, v in common.items():
             rec.setdefault(k, v)
         sec.emit(stamp(rec, dev))

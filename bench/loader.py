@@ -410,7 +410,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                 else:
                     rec.update(_torch_stages(cfg, records, batch_size, batches, device))
         except FastvidError as exc:
-            rec["skipped"] = str(exc)
+            rec.update(skipped=str(exc), status="skipped", reason=str(exc))
             log.warning("loader bench: %s skipped: %s", backend, exc)
             done(rec, t)
             continue
@@ -422,6 +422,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             # videos/s when other jobs share the cores
             rec["cpu_ms_per_video"] = round(1e3 * cpu_s / n_videos, 2)
             rec["cpu_cores_used"] = round(cpu_s / elapsed, 2)
+        rec["status"] = "ok"
         done(rec, t)
     return results
 

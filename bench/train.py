@@ -177,8 +177,9 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             rec.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
             done(rec)
             continue
-        finally:
-            del net, optimizer, runnable, train_step
+        finally:  # free this variant's model before the next one is copied
+            del net, optimizer, runnable
+            train_step = None
         rec.update(status="ok", videos_per_s=round(batch * iters / total, 3), step_ms=percentiles(times))
         rec.update(stability(times, load))
         rec.update(mem.result())

@@ -13,45 +13,18 @@ from click.testing import CliRunner
 from bench import InferenceBenchmarkRunner, append_records, bench_training, read_records, render_report
 from bench.memory import PeakMemory
 
+from _tiny import Tiny2D, Tiny3D
+
 INFERENCE_KEYS = {"kind", "backend", "precision", "batch", "model", "video_per_s", "latency_ms",
                   "peak_mem_mb", "peak_mem_method", "device", "device_type", "versions", "date",
                   "ratio_to_eager", "status", "cv", "p90_over_p50", "load_avg", "cpus", "unstable",
                   "unstable_reason"}
 
 
-class _Tiny2D(nn.Module):
-    input_layout = "NTCHW"
-    num_classes = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t = x.shape[:2]
-        y = torch.relu(self.bn(self.conv(x.flatten(0, 1)))).mean((2, 3))
-        return self.fc(y.view(n, t, -1).mean(1))
-
-
-class _Tiny3D(nn.Module):
-    input_layout = "NCTHW"
-    num_classes = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(3, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3, 4)))
-
-
 @pytest.fixture(scope="module")
 def inference_records() -> list[dict]:
     torch.manual_seed(0)
-    runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (4, 3, 32, 32), "cpu", model_name="tiny", warmup=1,
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (4, 3, 32, 32), "cpu", model_name="tiny", warmup=1,
                                       iters=4, extra={"weights": "random"})
     return runner.run(["eager", "aoti", "onnx", "trt"], batches=[2], precisions=["fp32"])
 
@@ -79,7 +52,7 @@ def test_inference_records_have_the_schema_and_positive_numbers(inference_record
 
 
 def test_unsupported_precision_is_recorded_as_skipped():
-    runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (2, 3, 16, 16), "cpu", warmup=0, iters=2)
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 16, 16), "cpu", warmup=0, iters=2)
     recs = runner.run(["eager", "onnx"], batches=[1], precisions=["fp16", "bf16"])
     status = {(r["backend"], r["precision"]): r for r in recs}
     assert status[("eager", "fp32")]["status"] == "ok"  # the baseline is always measured
@@ -88,7 +61,7 @@ def test_unsupported_precision_is_recorded_as_skipped():
     assert status[("onnx", "bf16")]["status"] == "skipped" and "bf16" in status[("onnx", "bf16")]["reason"]
 
 
-@pytest.mark.parametrize("model_cls", [_Tiny2D, _Tiny3D])
+@pytest.mark.parametrize("model_cls", [Tiny2D, Tiny3D])
 def test_train_bench_fp32_vs_bf16_and_channels_last(model_cls):
     model = model_cls()
     shape = (4, 3, 16, 16) if model.input_layout == "NTCHW" else (3, 4, 16, 16)
@@ -117,7 +90,7 @@ def test_train_bench_hands_over_each_record_before_the_next_variant():
             asked_after.append(len(seen))
             yield v
 
-    recs = bench_training(_Tiny2D(), (2, 3, 8, 8), 3, "cpu", batch=2, variants=variants(), warmup=0, iters=1,
+    recs = bench_training(Tiny2D(), (2, 3, 8, 8), 3, "cpu", batch=2, variants=variants(), warmup=0, iters=1,
                           on_record=lambda r: seen.append(dict(r)))
     assert asked_after == [0, 1, 2]  # the next variant was asked for after the record was handed over
     assert [(r["precision"], r["status"]) for r in seen] == [("fp32", "ok"), ("fp16", "skipped"), ("fp32", "ok")]
@@ -136,7 +109,7 @@ def test_inference_plan_puts_the_baselines_first():
 
 def test_inference_runner_hands_over_each_record():
     seen: list[dict] = []
-    runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (2, 3, 16, 16), "cpu", warmup=0, iters=2)
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 16, 16), "cpu", warmup=0, iters=2)
     variants = [("eager", "fp32", 2), ("eager", "bf16", 2), ("trt", "fp32", 2), ("eager", "fp32", 1)]
     recs = runner.run_variants(iter(variants), on_record=lambda r: seen.append(dict(r)))
     assert [(r["backend"], r["precision"], r["batch"]) for r in seen] == variants
@@ -148,7 +121,7 @@ def test_inference_runner_hands_over_each_record():
 
 
 def test_train_bench_skips_fp16_on_cpu():
-    recs = bench_training(_Tiny2D(), (2, 3, 8, 8), 3, "cpu", batch=2, variants=[("fp16", False)],
+    recs = bench_training(Tiny2D(), (2, 3, 8, 8), 3, "cpu", batch=2, variants=[("fp16", False)],
                           warmup=0, iters=1)
     assert recs[0]["status"] == "skipped" and "CUDA" in recs[0]["reason"]
 
@@ -264,7 +237,7 @@ def test_bf16_checks_ignore_emulated_bf16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     with pytest.raises(FastvidError, match="bf16"):
         resolve_precision(True, "bf16", "cuda")
-    runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (4, 3, 32, 32), "cuda")
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (4, 3, 32, 32), "cuda")
     assert "bf16" in runner.skip_reason("eager", "bf16")
 
 
@@ -362,7 +335,7 @@ def test_stability_flags_dispersion_and_records_the_load():
 def test_ratio_is_flagged_when_the_eager_baseline_moves(monkeypatch):
     import bench.runner as runner_mod
 
-    runner = InferenceBenchmarkRunner(_Tiny2D().eval(), (2, 3, 8, 8), "cpu", warmup=0, iters=4)
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 8, 8), "cpu", warmup=0, iters=4)
     base = {"status": "ok", "batch": 1, "video_per_s": 100.0, "unstable": False}
     other = {"status": "ok", "batch": 1, "video_per_s": 150.0, "ratio_to_eager": 1.5, "unstable": False}
     # Re-timed at 50 video/s: the load changed while the batch was measured.

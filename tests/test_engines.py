@@ -15,6 +15,8 @@ from click.testing import CliRunner
 import engines
 from fastvid.errors import BackendUnavailable
 
+from _tiny import Tiny2D
+
 SIZE, FRAMES, CLASSES, MAX_BATCH = 64, 4, 5, 4
 BGR_MEAN, BGR_STD = [104.0, 117.0, 128.0], [1.0, 1.0, 1.0]
 RGB_MEAN, RGB_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
@@ -77,21 +79,6 @@ class _Bad(nn.Module):
         return self.fc(y.mean((2, 3)).view(n, t, -1).mean(1))
 
 
-class _Tiny(nn.Module):
-    input_layout = "NTCHW"
-    num_classes = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t = x.shape[:2]
-        y = torch.relu(self.conv(x.flatten(0, 1))).mean((2, 3))
-        return self.fc(y.view(n, t, -1).mean(1))
-
-
 def _eager(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x)
@@ -102,7 +89,7 @@ def test_graph_problems_finds_ceil_mode_and_rng():
     problems = engines.graph_problems(exported)
     assert any("ceil_mode" in p for p in problems), problems
     assert any("random op" in p for p in problems), problems
-    clean = engines.export_model(_Tiny().eval(), torch.randn(2, 2, 3, 16, 16), max_batch=4)
+    clean = engines.export_model(Tiny2D(width=4, bn=False).eval(), torch.randn(2, 2, 3, 16, 16), max_batch=4)
     assert engines.graph_problems(clean) == []
 
 
@@ -115,7 +102,7 @@ def test_trn_exported_graph_has_no_ceil_mode_pool_or_rng(trn):
 
 def test_export_refuses_train_mode():
     with pytest.raises(engines.ExportError, match="eval"):
-        engines.export_model(_Tiny().train(), torch.randn(2, 2, 3, 8, 8), max_batch=2)
+        engines.export_model(Tiny2D(width=4, bn=False).train(), torch.randn(2, 2, 3, 8, 8), max_batch=2)
 
 
 @pytest.mark.parametrize("backend", [pytest.param("aoti", marks=pytest.mark.slow), "onnx"])
@@ -205,7 +192,7 @@ def test_cli_build_engine_onnx_for_tpn_checkpoint(tpn, tmp_path):
 def test_failed_validation_removes_the_artifact(tmp_path, monkeypatch):
     monkeypatch.setitem(engines.TOLERANCES, ("fp32", "cpu"), -1.0)  # nothing can pass
     with pytest.raises(engines.EngineValidationError, match="failed validation"):
-        engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "onnx", out_path=tmp_path / "tiny")
+        engines.build_engine(Tiny2D(width=4, bn=False).eval(), torch.zeros(1, 2, 3, 8, 8), "onnx", out_path=tmp_path / "tiny")
     artifact = tmp_path / "tiny.onnx"
     assert not artifact.exists()
     assert json.loads(engines.meta_path(artifact).read_text())["valid"] is False
@@ -218,21 +205,21 @@ def test_build_engine_says_what_it_is_doing(tmp_path, caplog):
     import logging
 
     caplog.set_level(logging.INFO, logger="engines.core")
-    engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "onnx", out_path=tmp_path / "tiny")
+    engines.build_engine(Tiny2D(width=4, bn=False).eval(), torch.zeros(1, 2, 3, 8, 8), "onnx", out_path=tmp_path / "tiny")
     stages = [r.getMessage() for r in caplog.records if r.name == "engines.core"]
-    expected = ("exporting _Tiny", "compiling with onnx", "validating the saved engine", "built ")
+    expected = ("exporting Tiny2D", "compiling with onnx", "validating the saved engine", "built ")
     at = [next(i for i, m in enumerate(stages) if want in m) for want in expected]
     assert at == sorted(at), stages
 
 
 def test_fp16_on_cpu_and_missing_trt_are_clear_errors(tmp_path):
     with pytest.raises(BackendUnavailable, match="CUDA"):
-        engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "aoti", "fp16",
+        engines.build_engine(Tiny2D(width=4, bn=False).eval(), torch.zeros(1, 2, 3, 8, 8), "aoti", "fp16",
                              out_path=tmp_path / "x")
     status = engines.available_backends("cpu")
     assert status["aoti"] is None and status["onnx"] is None and "CUDA" in status["trt"]
     with pytest.raises(BackendUnavailable, match="Available backends here: aoti, onnx"):
-        engines.build_engine(_Tiny().eval(), torch.zeros(1, 2, 3, 8, 8), "trt", out_path=tmp_path / "x")
+        engines.build_engine(Tiny2D(width=4, bn=False).eval(), torch.zeros(1, 2, 3, 8, 8), "trt", out_path=tmp_path / "x")
 
 
 def test_trt_save_example_keeps_the_batch_dynamic():
@@ -243,7 +230,7 @@ def test_trt_save_example_keeps_the_batch_dynamic():
     assert _shape_range(sample, 1, MAX_BATCH) == {"min_shape": (1, *sample), "opt_shape": (1, *sample),
                                                   "max_shape": (MAX_BATCH, *sample)}
     assert [_save_opt_batch(b, m) for b, m in [(1, 1), (1, 4), (2, 4), (3, 4), (4, 4)]] == [1, 2, 2, 3, 4]
-    model = _Tiny().eval()
+    model = Tiny2D(width=4, bn=False).eval()
     batch = torch.export.Dim("_0", min=1, max=MAX_BATCH)  # what save infers from a dynamic Input
     with pytest.raises(Exception, match="specialized"):  # the bug: a batch-1 opt shape as example
         torch.export.export(model, (torch.zeros(1, *sample),), dynamic_shapes=({0: batch},))
@@ -279,7 +266,7 @@ def test_cli_build_engine_trt_without_tensorrt_says_what_is_missing(tmp_path):
 def test_aoti_fp16_engine_on_cuda(tmp_path):
     # A conv and a linear layer: AOTInductor's CUDA compile of TRN-BNInception ran past 50 s on
     # an H200 (this test's old model); the engine path is the same.
-    model = _Tiny().eval().to("cuda")
+    model = Tiny2D(width=4, bn=False).eval().to("cuda")
     example = torch.zeros(1, FRAMES, 3, SIZE, SIZE, device="cuda")
     path = engines.build_engine(model, example, "aoti", "fp16", batch=1, max_batch=2, out_path=tmp_path / "t",
                                 meta={"mean": BGR_MEAN, "std": BGR_STD})
@@ -287,7 +274,7 @@ def test_aoti_fp16_engine_on_cuda(tmp_path):
     assert engine.meta["validation"]["passed"]  # fp16 engine vs fp32 eager, within fp16 tolerance
     x = engines.validation_batch((2, FRAMES, 3, SIZE, SIZE), BGR_MEAN, BGR_STD, seed=4).cuda()
     out = engine(x)
-    assert out.is_cuda and out.dtype == torch.float32 and out.shape == (2, _Tiny.num_classes)
+    assert out.is_cuda and out.dtype == torch.float32 and out.shape == (2, model.num_classes)
 
 
 @pytest.mark.trt

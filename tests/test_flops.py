@@ -6,36 +6,20 @@ import json
 
 import pytest
 import torch
-import torch.nn as nn
 
+from _tiny import Tiny2D
 from bench.flops import (PEAK_TFLOPS, annotate, annotate_record, forward_gflop_per_video, peak_tflops,
                          precision_class)
 
 
-class _ConvLinear(nn.Module):
-    """Conv2d(3 -> 8, 3x3, pad 1) on every frame, mean over space and time, Linear(8 -> 5)."""
-
-    input_layout = "NTCHW"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t = x.shape[:2]
-        y = torch.relu(self.bn(self.conv(x.flatten(0, 1)))).mean((2, 3))
-        return self.fc(y.view(n, t, -1).mean(1))
-
-
+# Tiny2D(classes=5): Conv2d(3 -> 8, 3x3, pad 1) on every frame, mean, Linear(8 -> 5).
 # By hand: 2 FLOPs per multiply-add. Conv: 8 out x 3 in x 3 x 3 taps x 16 x 16 pixels x 4 frames;
 # Linear: 8 x 5. BN, ReLU and means are not matrix work and are not counted.
 TINY_GFLOP = 2 * (8 * 3 * 9 * 16 * 16 * 4 + 8 * 5) / 1e9
 
 
 def test_forward_gflop_of_a_tiny_model_is_counted_by_hand():
-    model = _ConvLinear().train()
+    model = Tiny2D(classes=5).train()
     assert forward_gflop_per_video(model, (4, 3, 16, 16)) == pytest.approx(TINY_GFLOP, rel=1e-9)
     assert model.training and next(model.parameters()).device.type == "cpu"  # left as it was
     two_frames = 2 * (8 * 3 * 9 * 16 * 16 * 2 + 8 * 5) / 1e9  # cached per shape: a new count
@@ -80,7 +64,7 @@ def test_annotate_gives_the_issue_figures():
 
 
 def test_annotate_record_reads_the_stamped_record():
-    model = _ConvLinear()
+    model = Tiny2D(classes=5)
     rec = {"status": "ok", "video_per_s": 2000.0, "precision": "bf16", "device": "NVIDIA H100 80GB HBM3",
            "device_type": "cuda", "input_shape": [2, 4, 3, 16, 16]}
     annotate_record(rec, model, (4, 3, 16, 16), training=False)
@@ -93,7 +77,7 @@ def test_annotate_record_reads_the_stamped_record():
 def test_inference_and_train_records_carry_consistent_flop_figures():
     from bench import InferenceBenchmarkRunner, bench_training
 
-    model = _ConvLinear().eval()
+    model = Tiny2D(classes=5).eval()
     runner = InferenceBenchmarkRunner(model, (4, 3, 16, 16), "cpu", model_name="tiny", warmup=0, iters=2)
     (rec,) = runner.run(["eager"], [2], ["fp32"])
     assert rec["gflop_per_video"] == pytest.approx(TINY_GFLOP, rel=1e-3)

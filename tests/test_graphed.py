@@ -11,13 +11,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import torch
-import torch.nn as nn
 from click.testing import CliRunner
 
 from bench import InferenceBenchmarkRunner
 from bench.graphed import GraphedRunner, cuda_graph_unsupported
 from bench.runner import inference_backends, split_backend
 from fastvid.errors import FastvidError
+
+from _tiny import Tiny3D
 
 
 class _StandInGraphs:
@@ -42,21 +43,8 @@ class _StandInGraphs:
         return fn
 
 
-class _Tiny3D(nn.Module):
-    input_layout = "NCTHW"
-    num_classes = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(3, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3, 4)))
-
-
 def test_graphed_runner_warms_up_captures_once_and_replays_on_a_static_buffer():
-    model = _Tiny3D().eval()
+    model = Tiny3D().eval()
     graphs = _StandInGraphs()
     seen: list[torch.Tensor] = []
 
@@ -105,7 +93,7 @@ def test_backend_names_say_runner_and_mode():
 
 
 def test_cudagraph_variants_are_skipped_on_cpu_with_the_reason():
-    runner = InferenceBenchmarkRunner(_Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=1)
+    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=1)
     recs = runner.run(["eager+cudagraph", "compile+cudagraph"], [1], ["fp32"])
     by = {r["backend"]: r for r in recs}
     assert by["eager"]["status"] == "ok" and by["eager"]["mode"] == "launch"
@@ -128,7 +116,7 @@ def _stand_in_graphs(monkeypatch) -> list[_StandInGraphs]:
 
 def test_runner_replays_eager_through_the_graph_wrapper(monkeypatch):
     made = _stand_in_graphs(monkeypatch)
-    runner = InferenceBenchmarkRunner(_Tiny3D().eval(), (3, 4, 8, 8), "cpu", model_name="tiny", warmup=1,
+    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", model_name="tiny", warmup=1,
                                       iters=3, graph_warmup=2)
     recs = runner.run(["eager+cudagraph"], [2], ["fp32", "bf16"])
     graphed = [r for r in recs if r["backend"] == "eager+cudagraph"]
@@ -148,7 +136,7 @@ def test_runner_replays_eager_through_the_graph_wrapper(monkeypatch):
 
 
 def test_forced_channels_last_lays_out_weights_and_input():
-    runner = InferenceBenchmarkRunner(_Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=1,
+    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=1,
                                       channels_last=True)
     recs = runner.run(["eager"], [1], ["bf16"])
     bf16 = [r for r in recs if r["precision"] == "bf16"][0]
@@ -174,7 +162,7 @@ def test_engine_replayed_from_a_graph_reuses_the_built_engine(monkeypatch, tmp_p
     real_load = engines.load
     monkeypatch.setattr(engines, "load", lambda path, device=None, *, cuda_graph=False:
                         loads.append(cuda_graph) or real_load(path, device, cuda_graph=cuda_graph))
-    runner = InferenceBenchmarkRunner(_Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=2)
+    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=2)
     recs = runner.run(["fake", "fake+cudagraph"], [1, 2], ["fp32"])
     by = {(r["backend"], r["batch"]): r for r in recs}
     assert all(r["status"] == "ok" for r in recs), [r.get("reason") for r in recs]
@@ -190,7 +178,7 @@ def test_engines_that_cannot_be_captured_refuse_a_graph_load(monkeypatch, tmp_pa
 
     monkeypatch.setattr(backends, "_ENGINES", dict(backends._ENGINES))
     backends.register_engine(backends.EngineBackendEntry("fake", ".ept", "_fake_engine", "test"))
-    path = engines.build_engine(_Tiny3D().eval(), torch.zeros(1, 3, 4, 8, 8), "fake", "fp32",
+    path = engines.build_engine(Tiny3D().eval(), torch.zeros(1, 3, 4, 8, 8), "fake", "fp32",
                                 out_path=tmp_path / "tiny")
     with pytest.raises(engines.EngineError, match="cannot be captured in a CUDA graph"):
         engines.load(path, "cpu", cuda_graph=True)
@@ -208,7 +196,7 @@ def test_cli_bench_lists_the_graph_backends():
 # ------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 def test_cuda_graph_replay_matches_eager_on_the_gpu():
-    model = _Tiny3D().eval().cuda().half()
+    model = Tiny3D().eval().cuda().half()
     runner = GraphedRunner(lambda x: model(x), "cuda", warmup=2)
     with torch.inference_mode():
         for _ in range(3):
@@ -219,7 +207,7 @@ def test_cuda_graph_replay_matches_eager_on_the_gpu():
 
 @pytest.mark.gpu
 def test_graph_modes_on_the_gpu_are_measured_and_annotated():
-    runner = InferenceBenchmarkRunner(_Tiny3D().eval().cuda(), (3, 4, 16, 16), "cuda", model_name="tiny",
+    runner = InferenceBenchmarkRunner(Tiny3D().eval().cuda(), (3, 4, 16, 16), "cuda", model_name="tiny",
                                       warmup=2, iters=5)
     recs = runner.run(["eager+cudagraph", "compile+cudagraph"], [1, 4], ["fp16"])
     ok = {(r["backend"], r["batch"]): r for r in recs if r["status"] == "ok"}

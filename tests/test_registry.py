@@ -10,6 +10,8 @@ from fastvid.errors import FastvidError
 from fastvid.models import (ModelSpec, UnknownModel, create_model, find_model, get_model_spec,
                             model_specs)
 
+from _tiny import Tiny2D
+
 CPU = torch.device("cpu")
 
 
@@ -116,21 +118,6 @@ def test_loader_choices_and_auto_come_from_the_registry(monkeypatch):
 
 
 # -- engine registry -----------------------------------------------------------------------------
-class _Tiny(nn.Module):
-    input_layout = "NTCHW"
-    num_classes = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t = x.shape[:2]
-        y = self.conv(x.flatten(0, 1)).mean((2, 3))
-        return self.fc(y.view(n, t, -1).mean(1))
-
-
 def test_an_engine_backend_is_one_module_and_one_registration(monkeypatch, tmp_path):
     import engines
     from engines import backends
@@ -139,7 +126,7 @@ def test_an_engine_backend_is_one_module_and_one_registration(monkeypatch, tmp_p
     backends.register_engine(backends.EngineBackendEntry("fake", ".ept", "_fake_engine", "test"))
     assert "fake" in backends.engine_names() and engines.available_backends(CPU)["fake"] is None
     torch.manual_seed(0)
-    model = _Tiny().eval()
+    model = Tiny2D(width=4, bn=False).eval()
     path = engines.build_engine(model, torch.zeros(2, 3, 3, 16, 16), "fake", "fp32", batch=2,
                                 max_batch=3, out_path=tmp_path / "tiny")
     assert path.name == "tiny.ept"

@@ -284,11 +284,6 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loade
                         train_steps=train_steps, amp=train_steps > 0 and dev.type == "cuda",
                         dali_options=dali_option_values(options))
     for rec in out:
-        rec.setdefault("kind", "loader")
-        if "skipped" in rec:  # bench.loader's form; the report reads status/reason
-            rec.setdefault("status", "skipped")
-            rec.setdefault("reason", rec["skipped"])
-        rec.setdefault("status", "ok")
         for k, v in common.items():
             rec.setdefault(k, v)
         stamp(rec, dev)

@@ -30,7 +30,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from fastvid.data.video_io import VideoInfo
+from fastvid.data.video_io import VideoInfo, file_key
 from fastvid.errors import DataError
 
 __all__ = ["probe_video_headers", "probe_video_bytes", "read_video_bytes", "CODEC_NAMES"]
@@ -123,15 +123,9 @@ def probe_video_headers(path: str | Path, data: Optional[bytes] = None) -> Video
     ``data``: the file's bytes when the caller has read them already (parsed only on a cache
     miss, so a loader that reads the file anyway pays no second read).
     """
-    path = os.fspath(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: video file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read video: {exc}") from None
-    key = (path, st.st_mtime_ns, st.st_size)
-    if data is not None and len(data) == st.st_size:
+    key = file_key(path)
+    path = key[0]
+    if data is not None and len(data) == key[2]:
         info = _FROM_BYTES.get(key)
         if info is None:
             info = probe_video_bytes(data, path)

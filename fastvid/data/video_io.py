@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # imported where used: the DALI source checks JPEG headers wi
     import torch
 
 __all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_jpeg_file", "read_frame_folder",
-           "VideoInfo", "probe_video", "read_video_frames", "decode_jpeg_rgb"]
+           "VideoInfo", "file_key", "probe_video", "read_video_frames", "decode_jpeg_rgb"]
 
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -189,8 +189,8 @@ def _probe_cached(path: str, mtime_ns: int, size: int) -> VideoInfo:
         return VideoInfo(count, int(ctx.height), int(ctx.width), str(ctx.name), fps)
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Frame count, size and codec of a video (cached per path and modification time)."""
+def file_key(path: str | Path) -> tuple[str, int, int]:
+    """``(path, mtime_ns, size)``: what a probe cache is keyed by; DataError when unreadable."""
     path = os.fspath(path)
     try:
         st = os.stat(path)
@@ -198,7 +198,12 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise DataError(f"{path}: video file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read video: {exc}") from None
-    return _probe_cached(path, st.st_mtime_ns, st.st_size)
+    return path, st.st_mtime_ns, st.st_size
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, size and codec of a video (cached per path and modification time)."""
+    return _probe_cached(*file_key(path))
 
 
 def read_video_frames(path: str | Path, indices: Sequence[int],
