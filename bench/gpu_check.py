@@ -18,7 +18,8 @@ reason: time budget``. SIGTERM (the script's ``timeout``) stops the variant in f
 recorded as ``status: stopped``, and the variants not started as skipped: every planned variant
 ends up in results.json. Variants are plain data (:data:`PRESETS`): adding one is one line.
 
-It runs where only torch is installed (a lent GPU machine may lack click and matplotlib), hence
+It runs where torch, PyYAML and tqdm are installed (a lent GPU machine may lack click and
+matplotlib; fastvid's config and training modules need the other two), hence
 argparse rather than the package's click CLI; ``loader`` also needs PyYAML (the config file).
 """
 from __future__ import annotations
@@ -435,6 +436,7 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
               "run_id": run_id or new_run_id()}
 
     from bench.loader import thread_counts
+    from fastvid.loaders import loader_backend
 
     sweep = thread_counts(cfg.loader_threads)
     order = [max(sweep)] + ([1] if 1 in sweep and max(sweep) != 1 else [])
@@ -451,8 +453,8 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
         sec.emit(stamp(rec, dev))
 
     def expected(v: tuple[str, int], last: Optional[float]) -> float:
-        if v[0] == "dali" and dev.type != "cuda":
-            return 0.0  # skipped at once: DALI's GPU loader needs a CUDA device
+        if loader_backend(v[0]).unavailable_reason(dev):
+            return 0.0  # skipped at once, with the reason (e.g. DALI's GPU loader off CUDA)
         return PRIOR_S.get(v[0], 15.0) if last is None else last
 
     def measure(gated: Iterator[tuple[str, int]]) -> None:

@@ -43,7 +43,7 @@ def cuda_graph_unsupported(device: torch.device | str) -> Optional[str]:
 
 
 def _cuda_backend(device: torch.device) -> Any:
-    from fastvid.training.cuda_graphs import CudaGraphBackend
+    from fastvid.training import CudaGraphBackend
 
     return CudaGraphBackend(device)
 

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
+from bench.records import device_name, versions
 from fastvid.config import Config
 from fastvid.data.lists import DatasetInfo
 from fastvid.errors import FastvidError
@@ -65,17 +66,6 @@ def _batches(loader: Any) -> Any:
     for epoch in itertools.count():
         loader.set_epoch(epoch)
         yield from loader
-
-
-def _versions() -> dict[str, str]:
-    out = {"torch": torch.__version__, "python": platform.python_version()}
-    try:
-        from importlib.metadata import version
-
-        out["nvidia-dali"] = version("nvidia-dali-cuda130")
-    except Exception:  # noqa: BLE001 - PackageNotFoundError and friends: optional package
-        pass
-    return out
 
 
 def available_cores() -> int:
@@ -346,17 +336,17 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
     is measured, with ``ratio_to_torch`` and ``scaling`` when their references were measured
     before it.
     """
-    from fastvid.loaders import build_loader
+    from fastvid.loaders import build_loader, loader_backend
 
     device = torch.device(device)
     records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
     n_workers = cfg.train.workers if workers is None else workers
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     base = {"kind": "loader", "batches": batches, "batch_size": batch_size,
-            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "device": device_name(device), "device_type": device.type,
             "date": date, "dataset": str(dataset.root), "format": dataset.format,
             "image_size": cfg.data.image_size, "layout": cfg.spec.input_layout,
-            "cores": available_cores(), "versions": _versions()}
+            "cores": available_cores(), "versions": dict(versions(), python=platform.python_version())}
     results: list[dict[str, Any]] = []
     swept: list[Optional[int]] = []  # the sweep's thread count of each record
     sweep = list(threads) if threads else [None]
@@ -374,10 +364,12 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             on_record(rec)
 
     for backend, t in pairs:
-        dali = backend != "torch"
+        # DALI's CPU threads are a pipeline option; torch's are its DataLoader worker processes.
+        threads_option = loader_backend(backend).threads_option
+        dali = threads_option is not None
         opts = dict(dali_options or {})
         if dali and t is not None:
-            opts["num_threads"] = t
+            opts[threads_option] = t
         loader_workers = (dali_workers if t is not None else n_workers) if dali else \
             (t if t is not None else n_workers)
         rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,

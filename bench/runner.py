@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from fastvid.errors import BackendUnavailable
-from fastvid.models import input_layout, to_channels_last
+from fastvid.models import input_layout, memory_format, to_channels_last
 from fastvid.precision import DTYPES
 
 from .flops import annotate_record
@@ -173,6 +173,7 @@ class InferenceBenchmarkRunner:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cudnn_benchmark
         self._tmp: Optional[Path] = None
+        self._typed: dict[tuple[str, bool], nn.Module] = {}
         self._max_batch = 1
         self._built: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
         self._loaded: dict[tuple[tuple[str, str], bool], Any] = {}
@@ -183,8 +184,11 @@ class InferenceBenchmarkRunner:
         """The model in ``precision`` and memory format (a copy unless fp32 channels-first)."""
         if precision == "fp32" and not channels_last:
             return self.model
-        model = copy.deepcopy(self.model).to(DTYPES[precision])
-        return to_channels_last(model) if channels_last else model
+        key = (precision, channels_last)
+        if key not in self._typed:  # one copy per (dtype, format) for the whole run
+            model = copy.deepcopy(self.model).to(DTYPES[precision])
+            self._typed[key] = to_channels_last(model) if channels_last else model
+        return self._typed[key]
 
     def _eager(self, precision: str, channels_last: bool = False) -> Runner:
         model = self._typed_model(precision, channels_last)
@@ -277,7 +281,7 @@ class InferenceBenchmarkRunner:
 
     # ----------------------------------------------------------------- measuring
     def _input_format(self) -> torch.memory_format:
-        return torch.channels_last_3d if input_layout(self.model) == "NCTHW" else torch.channels_last
+        return memory_format(self.model)
 
     def _input(self, batch: int, precision: str, channels_last: bool = False) -> torch.Tensor:
         from engines import validation_batch
@@ -314,7 +318,8 @@ class InferenceBenchmarkRunner:
     def _input_fields(self, x: torch.Tensor, channels_last: bool, mode: str) -> dict[str, Any]:
         # A 2D model's (N, T, C, H, W) input stays contiguous: frames fold into the batch inside
         # forward, where the channels-last weights pick the NHWC kernels (to_input_format).
-        fmt = "channels_last_3d" if channels_last and input_layout(self.model) == "NCTHW" else "contiguous"
+        fmt = ("channels_last_3d" if channels_last and memory_format(self.model) is torch.channels_last_3d
+               else "contiguous")
         prepared = "cast and laid out before timing (not timed)"
         if mode != "launch":
             prepared += "; each call copies it into the CUDA graph's static input buffer (timed)"
@@ -473,6 +478,7 @@ class InferenceBenchmarkRunner:
         finally:
             self._built.clear()
             self._loaded.clear()
+            self._typed.clear()
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from fastvid.config import Config, ModelConfig, TrainConfig, replace
 from fastvid.errors import FastvidError
-from fastvid.models import input_layout, to_channels_last
+from fastvid.models import memory_format, to_channels_last
 from fastvid.precision import resolve_precision
 from fastvid.training import (GraphedTrainStep, TrainStep, build_optimizer, configure_compile_cache,
                               cuda_graphs_unsupported)
@@ -91,7 +91,6 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             baseline was measured before it (it is first in :func:`default_variants`).
     """
     device = torch.device(device)
-    layout = input_layout(model)
     gen = torch.Generator().manual_seed(0)
     video = torch.randn((batch, *sample_shape), generator=gen).to(device)
     label = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
@@ -134,7 +133,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         if channels_last:
             # Per weight rank, as fastvid train does (TPN-TSM mixes 2D and 3D convolutions).
             net = to_channels_last(net)
-            fmt = torch.channels_last_3d if layout == "NCTHW" else torch.channels_last
+            fmt = memory_format(model)
         # The optimizer fastvid train builds: fused SGD (with zeroed momentum buffers).
         optimizer = build_optimizer(net, replace(Config(), train={"lr": 1e-3}), device)
         runnable = net

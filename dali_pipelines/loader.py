@@ -277,6 +277,8 @@ class DaliVideoLoader:
             if "DataError" in text and "failed to load" in text:
                 line = next(ln for ln in text.splitlines() if "failed to load" in ln)
                 raise DataError(line.split("DataError:", 1)[-1].strip()) from None
+            if "DataError:" in text:  # any other DataError a source raised in a worker process
+                raise DataError(text.split("DataError:", 1)[1].strip().splitlines()[0]) from None
             if self.video and isinstance(exc, RuntimeError) and "Error in" in text:
                 raise _DecodeFailure(_dali_reason(text)) from None
             raise
@@ -407,10 +409,16 @@ class DaliVideoLoader:
                 video = videos[0] if len(videos) == 1 else torch.cat(videos)
                 video = self._fold(video, self.batch_size)
                 if video.device != self.device:
-                    video = video.to(self.device)
+                    # dali-cpu feeding a GPU: pinned memory lets the copy overlap the running
+                    # step instead of blocking the host until the device is idle.
+                    if self.device.type == "cuda":
+                        video = video.pin_memory()
+                    video = video.to(self.device, non_blocking=True)
                 video = video[:keep]
-                if self.stage == "all" and (np_label < 0).any():  # host-side test: no GPU sync
-                    video[label < 0] = 0
+                if self.stage == "all" and (np_label < 0).any():  # host-side test
+                    # masked_fill with a broadcast mask: a boolean index would call nonzero()
+                    # and synchronise with the device
+                    video.masked_fill_((label < 0).view(-1, *[1] * (video.dim() - 1)), 0)
             else:  # a cut graph (benchmark): variable-size frames stay in DALI
                 video = torch.empty(0)
             if b == len(self) - 1:

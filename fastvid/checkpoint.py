@@ -115,9 +115,8 @@ def check_config_matches(ckpt_cfg: dict[str, Any], cfg: Any, where: str) -> None
     saved = ckpt_cfg.get("model", {}) if isinstance(ckpt_cfg, dict) else {}
     diffs = []
     for key in _ARCH_KEYS:
-        if key == "consensus" and cfg.model.arch != "trn":
-            continue
-        if key in ("img_feature_dim", "subsample_num") and cfg.model.arch != "trn":
+        # arch and backbone always; the rest only where the configured model is built from them
+        if key not in ("arch", "backbone") and key not in cfg.spec.config_keys:
             continue
         if key in saved and saved[key] != getattr(cfg.model, key):
             diffs.append(f"model.{key}: checkpoint {saved[key]!r} vs config {getattr(cfg.model, key)!r}")

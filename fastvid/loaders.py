@@ -27,7 +27,8 @@ from fastvid.data.sampling import SamplingSpec
 from fastvid.data.transforms import SamplePlanner
 from fastvid.errors import BackendUnavailable, DataError
 
-__all__ = ["VideoLoader", "LoaderBackend", "register_loader", "loader_backends", "loader_names",
+__all__ = ["VideoLoader", "LoaderBackend", "register_loader", "loader_backends", "loader_backend",
+           "loader_names",
            "build_loader", "resolve_loader_name", "dali_available", "planner_for"]
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class LoaderBackend:
             package lazily. ``options`` are the caller's backend tuning knobs (``dali_options``
             of :func:`build_loader`); a backend without any ignores them.
         preference: ``auto`` takes the available backend with the lowest value.
+        threads_option: the option that sets its CPU threads (DALI: ``num_threads``); None when
+            its threads are its worker processes (the torch DataLoader's ``workers``).
     """
 
     name: str
@@ -74,6 +77,7 @@ class LoaderBackend:
     unavailable_reason: Callable[[torch.device], Optional[str]]
     factory: LoaderFactory
     preference: int = 100
+    threads_option: Optional[str] = None
 
 
 _BACKENDS: dict[str, LoaderBackend] = {}
@@ -90,6 +94,13 @@ def register_loader(backend: LoaderBackend) -> LoaderBackend:
 def loader_backends() -> list[LoaderBackend]:
     """Registered backends, in ``auto``'s order of preference."""
     return sorted(_BACKENDS.values(), key=lambda b: (b.preference, b.name))
+
+
+def loader_backend(name: str) -> LoaderBackend:
+    """The registered backend ``name``; BackendUnavailable lists the known ones."""
+    if name not in _BACKENDS:
+        raise BackendUnavailable(f"unknown loader {name!r}; choose one of {', '.join(loader_names())}")
+    return _BACKENDS[name]
 
 
 def loader_names(auto: bool = True) -> tuple[str, ...]:
@@ -138,10 +149,10 @@ def _dali_gpu_reason(device: torch.device) -> Optional[str]:
 
 register_loader(LoaderBackend(
     "dali", "NVIDIA DALI on the GPU: nvJPEG / NVDEC decode, crop, resize and normalize on the device",
-    _dali_gpu_reason, _dali_factory(use_gpu=True), preference=0))
+    _dali_gpu_reason, _dali_factory(use_gpu=True), preference=0, threads_option="num_threads"))
 register_loader(LoaderBackend(
     "dali-cpu", "NVIDIA DALI on the CPU (JPEG frames; VP8/VP9/MJPEG videos)",
-    _dali_reason, _dali_factory(use_gpu=False), preference=10))
+    _dali_reason, _dali_factory(use_gpu=False), preference=10, threads_option="num_threads"))
 register_loader(LoaderBackend(
     "torch", "PyTorch DataLoader workers: libjpeg-turbo / PyAV decode, augment on the target device",
     lambda device: None, _torch_factory, preference=20))
@@ -159,9 +170,7 @@ def resolve_loader_name(name: str, device: torch.device) -> str:
                 return backend.name
             log.debug("loader auto: not %s: %s", backend.name, reason)
         raise BackendUnavailable("no loader backend can run here")  # torch always can
-    if name not in _BACKENDS:
-        raise BackendUnavailable(f"unknown loader {name!r}; choose one of {', '.join(loader_names())}")
-    reason = _BACKENDS[name].unavailable_reason(device)
+    reason = loader_backend(name).unavailable_reason(device)
     if reason is not None:
         usable = [b.name for b in loader_backends() if b.unavailable_reason(device) is None]
         raise BackendUnavailable(f"--loader {name}: {reason}; use --loader {' or '.join(usable)}")

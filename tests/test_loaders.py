@@ -385,7 +385,8 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
         assert r["frames_per_s"] == pytest.approx(4 * r["videos_per_s"], rel=0.01)
         assert r["scaling"] == (1.0 if r["threads"] == 1 else pytest.approx(
             r["videos_per_s"] / next(x["videos_per_s"] for x in recs
-                                     if x["backend"] == r["backend"] and x["threads"] == 1), rel=1e-2))
+                                     if x["backend"] == r["backend"] and x["threads"] == 1),
+            rel=1e-2, abs=1e-3))  # scaling is rounded to 3 decimals
         if r["threads"] == 2:  # data_wait and stages at the last thread count of the sweep
             assert 0.0 <= r["data_wait_share"] <= 1.0 and r["train_steps"] == 1
             # increments of noisy timings can dip below 0 on a busy machine; the totals cannot
@@ -404,4 +405,4 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
     result = render_report(tmp_path)
     assert "loader_threads.png" in {p.name for p in result["plots"]}
     md = result["markdown"].read_text()
-    assert "Where the loader time goes" in md and "| dali-cpu | cpu | 2 |" in md
+    assert "Where the loader time goes" in md and f"| dali-cpu | {recs[-1]['device']} | 2 |" in md

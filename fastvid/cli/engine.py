@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import click
 
@@ -153,6 +153,9 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
 @click.option("--train", "train_bench", is_flag=True,
               help="Also benchmark training throughput: fp32 vs AMP (bf16 on CPU; fp16 and bf16 on GPU) "
                    "x channels-first vs channels-last, on synthetic batches.")
+@click.option("--train-modes", "train_modes_text", default="eager", show_default=True,
+              help="With --train: how the step runs, comma list of eager, compile (torch.compile), "
+                   "cuda-graphs (the whole step replayed from a CUDA graph; CUDA only).")
 @click.option("--train-batch", type=click.IntRange(min=1), default=None,
               help="Videos per training step and per loader batch (default: train.batch_size).")
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True,
@@ -171,8 +174,8 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
               loader_text: str, data_root: Optional[str], loader_batches: int,
               loader_threads: Optional[str], loader_stages: bool,
               loader_options: tuple[str, ...], loader_train_steps: int,
-              train_bench: bool, train_batch: Optional[int], iters: int, warmup: int, out_dir: str,
-              run_id: Optional[str]) -> None:
+              train_bench: bool, train_modes_text: str, train_batch: Optional[int], iters: int,
+              warmup: int, out_dir: str, run_id: Optional[str]) -> None:
     """Benchmark inference backends, training throughput and data loaders; write JSON records.
 
     Every record gets the run's id and, for timed figures, their dispersion (CV, p90/p50) and the
@@ -184,6 +187,9 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
     dev = resolve_device(device)
     batches = _batches(batch_text)
     precisions = _split(precision_text, PRECISIONS, "--precision") or ["fp32"]
+    from bench.train import TRAIN_MODES
+
+    train_modes = _split(train_modes_text, TRAIN_MODES, "--train-modes") or ["eager"]
     loaders = [] if loader_text.strip() in ("", "none") else _split(loader_text, LOADERS, "--loader")
     if backends is None:
         backend_list = [] if (train_bench or loaders) else list(BENCH_BACKENDS)
@@ -198,17 +204,26 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
     common = {"config": config_path, "config_model": cfg.model_name, "run_id": run_id}
     log.info("bench run %s -> %s", run_id, Path(out_dir) / "results.json")
 
+    if not (backend_list or engine_paths or train_bench or loaders):
+        raise click.UsageError("nothing to benchmark: give --backends, --train or --loader")
+    path = Path(out_dir) / "results.json"
+
+    def save(section: list[dict[str, Any]]) -> None:
+        # Each section is written when measured: a later one failing loses none of it.
+        if section:
+            append_records(out_dir, section)
+
     if backend_list or engine_paths or train_bench:
         records += _bench_models(cfg, dev, checkpoint, engine_paths, batches, backend_list, precisions,
-                                 train_bench, train_batch, iters, warmup, common)
+                                 train_bench, train_batch, iters, warmup, common,
+                                 train_modes, save)
     if loaders:
-        records += _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
+        measured = _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
                                   train_batch or cfg.train.batch_size, common,
                                   threads=loader_threads, stages=loader_stages,
                                   train_steps=loader_train_steps, options=loader_options)
-    if not records:
-        raise click.UsageError("nothing to benchmark: give --backends, --train or --loader")
-    path = append_records(out_dir, records)
+        save(measured)
+        records += measured
     for r in records:
         click.echo(_summary_line(r))
     unstable = sum(bool(r.get("unstable")) for r in records)
@@ -222,7 +237,9 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
 def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: tuple[str, ...],
                   batches: list[int], backend_list: list[str], precisions: list[str], train_bench: bool,
                   train_batch: Optional[int], iters: int, warmup: int,
-                  common: dict[str, Any]) -> list[dict[str, Any]]:
+                  common: dict[str, Any], train_modes: list[str],
+                  save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """Inference and training records; each section's are handed to ``save`` when measured."""
     import engines
     from bench.runner import InferenceBenchmarkRunner
     from engines.compat import check_engine_fits, expected_from_config
@@ -249,15 +266,21 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
         runner = InferenceBenchmarkRunner(model, sample, dev, model_name=cfg.model_name, warmup=warmup,
                                           iters=iters, engines=prebuilt, extra=extra, mean=spec["mean"],
                                           std=spec["std"])
-        records += runner.run(backend_list, batches, precisions)
+        measured = runner.run(backend_list, batches, precisions)
+        save(measured)
+        records += measured
     if train_bench:
-        from bench.train import bench_training
+        from bench.train import bench_training, default_variants
 
-        records += bench_training(model, sample, int(meta["num_classes"]), dev,
-                                  batch=train_batch or cfg.train.batch_size, warmup=min(warmup, 3) or 1,
-                                  iters=min(iters, 20), model_name=cfg.model_name, extra=extra,
+        variants = [(p, cl, mode) for mode in train_modes for p, cl in default_variants(dev)]
+        measured = bench_training(model, sample, int(meta["num_classes"]), dev,
+                                  batch=train_batch or cfg.train.batch_size,
+                                  warmup=min(warmup, 3) or 1, iters=min(iters, 20),
+                                  model_name=cfg.model_name, extra=extra, variants=variants,
                                   aux_loss_weight=cfg.model.aux_loss_weight,
                                   clip_grad_norm=cfg.train.clip_grad_norm)
+        save(measured)
+        records += measured
     return records
 
 

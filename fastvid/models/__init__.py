@@ -16,11 +16,13 @@ import torch
 from fastvid.errors import WeightsError
 
 from ._registry import (ModelSpec, UnknownModel, config_kwargs, create_model, find_model,
-                        get_model_spec, input_layout, list_models, model_specs, register_model)
+                        get_model_spec, input_layout, list_models, memory_format, model_specs,
+                        register_model)
 from .weights import load_pretrained, load_weights, read_state_dict
 
 __all__ = ["ModelSpec", "UnknownModel", "create_model", "list_models", "register_model",
-           "get_model_spec", "find_model", "model_specs", "input_layout", "load_weights",
+           "get_model_spec", "find_model", "model_specs", "input_layout", "memory_format",
+           "load_weights",
            "load_pretrained", "read_state_dict", "WeightsError", "split_outputs",
            "create_model_from_config", "to_channels_last"]
 

@@ -23,7 +23,8 @@ import torch.nn as nn
 from fastvid.errors import FastvidError
 
 __all__ = ["ModelSpec", "register_model", "create_model", "list_models", "get_model_spec",
-           "find_model", "model_specs", "input_layout", "config_kwargs", "UnknownModel"]
+           "find_model", "model_specs", "input_layout", "memory_format", "config_kwargs",
+           "UnknownModel"]
 
 LAYOUTS = ("NTCHW", "NCTHW")
 
@@ -184,6 +185,12 @@ def input_layout(model: Any, default: str = "NTCHW") -> str:
     if isinstance(spec, ModelSpec):
         return spec.input_layout
     return str(getattr(model, "input_layout", default))
+
+
+def memory_format(model: Any) -> torch.memory_format:
+    """The channels-last format of ``model``'s input batch (:attr:`ModelSpec.memory_format`, or
+    from its ``input_layout`` for a model built without the registry)."""
+    return torch.channels_last_3d if input_layout(model) == "NCTHW" else torch.channels_last
 
 
 def config_kwargs(spec: ModelSpec, model_cfg: Any) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from fastvid.distributed import DistInfo
 from fastvid.errors import FastvidError
 
 from .optim import supports_device_skip
-from .step import StepOutput, TrainStep
+from .step import StepOutput, TrainStep, to_input_format
 
 __all__ = ["GraphedTrainStep", "cuda_graphs_unsupported", "lr_to_tensors", "lr_to_floats",
            "GraphBackend", "CudaGraphBackend"]
@@ -101,7 +101,9 @@ class CudaGraphBackend:
     def capture(self, fn: Callable[[], Any]) -> Callable[[], None]:
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(self.device)
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: the loader's threads (pin-memory, DALI's executor) keep making CUDA calls
+        # while this thread captures; the default "global" mode would fail the capture on them.
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             fn()
         self.pool = graph.pool()
         return graph.replay
@@ -159,11 +161,7 @@ class GraphedTrainStep:
             m.resample_relations()
 
     def _static_inputs(self, video: torch.Tensor, label: torch.Tensor) -> None:
-        fmt = self.step.memory_format
-        if fmt is torch.channels_last_3d and video.dim() == 5:
-            self._video = torch.empty_like(video, memory_format=fmt)
-        else:
-            self._video = torch.empty_like(video)
+        self._video = torch.empty_like(to_input_format(video, self.step.memory_format))
         self._label = torch.empty_like(label)
 
     def _copy_in(self, video: torch.Tensor, label: torch.Tensor) -> None:

@@ -105,6 +105,10 @@ class MetricsLog:
             else:
                 self.tb = SummaryWriter(str(tensorboard_dir))
 
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
     def write(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
@@ -194,6 +198,14 @@ def configure_compile_cache() -> str:
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
+def _compile_mode_uses_cudagraphs(mode: Optional[str]) -> bool:
+    """True for torch.compile modes that capture CUDA graphs themselves (reduce-overhead,
+    max-autotune), per Inductor's own table of mode options."""
+    from torch._inductor import list_mode_options
+
+    return bool(list_mode_options(mode or "default").get("triton.cudagraphs"))
+
+
 def _check_writable(work_dir: Path) -> None:
     """Fail before any work when ``work_dir`` cannot be created or written (creating nothing)."""
     existing = work_dir
@@ -253,9 +265,10 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     precision = resolve_precision(opts.amp, opts.amp_dtype, device)
     if opts.cuda_graphs:
         reason = cuda_graphs_unsupported(device, dist_info)
-        if reason is None and opts.compile and opts.compile_mode == "reduce-overhead":
-            reason = ("--cuda-graphs captures the whole step itself; --compile-mode reduce-overhead "
-                      "would capture graphs inside it: use another --compile-mode")
+        if reason is None and opts.compile and _compile_mode_uses_cudagraphs(opts.compile_mode):
+            reason = (f"--cuda-graphs captures the whole step itself; --compile-mode "
+                      f"{opts.compile_mode} would capture CUDA graphs inside it: use "
+                      f"--compile-mode default or max-autotune-no-cudagraphs")
         if reason:
             raise FastvidError(reason)
     work_dir = Path(opts.work_dir)
@@ -436,6 +449,7 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                "final": history[-1] if history else None, "fastvid_version": __version__}
     if dist_info.is_main:
         (work_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    metrics.close()
     if dist_info.distributed:
         dist.barrier()
         dist.destroy_process_group()
