@@ -32,7 +32,6 @@ This module does not import ``nvidia.dali``.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -42,7 +41,7 @@ import numpy as np
 from fastvid.data.sampling import shard_indices
 from fastvid.data.transforms import SamplePlanner, ViewPlan
 from fastvid.data.video_headers import probe_video_headers, read_video_bytes
-from fastvid.data.video_io import jpeg_frame_header, jpeg_problem, read_jpeg_file
+from fastvid.data.video_io import jpeg_frame_header, jpeg_problem, read_bytes, read_jpeg_file
 from fastvid.errors import BackendUnavailable, DataError
 
 __all__ = ["BatchSource", "RecordTuple", "DALI_CPU_CODECS", "UNSUPPORTED_MARK", "encode_bad",
@@ -102,22 +101,6 @@ def unit_geometry(plan: ViewPlan, frame_hw: tuple[int, int]) -> tuple[list[float
     sy, sx = fh / rh, fw / rw
     oh, ow = plan.out_size or (h, w)
     return [y * sy, x * sx], [(y + h) * sy, (x + w) * sx], [oh, ow]
-
-
-def _read_file(path: str) -> bytes:
-    """Bytes of a small file with raw ``os`` calls (about half the cost of ``open().read()``)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size)
-        while len(data) < size:  # short reads: network file systems, signals
-            more = os.read(fd, size - len(data))
-            if not more:
-                break
-            data += more
-        return data
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -213,7 +196,7 @@ class BatchSource:
                     continue
                 fname = f"{path}/{self.frame_tmpl.format(i)}"
                 try:
-                    data = _read_file(fname)
+                    data = read_bytes(fname)
                 except OSError:
                     read_jpeg_file(fname)  # raises the DataError naming the file or empty folder
                     raise DataError(f"{fname}: cannot read frame") from None

@@ -30,7 +30,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from fastvid.data.video_io import VideoInfo, file_key
+from fastvid.data.video_io import VideoInfo, file_key, read_bytes
 from fastvid.errors import DataError
 
 __all__ = ["probe_video_headers", "probe_video_bytes", "read_video_bytes", "CODEC_NAMES"]
@@ -91,25 +91,11 @@ def read_video_bytes(path: str | Path) -> bytes:
     """The whole file (one ``os.read`` loop, no Python file object); DataError naming ``path``."""
     path = os.fspath(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        return read_bytes(path)
     except FileNotFoundError:
         raise DataError(f"{path}: video file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read video: {exc}") from None
-    try:
-        size = os.fstat(fd).st_size
-        parts, got = [], 0
-        while got < size:
-            chunk = os.read(fd, size - got)
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read video: {exc}") from None
-    finally:
-        os.close(fd)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 @functools.lru_cache(maxsize=8192)

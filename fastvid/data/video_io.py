@@ -19,7 +19,7 @@ from fastvid.errors import DataError
 if TYPE_CHECKING:  # imported where used: the DALI source checks JPEG headers without torch
     import torch
 
-__all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_jpeg_file", "read_frame_folder",
+__all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_bytes", "read_jpeg_file", "read_frame_folder",
            "VideoInfo", "file_key", "probe_video", "read_video_frames", "decode_jpeg_rgb"]
 
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
@@ -79,11 +79,27 @@ def jpeg_frame_header(data: bytes) -> tuple[int, int, int]:
     raise ValueError("no frame header (SOF) found")
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """A whole file with raw ``os`` calls (about half the cost of ``open().read()`` for the small
+    files of frame folders); OSError as ``os`` raises it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size)
+        while len(data) < size:  # short reads: network file systems, signals
+            more = os.read(fd, size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
+
+
 def read_jpeg_file(path: str | Path) -> bytes:
     """The bytes of one frame file, checked by :func:`jpeg_problem`; DataError otherwise."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_bytes(path)
     except FileNotFoundError:
         folder = Path(path).parent
         if folder.is_dir() and not any(folder.iterdir()):
