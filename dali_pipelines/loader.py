@@ -21,6 +21,7 @@ import dataclasses
 import io
 import logging
 import os
+import threading
 import time
 from typing import Any, Iterator, Optional, Sequence
 
@@ -138,7 +139,11 @@ class DaliVideoLoader:
         self._sources: list[BatchSource] = []
         self._known_bad: dict[str, str] = {}  # videos DALI failed to decode: path -> reason
         self._stream_epoch = 0  # epoch the pipelines' next batch belongs to
-        self._clean = False  # the pipelines sit at an epoch boundary
+        self._stream_batch = 0  # ... and its index in that epoch
+        self._clean = False  # the pipelines sit at (_stream_epoch, _stream_batch), untouched
+        self._first_batch = 0  # where the next iteration starts (see start())
+        self._building: Optional[threading.Thread] = None
+        self._build_error: Optional[BaseException] = None
         self.stage = "all"  # the loader benchmark cuts the graph short (see pipelines.GRAPH_STAGES)
         self.timings: dict[str, float] = {"batches": 0, "build_s": 0.0, "run_s": 0.0,
                                           "to_torch_s": 0.0, "python_s": 0.0}
@@ -217,8 +222,8 @@ class DaliVideoLoader:
         log.debug("%d DALI pipeline(s) built in %.1f s (%d threads, %d python workers each)",
                   len(pipes), time.perf_counter() - t0, threads, py_workers)
         self._pipes, self._sources = pipes, sources
-        self._stream_epoch = epoch0
-        self._clean = first_batch == 0
+        self._stream_epoch, self._stream_batch = epoch0, first_batch
+        self._clean = True
 
     @staticmethod
     def _shutdown(pipe: Any) -> None:
@@ -254,6 +259,39 @@ class DaliVideoLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
+
+    def start(self, epoch: int, first_batch: int = 0) -> None:
+        """Build the pipelines for ``epoch`` from batch ``first_batch`` in a background thread.
+
+        Called before the model is built (and compiled), so DALI's build - its Python workers'
+        start, nvJPEG/NVDEC set-up - overlaps that work instead of delaying the first step; the
+        next ``iter()`` waits for it and yields batches ``first_batch`` .. end of the epoch (a
+        resumed run skips what it consumed without decoding it).
+        """
+        self._join()
+        self.set_epoch(epoch)
+        self._first_batch = int(first_batch)
+
+        def build() -> None:
+            try:
+                self._build(self._want_epoch(), first_batch=self._first_batch)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's iter()
+                self._build_error = exc
+
+        self._building = threading.Thread(target=build, name="dali-build", daemon=True)
+        self._building.start()
+
+    def _join(self) -> None:
+        thread, self._building = self._building, None
+        if thread is not None:
+            thread.join()
+        error, self._build_error = self._build_error, None
+        if error is not None:
+            raise error
+
+    def _want_epoch(self) -> int:
+        # Training frames depend on the epoch; evaluation sampling is fixed (epoch 0 always).
+        return self._epoch if self.planner.train else 0
 
     def __len__(self) -> int:
         return self._items // self.batch_size
@@ -376,18 +414,20 @@ class DaliVideoLoader:
         return video.contiguous()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # Training frames depend on the epoch: pipelines streaming another epoch are rebuilt.
-        # Evaluation sampling is fixed, so only an abandoned (half-read) epoch forces a rebuild.
-        if (not self._pipes or not self._clean
+        self._join()
+        first, self._first_batch = self._first_batch, 0
+        # Pipelines are kept from epoch to epoch while they stream the batches wanted next;
+        # otherwise (another epoch, an abandoned half-read epoch, another start) rebuilt.
+        if (not self._pipes or not self._clean or self._stream_batch != first
                 or (self.planner.train and self._stream_epoch != self._epoch)):
-            self._build(self._epoch if self.planner.train else 0)
+            self._build(self._want_epoch(), first_batch=first)
         action = "replaced by another sample" if self.planner.train else "scored as label -1"
         self._bad.start_epoch(self._items if self.drop_last else self.num_samples)
         units_per_item = self.planner.num_views * (
             1 if self.video else self.planner.spec.frames_per_view)
         timings = self.timings
         self._clean = False
-        for b in range(len(self)):
+        for b in range(first, len(self)):
             t0 = time.perf_counter()
             outs = self._run_all(b)
             t1 = time.perf_counter()
@@ -423,7 +463,7 @@ class DaliVideoLoader:
                 video = torch.empty(0)
             if b == len(self) - 1:
                 self._clean = True
-                self._stream_epoch += 1
+                self._stream_epoch, self._stream_batch = self._stream_epoch + 1, 0
             timings["batches"] += 1
             timings["run_s"] += t1 - t0
             timings["to_torch_s"] += t2 - t1

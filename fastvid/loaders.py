@@ -50,6 +50,10 @@ class VideoLoader(Protocol):
 
     def set_epoch(self, epoch: int) -> None: ...
 
+    # Begin ``epoch`` at batch ``first_batch`` in the background (workers/pipelines start now);
+    # the next ``iter()`` yields batches first_batch .. end without decoding the skipped ones.
+    def start(self, epoch: int, first_batch: int = 0) -> None: ...
+
 
 # The factory's keyword arguments, the same for every backend (see build_loader).
 LoaderFactory = Callable[..., VideoLoader]

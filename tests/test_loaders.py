@@ -155,6 +155,25 @@ def test_set_epoch_changes_train_sampling_reproducibly(roots, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_start_resumes_at_a_batch_without_reading_the_ones_before(roots, backend, workers):
+    """``start(epoch, k)``: the next pass yields batches k.. of that epoch, equal to a full pass's
+    (a resumed run); its build/prefetch began at the call; the pass after it is whole again."""
+    loader = loader_for(roots["frames"], backend, "train", batch_size=2, workers=workers)
+    loader.set_epoch(1)
+    full = [(v.clone(), lab.clone()) for v, lab in loader]
+    assert len(full) == 3
+    loader.start(1, 2)
+    tail = list(loader)
+    assert len(tail) == 1
+    assert torch.equal(tail[0][0], full[2][0]) and torch.equal(tail[0][1], full[2][1])
+    again = list(loader)  # no start: the whole epoch (still epoch 1)
+    assert len(again) == 3 and all(torch.equal(a[0], b[0]) for a, b in zip(again, full))
+    loader.start(1, 0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(list(loader), full))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_shards_split_the_val_list(roots, backend):
     seen = []
     for shard in range(2):

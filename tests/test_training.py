@@ -140,3 +140,41 @@ def test_cosine_and_warmup_are_config_keys():
     assert cfg.train.lr_schedule == "cosine" and cfg.train.warmup_epochs == 3
     with pytest.raises(ValueError, match="train.lr_schedule"):
         _cfg("train.lr_schedule=poly")
+
+
+# -- precise BN's batches kept from the epoch ---------------------------------------------------
+@pytest.mark.parametrize("skip, budget, max_steps, kept", [
+    (0, 1 << 30, None, 3),  # the epoch's first 3 batches are kept, as they were yielded
+    (0, 1 << 30, 2, 2),  # an epoch cut at 2 steps: BN uses (and keeps) those 2
+    (1, 1 << 30, None, None),  # a resumed epoch never saw its first batch: read them again
+    (0, 100, None, None),  # over the budget: nothing kept, read again
+])
+def test_epoch_keeps_precise_bn_batches_for_the_statistics(skip, budget, max_steps, kept):
+    from _tiny import Tiny2D
+
+    from fastvid.distributed import DistInfo
+    from fastvid.training import EpochSetup, MetricsLog, StopFlag, recompute_bn_stats, train_one_epoch
+
+    torch.manual_seed(0)
+    model = Tiny2D(width=4)
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(2, 2, 3, 8, 8, generator=gen), torch.tensor([0, 1])) for _ in range(5)]
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=CPU)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    setup = EpochSetup(_cfg(), info, MetricsLog(None), StopFlag(), NonFiniteMonitor(CPU, 3),
+                       progress=False, max_steps=max_steps, bn_batches=3, bn_cache_bytes=budget)
+    # A started loader yields the batches from ``skip`` on (fastvid.loaders.VideoLoader.start).
+    res = train_one_epoch(TrainStep(model, optimizer, FP32), batches[skip:], 0, 0, skip, setup)
+    assert res["bn_batches_wanted"] == (kept or 3)
+    if kept is None:
+        assert res["bn_batches"] is None
+        return
+    assert [b[0] is batches[i][0] for i, b in enumerate(res["bn_batches"])] == [True] * kept
+    # The statistics from the kept batches are those of reading the loader again.
+    import copy
+
+    twin = copy.deepcopy(model)
+    recompute_bn_stats(model, res["bn_batches"], kept, FP32)
+    recompute_bn_stats(twin, batches, kept, FP32)
+    torch.testing.assert_close(model.bn.running_mean, twin.bn.running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(model.bn.running_var, twin.bn.running_var, rtol=0, atol=0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -75,7 +75,8 @@ class VideoClipDataset(Dataset):
         views, label = [], rec.label
         for v, idx in enumerate(per_view):
             plan = planner.view_plan(height, width, epoch, index, v)
-            views.append(apply_plan(decoded[[position[int(i)] for i in idx]], plan))
+            frames = decoded[[position[int(i)] for i in idx]]
+            views.append(apply_plan(frames, plan))
             label = planner.label(rec.label, plan)
         video = torch.stack(views) if planner.views is not None and not planner.train else views[0]
         return video, label
@@ -117,13 +118,15 @@ class EpochShardSampler(Sampler):
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.num_shards, self.shard_id = num_shards, shard_id
         self.epoch = 0
+        self.skip = 0  # samples the next iteration leaves out at the start (then reset)
 
     def indices(self) -> np.ndarray:
         return shard_indices(self.num_samples, self.num_shards, self.shard_id, shuffle=self.shuffle,
                              seed=self.seed, epoch=self.epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(int(i), self.epoch) for i in self.indices()])
+        skip, self.skip = self.skip, 0
+        return iter([(int(i), self.epoch) for i in self.indices()[skip:]])
 
     def __len__(self) -> int:
         return len(self.indices())
@@ -168,6 +171,7 @@ class TorchVideoLoader:
             raise DataError(f"{self.num_samples} samples per shard is fewer than one batch of "
                             f"{batch_size}; lower the batch size")
         self._bad = BadSampleLog(max_bad_fraction)
+        self._pending: Optional[Iterator] = None  # an iterator start() began
         cuda = self.device.type == "cuda"
         kwargs: dict[str, Any] = {}
         if workers > 0:
@@ -187,6 +191,14 @@ class TorchVideoLoader:
     def set_epoch(self, epoch: int) -> None:
         self.sampler.epoch = int(epoch)
 
+    def start(self, epoch: int, first_batch: int = 0) -> None:
+        """Start the workers on ``epoch`` from batch ``first_batch`` now (they decode while the
+        caller builds the model); the next ``iter()`` yields batches ``first_batch`` .. end.
+        Skipped batches are not decoded: the sampler leaves their samples out."""
+        self.set_epoch(epoch)
+        self.sampler.skip = int(first_batch) * self.batch_size
+        self._pending = iter(self._dl)
+
     def __len__(self) -> int:
         if self.drop_last:
             return self.num_samples // self.batch_size
@@ -195,7 +207,10 @@ class TorchVideoLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         action = "replaced by another sample" if self.planner.train else "scored as label -1"
         self._bad.start_epoch(len(self) * self.batch_size if self.drop_last else self.num_samples)
-        for video, label, bad in self._dl:
+        batches, self._pending = self._pending, None
+        if batches is None:
+            batches = iter(self._dl)
+        for video, label, bad in batches:
             for path, reason in bad:
                 self._bad.add(path, reason, action)
             self._bad.check()

@@ -136,6 +136,10 @@ class EpochSetup:
     #: ``time.time()`` the process started at; the first step of the run is timed from it.
     process_start: Optional[float] = None
     first_step_done: Optional[float] = None  # set by train_one_epoch after the run's first step
+    #: Precise BN's batches: the epoch's first ``bn_batches`` are kept (on the device) for it
+    #: when they fit in ``bn_cache_bytes``, so BN statistics need no second pass of the loader.
+    bn_batches: int = 0
+    bn_cache_bytes: int = 1 << 30
 
 
 def _num_classes(cfg: Config, dataset: Any, records: list) -> int:
@@ -303,6 +307,22 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                 dist.destroy_process_group()
             return finished
 
+    start_epoch = int(ckpt["epoch"]) if ckpt is not None else 0
+    skip_batches = int(ckpt.get("batch_in_epoch", 0)) if ckpt is not None else 0
+    train_loader = build_loader(cfg, dataset, "train", loader=opts.loader, device=device,
+                                shard_id=dist_info.rank, num_shards=dist_info.world_size,
+                                records=train_records)
+    # Workers/pipelines start now and decode the first batches while the model is built,
+    # moved, compiled; a resumed run starts at its batch without decoding the ones before.
+    train_loader.start(start_epoch, skip_batches)
+    # Every rank scores its own records[rank::world] (each video once, no padding); the scores
+    # are gathered and put back in list order, so the metrics are those of one process.
+    val_shard = val_records[dist_info.rank::dist_info.world_size]
+    val_loader = None
+    if val_shard:
+        val_loader = build_loader(cfg, dataset, "val", loader=opts.loader, device=device,
+                                  records=val_shard)
+
     torch.manual_seed(cfg.train.seed + dist_info.rank)
     model = create_model_from_config(cfg.model, num_classes)
     if opts.pretrained and ckpt is None:
@@ -315,15 +335,14 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     optimizer = build_optimizer(model, cfg, device, apex=opts.apex)
     scheduler = build_lr_scheduler(optimizer, cfg)
 
-    start_epoch, step, skip_batches, best_top1 = 0, 0, 0, -1.0
+    step, best_top1 = 0, -1.0
     scaler_state = None
     if ckpt is not None:
         unwrap(model).load_state_dict(ckpt["model"])
         load_optimizer_state(optimizer, ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler_state = ckpt.get("scaler")
-        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        skip_batches = int(ckpt.get("batch_in_epoch", 0))
+        step = int(ckpt["step"])
         best_top1 = float(ckpt.get("best_top1", -1.0))
         restore_rng(ckpt["rng"], unwrap(model))
         if dist_info.rank:
@@ -357,17 +376,6 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     elif ckpt is not None:  # saved by an fp32/bf16 run (disabled scaler, empty state)
         log.info("resume: the checkpoint has no GradScaler state; fp16 starts a new loss scale")
 
-    train_loader = build_loader(cfg, dataset, "train", loader=opts.loader, device=device,
-                                shard_id=dist_info.rank, num_shards=dist_info.world_size,
-                                records=train_records)
-    # Every rank scores its own records[rank::world] (each video once, no padding); the scores
-    # are gathered and put back in list order, so the metrics are those of one process.
-    val_shard = val_records[dist_info.rank::dist_info.world_size]
-    val_loader = None
-    if val_shard:
-        val_loader = build_loader(cfg, dataset, "val", loader=opts.loader, device=device,
-                                  records=val_shard)
-
     if dist_info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, work_dir / "config.yaml")
@@ -382,7 +390,7 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     setup = EpochSetup(cfg, dist_info, metrics, stop,
                        NonFiniteMonitor(device, cfg.train.max_nonfinite_steps),
                        progress=opts.progress, max_steps=opts.max_steps_per_epoch,
-                       process_start=t_process)
+                       process_start=t_process, bn_batches=cfg.train.precise_bn_batches)
     t_start = time.time()
     with stop.installed():
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -416,9 +424,14 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                 if key in result:
                     record[key] = result[key]
             if cfg.train.precise_bn_batches > 0:
-                # The loader is still at this epoch: its first batches again, no new randomness.
-                used = recompute_bn_stats(unwrap(model), train_loader, cfg.train.precise_bn_batches,
-                                          precision, fmt, dist_info)
+                # The epoch's first batches (at most as many as it trained): kept from the epoch,
+                # or read again (a resumed epoch, or too big to keep) - the same batches.
+                kept = result.pop("bn_batches")
+                if kept is None:
+                    train_loader.set_epoch(epoch)
+                used = recompute_bn_stats(unwrap(model), train_loader if kept is None else kept,
+                                          result["bn_batches_wanted"], precision, fmt, dist_info)
+                del kept  # device memory back before evaluation
                 record["precise_bn_batches"] = used
             is_best = False
             ev = None
@@ -462,7 +475,9 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
 
     Returns ``step`` (global, after the epoch), ``loss`` (mean over the steps taken), ``stopped``
     (a signal arrived), ``batches`` (position in the epoch), ``videos_per_s``, ``data_wait``
-    (share of the epoch spent waiting for the loader) and ``time``.
+    (share of the epoch spent waiting for the loader), ``time``, ``bn_batches_wanted`` (precise
+    BN's share: ``min(setup.bn_batches, batches of the epoch)``) and ``bn_batches``: those first
+    batches as ``[(video,), ...]`` when this call saw all of them and they fit the cache, else None.
     """
     from tqdm import tqdm
 
@@ -485,13 +500,18 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
     log_every = max(1, cfg.train.log_interval)
     taken = 0  # steps this call took
     first_done: Optional[float] = None  # when the run's first step finished, if in this epoch
-    for i, (video, label) in enumerate(loader):
-        if i < skip_batches:
-            # Resuming inside an epoch: the sampling of epoch e is a pure function of (seed, e),
-            # so skipping the consumed batches replays exactly the remaining ones.
-            continue
+    # Resuming inside an epoch, the loader was started at ``skip_batches`` (loader.start): the
+    # sampling of epoch e is a pure function of (seed, e), so it replays exactly the rest.
+    bn_wanted = min(setup.bn_batches, total)
+    bn_kept: Optional[list[tuple[torch.Tensor]]] = [] if bn_wanted and not skip_batches else None
+    for i, (video, label) in enumerate(loader, start=skip_batches):
         if i >= total:
             break
+        if bn_kept is not None and len(bn_kept) < bn_wanted:
+            if video.numel() * video.element_size() * bn_wanted <= setup.bn_cache_bytes:
+                bn_kept.append((video,))
+            else:
+                bn_kept = None
         t_data = time.time()
         wait += t_data - t_last
         window_wait += t_data - t_last
@@ -559,6 +579,9 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
         t = torch.tensor([mean_loss], device=dist_info.device)
         dist.all_reduce(t)
         mean_loss = float(t) / dist_info.world_size
+    if bn_kept is not None and len(bn_kept) < bn_wanted:
+        bn_kept = None  # stopped early: precise BN is not run then anyway
     return {"step": step, "loss": mean_loss if n else math.nan, "stopped": stopped,
+            "bn_batches": bn_kept, "bn_batches_wanted": bn_wanted,
             "batches": batches_done, "videos_per_s": videos * dist_info.world_size / elapsed,
             "data_wait": wait / elapsed, "time": elapsed, **timing}
