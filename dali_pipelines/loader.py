@@ -402,7 +402,16 @@ class DaliVideoLoader:
         views = self.planner.num_views
         if self.stage != "all":
             return video
-        if not self.video:  # (U, C, H, W) frames -> (N, V, T, C, H, W)
+        crops = self._sources[0].crops_per_unit
+        if crops > 1 and not self.video:  # (N*clips*T, crops, C, H, W) -> (N, V, T, C, H, W)
+            t = self.planner.spec.frames_per_view
+            video = video.reshape(items, views // crops, t, crops, *video.shape[2:])
+            video = video.transpose(2, 3).reshape(items, views, t, *video.shape[4:])
+            if self.channels_first:
+                video = video.transpose(2, 3)
+        elif crops > 1:  # (N*clips, crops, ...) clips -> (N, V, ...)
+            video = video.reshape(items, views, *video.shape[2:])
+        elif not self.video:  # (U, C, H, W) frames -> (N, V, T, C, H, W)
             t = self.planner.spec.frames_per_view
             video = video.reshape(items, views, t, *video.shape[1:])
             if self.channels_first:
@@ -423,8 +432,7 @@ class DaliVideoLoader:
             self._build(self._want_epoch(), first_batch=first)
         action = "replaced by another sample" if self.planner.train else "scored as label -1"
         self._bad.start_epoch(self._items if self.drop_last else self.num_samples)
-        units_per_item = self.planner.num_views * (
-            1 if self.video else self.planner.spec.frames_per_view)
+        units_per_item = self._sources[0].units_per_item
         timings = self.timings
         self._clean = False
         for b in range(first, len(self)):

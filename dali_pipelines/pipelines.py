@@ -14,7 +14,10 @@ source pixels, output ``size``, ``mirror``):
   ``device="mixed"`` for H.264/HEVC/VP9/AV1, the sparse TSN indices or dense clips alike), then
   ``fn.slice`` + ``fn.resize`` (train) or the ROI resize (test) on the frame sequence;
 * ``fn.crop_mirror_normalize`` to float32 ``CHW`` per frame (frames) or ``FCHW``/``CFHW`` per
-  clip (videos).
+  clip (videos);
+* grouped crops (3/10-crop evaluation, see :mod:`dali_pipelines.sources`): decode once,
+  ``fn.resize`` the whole frame(s) to the test scale once, then per crop ``fn.slice`` +
+  ``fn.crop_mirror_normalize``, stacked into a leading crops axis (``VCHW``, ``VFCHW``, ``VCFHW``).
 
 With ``use_gpu`` the decoders are ``mixed`` and everything after them runs on the GPU; only the
 Huffman stage of small JPEGs (nvJPEG's host decoder, below ``hybrid_huffman_threshold`` pixels)
@@ -81,6 +84,7 @@ def build_pipeline(source: BatchSource, *, use_gpu: bool, mean: Sequence[float],
         es_extra = dict(prefetch_queue_depth=max(2, py_workers))
     color = types.BGR if bgr else types.RGB
     train = source.planner.train
+    crops = source.crops_per_unit
 
     @pipeline_def(batch_size=source.units_per_batch, num_threads=num_threads, device_id=device_id,
                   prefetch_queue_depth=prefetch, seed=source.planner.seed, **extra)
@@ -95,6 +99,28 @@ def build_pipeline(source: BatchSource, *, use_gpu: bool, mean: Sequence[float],
             data, start, end, size, mirror, label, bad = outs
         if stage == "source":
             return data, label, bad
+        if crops > 1:  # start, end, size, mirror hold resize, anchors, crop, mirrors
+            if source.video:
+                frames = fn.decoders.video(data, device=decode_device, frames=frame_idx)
+                if bgr:
+                    frames = fn.color_space_conversion(frames, image_type=types.RGB,
+                                                       output_type=types.BGR)
+            else:
+                frames = fn.decoders.image(data, device=decode_device, output_type=color,
+                                           **dec_opts)
+            if stage == "decode":
+                return frames, label, bad
+            frames = fn.resize(frames, size=start, **_RESIZE)
+            if stage == "resize":
+                return frames, label, bad
+            layout = ("CFHW" if channels_first else "FCHW") if source.video else "CHW"
+            shape = fn.cast(size, dtype=types.INT32)
+            views = [fn.crop_mirror_normalize(
+                fn.slice(frames, start=fn.cast(end[c], dtype=types.INT32), shape=shape,
+                         axis_names="HW"),
+                mirror=mirror[c], mean=list(mean), std=list(std), dtype=types.FLOAT,
+                output_layout=layout) for c in range(crops)]
+            return fn.stack(*views, axis=0, axis_name="V"), label, bad
         if source.video:
             frames = fn.decoders.video(data, device=decode_device, frames=frame_idx)  # FHWC RGB
             if bgr:

@@ -21,6 +21,12 @@ the same box is mapped back to source pixels (``y * H / rh``), and ``fn.resize``
 gives the resize-then-crop pixels without resizing the whole frame. Then ``mirror`` (int32),
 ``label`` (int64) and ``bad`` (uint8 UTF-8 ``path\\treason`` lines, on the first unit of an item).
 
+**Grouped crops.** Multi-crop evaluation (``views=(clips, crops)`` with 3 or 10 crops) cuts every
+crop of a clip from the same frames, so a unit is a frame (or a clip) of one *clip*, decoded and
+resized to the test scale once, and its ``crops`` boxes are cut from it in the graph: the slots
+then carry ``resize`` (``[rh, rw]``), ``anchors`` (``(crops, 2)`` ``[y, x]`` in resized pixels),
+``crop`` (``[h, w]``) and ``mirror`` (``(crops,)``). 10-crop decodes each frame once, not 10 times.
+
 The source decides everything that must match the torch loader -- frame indices, crop box,
 mirror, label -- through :class:`fastvid.data.transforms.SamplePlanner`, and checks inputs
 before DALI sees them (JPEG SOI/EOI markers and header; video container headers, truncation and
@@ -166,9 +172,21 @@ class BatchSource:
         return 1 if self.video else self.planner.spec.frames_per_view
 
     @property
+    def crops_per_unit(self) -> int:
+        """Crops cut from one decoded unit: the test crops when there are several (grouped), else 1."""
+        views = self.planner.views
+        if views is None or self.planner.train or views[1] <= 1:
+            return 1
+        return int(views[1])
+
+    @property
+    def units_per_item(self) -> int:
+        return self.num_views // self.crops_per_unit * self.units_per_view
+
+    @property
     def units_per_batch(self) -> int:
         lo, hi = self.item_range
-        return (hi - lo) * self.num_views * self.units_per_view
+        return (hi - lo) * self.units_per_item
 
     def _shard_order(self, epoch: int) -> np.ndarray:
         if self._order_epoch != epoch:
@@ -346,6 +364,8 @@ class BatchSource:
         labels: list[int] = []
         bad: list[np.ndarray] = []
         upv = self.units_per_view
+        if self.crops_per_unit > 1:
+            return self._grouped(iteration)
         for item, failed in self._batch_items(iteration):
             t0 = time.perf_counter()
             for v, plan in enumerate(item.plans):
@@ -363,6 +383,41 @@ class BatchSource:
         geo = np.asarray(geometry, dtype=np.float32).reshape(-1, 6)
         starts, ends, sizes = (np.ascontiguousarray(geo[:, k:k + 2]) for k in (0, 2, 4))
         tail = (starts, ends, sizes, np.asarray(mirror, dtype=np.int32),
+                np.asarray(labels, dtype=np.int64), bad)
+        if self.video:
+            return (data, frames) + tail
+        return (data,) + tail
+
+    def _grouped(self, iteration: int) -> tuple[Any, ...]:
+        """The outputs for grouped crops (see the module docstring): one unit per clip frame."""
+        crops, upv = self.crops_per_unit, self.units_per_view
+        data: list[np.ndarray] = []
+        frames: list[np.ndarray] = []
+        resize: list[list[float]] = []
+        anchors: list[list[list[float]]] = []
+        shape: list[list[float]] = []
+        mirror: list[list[int]] = []
+        labels: list[int] = []
+        bad: list[np.ndarray] = []
+        for item, failed in self._batch_items(iteration):
+            t0 = time.perf_counter()
+            for k in range(0, len(item.plans), crops):
+                plans = item.plans[k:k + crops]  # the crops of clip k // crops share its frames
+                data.extend(item.units[k])
+                if self.video:
+                    frames.append(item.indices[k])
+                rh, rw = plans[0].resize or item.frame_hw
+                resize.extend([[rh, rw]] * upv)
+                anchors.extend([[[p.crop[1], p.crop[0]] for p in plans]] * upv)
+                shape.extend([[plans[0].crop[3], plans[0].crop[2]]] * upv)
+                mirror.extend([[int(p.flip) for p in plans]] * upv)
+                label = item.label if item.label < 0 else self.planner.label(item.label, plans[0])
+                labels.extend([label] * upv)
+                bad.append(encode_bad(failed) if k == 0 else _NO_BAD)
+                bad.extend([_NO_BAD] * (upv - 1))
+            self.timings["assemble"] += time.perf_counter() - t0
+        tail = (np.asarray(resize, dtype=np.float32), np.asarray(anchors, dtype=np.float32),
+                np.asarray(shape, dtype=np.float32), np.asarray(mirror, dtype=np.int32),
                 np.asarray(labels, dtype=np.int64), bad)
         if self.video:
             return (data, frames) + tail

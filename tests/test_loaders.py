@@ -101,11 +101,14 @@ def loader_records(root):
 
 
 @pytest.mark.parametrize("data", ["frames", "mjpeg", "vp9"])
-@pytest.mark.parametrize("kind", ["2d", "3d"])
+@pytest.mark.parametrize("kind, views", [("2d", (2, 3)), ("3d", (2, 3)), ("2d", (1, 10)),
+                                         ("3d", (2, 1))])
 @pytest.mark.dali
-def test_torch_and_dali_cpu_pixel_close(roots, data, kind):
+def test_torch_and_dali_cpu_pixel_close(roots, data, kind, views):
+    """Multi-crop views are cut from frames DALI decodes once per clip (grouped crops); single
+    crops by the ROI resize; both match the torch loader's resize-then-crop(-then-mirror)."""
     raw = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # compare in pixel units
-    outs = {b: collect(loader_for(roots[data], b, "val", kind, (2, 3), data=raw))
+    outs = {b: collect(loader_for(roots[data], b, "val", kind, views, data=raw))
             for b in ("torch", "dali-cpu")}
     (a, la, _), (b, lb, _) = outs["torch"], outs["dali-cpu"]
     assert torch.equal(la, lb)

@@ -11,6 +11,7 @@ The sampler yields ``(index, epoch)`` pairs, which lets persistent workers follo
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any, Iterator, Optional, Sequence
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fastvid.data.bad_samples import BadSampleLog
 from fastvid.data.lists import VideoRecord
 from fastvid.data.sampling import shard_indices
-from fastvid.data.transforms import SamplePlanner, apply_plan, normalize_video
+from fastvid.data.transforms import SamplePlanner, ViewPlan, apply_plan, normalize_video
 from fastvid.data.video_io import probe_video, read_frame_folder, read_video_frames
 from fastvid.errors import DataError
 
@@ -73,9 +74,16 @@ class VideoClipDataset(Dataset):
         position = {i: k for k, i in enumerate(wanted)}
         height, width = decoded.shape[-2:]
         views, label = [], rec.label
+        resized: dict[tuple, torch.Tensor] = {}  # the crops of one clip share its resized frames
         for v, idx in enumerate(per_view):
             plan = planner.view_plan(height, width, epoch, index, v)
             frames = decoded[[position[int(i)] for i in idx]]
+            if plan.resize is not None:
+                key = (tuple(int(i) for i in idx), tuple(plan.resize))
+                if key not in resized:
+                    rh, rw = plan.resize
+                    resized[key] = apply_plan(frames, ViewPlan((rh, rw), (0, 0, rw, rh), None))
+                frames, plan = resized[key], dataclasses.replace(plan, resize=None)
             views.append(apply_plan(frames, plan))
             label = planner.label(rec.label, plan)
         video = torch.stack(views) if planner.views is not None and not planner.train else views[0]
