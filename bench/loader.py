@@ -387,6 +387,9 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             rec["startup_s"] = round(time.perf_counter() - t0, 3)
             if dali:
                 rec["threads"] = rec["dali_threads"] = loader.num_threads
+                # Split decoder pipelines share the threads (at least one each): what ran.
+                rec["decoder_pipelines"] = len(loader.pipeline_threads)
+                rec["dali_threads_used"] = sum(loader.pipeline_threads)
             frames_per_video = video.shape[cfg.spec.input_layout.index("T")]
             elapsed, n_videos, cpu_s = _time_batches(stream, batches, device)
             # data_wait at the sweep's last (largest) thread count: what training would use

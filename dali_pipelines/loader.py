@@ -77,6 +77,11 @@ class _DecodeFailure(RuntimeError):
     """DALI failed inside a video batch (not in the source): a file is corrupt past its headers."""
 
 
+def _share(total: int, parts: int) -> list[int]:
+    """``total`` threads/workers over ``parts`` pipelines as evenly as possible, at least 1 each."""
+    return [max(1, total // parts + (1 if k < total % parts else 0)) for k in range(parts)]
+
+
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous, non-empty ranges covering ``[0, n)`` (sizes differ by at most 1)."""
     parts = max(1, min(parts, n))
@@ -125,6 +130,7 @@ class DaliVideoLoader:
         self._source_args = dict(shuffle=shuffle, num_shards=num_shards, shard_id=shard_id,
                                  frame_tmpl=frame_tmpl)
         self.num_threads = int(num_threads or default_num_threads())
+        self.pipeline_threads: list[int] = []  # DALI threads each pipeline got (after a build)
         self.prefetch = int(prefetch)
         self.hw_decoder_load = hw_decoder_load
         # Several video pipelines feed several NVDEC engines (DALI issue #6387: 1/2/4/7 pipelines
@@ -191,11 +197,12 @@ class DaliVideoLoader:
             if device_id is None:
                 device_id = torch.cuda.current_device()
         parts = _split(self.batch_size, self.decoder_pipelines)
-        threads = max(1, self.num_threads // len(parts))
-        py_workers = max(1, self.workers // len(parts)) if self.workers > 0 else 0
+        threads = _share(self.num_threads, len(parts))
+        workers = _share(self.workers, len(parts)) if self.workers > 0 else [0] * len(parts)
+        self.pipeline_threads = threads
         t0 = time.perf_counter()
         pipes, sources = [], []
-        for item_range in parts:
+        for item_range, n_threads, py_workers in zip(parts, threads, workers):
             source = BatchSource(records, self.planner, self.video, self.batch_size, self._items,
                                  epoch0=epoch0, placeholder=placeholder, placeholder_hw=(side, side),
                                  cpu_codecs=None if self.use_gpu else DALI_CPU_CODECS,
@@ -203,7 +210,7 @@ class DaliVideoLoader:
                                  known_bad=dict(self._known_bad), **self._source_args)
             options = gpu_decoder_options(self.hw_decoder_load, self._frame_hw) \
                 if self.use_gpu else None
-            pipe = build_pipeline(source, use_gpu=self.use_gpu, num_threads=threads,
+            pipe = build_pipeline(source, use_gpu=self.use_gpu, num_threads=n_threads,
                                   device_id=device_id, py_workers=py_workers,
                                   prefetch=self.prefetch, decoder_options=options,
                                   stage=self.stage, **self._graph_args)
@@ -219,8 +226,8 @@ class DaliVideoLoader:
             pipes.append(pipe)
             sources.append(source)
         self.timings["build_s"] += time.perf_counter() - t0
-        log.debug("%d DALI pipeline(s) built in %.1f s (%d threads, %d python workers each)",
-                  len(pipes), time.perf_counter() - t0, threads, py_workers)
+        log.debug("%d DALI pipeline(s) built in %.1f s (threads %s, python workers %s)",
+                  len(pipes), time.perf_counter() - t0, threads, workers)
         self._pipes, self._sources = pipes, sources
         self._stream_epoch, self._stream_batch = epoch0, first_batch
         self._clean = True

@@ -167,7 +167,7 @@ def test_split_batches_over_pipelines(tmp_path, data):
                                     width=56)
     cfg = _cfg()
     ds = resolve_dataset(root, cfg.data)
-    for split, views in (("train", None), ("val", (2, 1))):
+    for split, views in (("train", None), ("val", (2, 1)), ("val", (1, 3))):
         outs = []
         for parts in (1, 2):
             loader = build_loader(cfg, ds, split, loader="dali-cpu", device=torch.device("cpu"),
@@ -176,6 +176,7 @@ def test_split_batches_over_pipelines(tmp_path, data):
             assert len(loader._pipes or []) == 0 and loader.decoder_pipelines == parts
             outs.append(_collect(loader))
             assert len(loader._pipes) == parts
+            assert loader.pipeline_threads == ([2] if parts == 1 else [1, 1])  # shared, not 2 each
         assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
         assert len(outs[0][1]) == 7
 

@@ -417,6 +417,7 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
             assert "data_wait_share" not in r and "stage_ms" not in r
     dali = [r for r in recs if r["backend"] == "dali-cpu"]
     assert [r["workers"] for r in dali] == [0, 0] and [r["dali_threads"] for r in dali] == [1, 2]
+    assert [(r["decoder_pipelines"], r["dali_threads_used"]) for r in dali] == [(1, 1), (1, 2)]
     assert list(dali[1]["stage_ms"]) == ["source (plan + read + checks)", "decode", "crop/resize",
                                          "normalize + layout"]
     assert {"source_read", "source_plan", "loader_run"} <= set(dali[1]["python_ms"])
