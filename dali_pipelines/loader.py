@@ -265,6 +265,8 @@ class DaliVideoLoader:
         return out
 
     def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self._epoch:  # cancels a start() on another epoch
+            self._first_batch = 0
         self._epoch = int(epoch)
 
     def start(self, epoch: int, first_batch: int = 0) -> None:
@@ -278,10 +280,11 @@ class DaliVideoLoader:
         self._join()
         self.set_epoch(epoch)
         self._first_batch = int(first_batch)
+        at = (self._want_epoch(), self._first_batch)  # fixed now: set_epoch may follow at once
 
         def build() -> None:
             try:
-                self._build(self._want_epoch(), first_batch=self._first_batch)
+                self._build(at[0], first_batch=at[1])
             except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's iter()
                 self._build_error = exc
 

@@ -174,6 +174,13 @@ def test_start_resumes_at_a_batch_without_reading_the_ones_before(roots, backend
     assert len(again) == 3 and all(torch.equal(a[0], b[0]) for a, b in zip(again, full))
     loader.start(1, 0)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(list(loader), full))
+    loader.start(1, 2)
+    loader.set_epoch(1)  # the same epoch: the start stands
+    assert len(list(loader)) == 1
+    loader.start(1, 2)
+    loader.set_epoch(0)  # another epoch cancels it: the whole of epoch 0
+    epoch0 = list(loader)
+    assert len(epoch0) == 3 and not torch.equal(epoch0[0][0], full[0][0])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

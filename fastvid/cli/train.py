@@ -139,6 +139,13 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
         n_crops = int(crops) if crops else cfg.data.test_crops
         dataset = resolve_dataset(data_root, cfg.data)
         records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
+        shard = records[dist_info.rank::dist_info.world_size]
+        loader_obj = None
+        if shard:
+            loader_obj = build_loader(cfg, dataset, split, loader=loader, device=dev,
+                                      batch_size=batch_size, views=(n_clips, n_crops),
+                                      records=shard)
+            loader_obj.start(0)  # decoding starts while the model or engine loads
         max_batch = None
         if checkpoint:
             model, meta = load_model_for_inference(
@@ -162,12 +169,6 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
             raise click.ClickException(f"the model has {num_classes} classes but {dataset.root}/"
                                        f"categories.txt lists {dataset.num_classes}")
         precision = resolve_precision(amp, amp_dtype, dev)
-        shard = records[dist_info.rank::dist_info.world_size]
-        loader_obj = None
-        if shard:
-            loader_obj = build_loader(cfg, dataset, split, loader=loader, device=dev,
-                                      batch_size=batch_size, views=(n_clips, n_crops),
-                                      records=shard)
         backend = loader_obj.backend if loader_obj is not None else loader
         log.info("evaluating %s on %d videos x %d views with loader %s%s",
                  checkpoint or engine_path, len(shard), n_clips * n_crops, backend,

@@ -197,6 +197,8 @@ class TorchVideoLoader:
         return list(self._bad.items)
 
     def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.sampler.epoch:  # cancels a start() on another epoch
+            self._pending, self.sampler.skip = None, 0
         self.sampler.epoch = int(epoch)
 
     def start(self, epoch: int, first_batch: int = 0) -> None:
