@@ -44,7 +44,8 @@ from fastvid.data.video_headers import probe_video_headers, read_video_bytes
 from fastvid.data.video_io import jpeg_frame_header, jpeg_problem, read_bytes, read_jpeg_file
 from fastvid.errors import BackendUnavailable, DataError
 
-__all__ = ["BatchSource", "RecordTuple", "DALI_CPU_CODECS", "UNSUPPORTED_MARK", "encode_bad",
+__all__ = ["BatchSource", "RecordTuple", "DALI_CPU_CODECS", "UNSUPPORTED_MARK", "cpu_codec_message",
+           "encode_bad",
            "decode_bad", "items_per_epoch", "unit_geometry", "SOURCE_STAGES"]
 
 RecordTuple = tuple[str, int, int, bool]  # path, label, num_frames (-1 unknown), is_video
@@ -58,6 +59,12 @@ UNSUPPORTED_MARK = "fastvid-unsupported-codec: "
 SOURCE_STAGES = ("plan", "read", "check", "assemble")
 
 _NO_BAD = np.zeros(0, dtype=np.uint8)
+
+
+def cpu_codec_message(path: str, codec: str, codecs: frozenset = DALI_CPU_CODECS) -> str:
+    """Why ``--loader dali-cpu`` cannot decode ``path`` (one line, what to use instead)."""
+    return (f"{path}: codec {codec} is not supported by DALI's CPU video decoder (it handles "
+            f"{', '.join(sorted(codecs))}); use --loader torch or a GPU (--loader dali)")
 
 
 def encode_bad(items: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -234,10 +241,8 @@ class BatchSource:
         t1 = time.perf_counter()
         info = probe_video_headers(path, raw)
         if self.cpu_codecs is not None and info.codec not in self.cpu_codecs:
-            raise BackendUnavailable(
-                f"{UNSUPPORTED_MARK}{path}: codec {info.codec} is not supported by DALI's CPU "
-                f"video decoder (it handles {', '.join(sorted(self.cpu_codecs))}); use "
-                f"--loader torch or a GPU (--loader dali)")
+            raise BackendUnavailable(UNSUPPORTED_MARK + cpu_codec_message(path, info.codec,
+                                                                          self.cpu_codecs))
         t2 = time.perf_counter()
         views = range(self.num_views)
         per_view = [self.planner.frame_indices(info.num_frames, epoch, index, v,
