@@ -281,21 +281,28 @@ class BatchSource:
         decoder might lack; any file of the list decodes wherever the list does.
         """
         if self._stand_in is None:
+            first = ""  # why the first file failed: a one-file list (fastvid predict) names it
             for path, *_ in self.records:
                 if path in self.known_bad:
+                    first = first or self.known_bad[path]
                     continue
                 try:
                     raw = read_video_bytes(path)
                     info = probe_video_headers(path, raw)
-                except DataError:
+                except DataError as exc:
+                    first = first or str(exc)
                     continue
                 if self.cpu_codecs is None or info.codec in self.cpu_codecs:
                     self._stand_in = (path, np.frombuffer(raw, dtype=np.uint8),
                                       (info.height, info.width))
                     break
+                first = first or cpu_codec_message(path, info.codec, self.cpu_codecs)
             else:
-                raise DataError("no video of the list could be read (every file failed its "
-                                "header check); is the dataset readable?")
+                if len(self.records) == 1 and first:  # one file (fastvid predict): its own error
+                    raise DataError(first)
+                raise DataError(f"no video of the list could be read (every file failed its "
+                                f"header check or decoding; the first: {first}); is the dataset "
+                                f"readable?")
         return self._stand_in
 
     def _load_item(self, position: int, epoch: int, order: np.ndarray) -> tuple[_Item, list]:
