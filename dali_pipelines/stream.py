@@ -76,7 +76,8 @@ def video_chunks(path: str | Path, *, use_gpu: bool, device: torch.device | str,
             try:
                 (frames,) = pipe.run()
             except RuntimeError as exc:
-                raise DataError(f"{path}: DALI cannot decode the video from frame {done} on: "
+                last = min(done + chunk_frames, info.num_frames) - 1
+                raise DataError(f"{path}: DALI cannot decode frames {done}-{last}: "
                                 f"{_dali_reason(str(exc))}") from None
             chunk = DaliVideoLoader._to_torch(frames, pipe.exec_dynamic)[0]
             chunk = chunk[:info.num_frames - done]
