@@ -18,13 +18,16 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from fastvid.config import Config
 from fastvid.errors import DataError, FastvidError
+
+if TYPE_CHECKING:
+    from fastvid.data.video_io import VideoInfo
 
 __all__ = ["InputSpec", "detect_input", "parse_span", "window_starts", "predict_input",
            "predict_loader", "probe_input_video", "FrameSource", "DALI_LOADERS"]
@@ -102,7 +105,7 @@ def predict_loader(loader: str, device: torch.device) -> str:
     return name
 
 
-def probe_input_video(path: Path, loader: str) -> Any:
+def probe_input_video(path: Path, loader: str) -> "VideoInfo":
     """:class:`fastvid.data.video_io.VideoInfo` of a video input, without PyAV when possible.
 
     The container headers (MP4/MOV, Matroska/WebM, AVI) are read in Python. Other containers,
