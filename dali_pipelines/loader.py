@@ -28,8 +28,8 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from dali_pipelines.sources import (DALI_CPU_CODECS, UNSUPPORTED_MARK, BatchSource, decode_bad,
-                                    items_per_epoch)
+from dali_pipelines.sources import (DALI_CPU_CODECS, UNSUPPORTED_MARK, BatchSource,
+                                    cpu_codec_message, decode_bad, items_per_epoch)
 from fastvid.data.bad_samples import BadSampleLog
 from fastvid.data.lists import VideoRecord
 from fastvid.data.sampling import shard_indices
@@ -167,9 +167,7 @@ class DaliVideoLoader:
         except DataError:
             return  # a broken first file is a bad sample, reported when it is read
         if codec not in DALI_CPU_CODECS:
-            raise BackendUnavailable(
-                f"{path}: codec {codec} is not supported by DALI's CPU video decoder (it handles "
-                f"{', '.join(sorted(DALI_CPU_CODECS))}); use --loader torch or a GPU (--loader dali)")
+            raise BackendUnavailable(cpu_codec_message(path, codec))
 
     def _first_frame_size(self) -> Optional[tuple[int, int]]:
         """Frame size of the first readable record (sizes nvJPEG's preallocations); None if none."""

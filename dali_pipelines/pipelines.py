@@ -37,7 +37,8 @@ from nvidia.dali import pipeline_def
 
 from dali_pipelines.sources import BatchSource
 
-__all__ = ["build_pipeline", "build_decode_check", "GRAPH_STAGES", "gpu_decoder_options"]
+__all__ = ["build_pipeline", "build_decode_check", "build_video_stream", "GRAPH_STAGES",
+           "gpu_decoder_options"]
 
 GRAPH_STAGES = ("source", "decode", "resize", "all")
 
@@ -176,3 +177,24 @@ def build_decode_check(*, use_gpu: bool, device_id: Optional[int], num_threads: 
         return fn.decoders.video(data, device="mixed" if use_gpu else "cpu", frames=frames)
 
     return check()
+
+
+def build_video_stream(*, use_gpu: bool, device_id: Optional[int], num_threads: int,
+                       sequence_length: int) -> Any:
+    """A pipeline fed one video's bytes with ``feed_input("video", [bytes])``; each run returns
+    its next ``sequence_length`` frames as one ``(F, H, W, 3)`` uint8 RGB sample, the last run
+    fewer.
+
+    ``fn.experimental.inputs.video`` keeps its decoder open between runs, so a video is decoded
+    once, front to back: ``fn.decoders.video(frames=...)`` per chunk would reopen the stream and
+    decode from the keyframe before each chunk again. Only the chunk being returned is held
+    decoded (sliding-window prediction over long recordings).
+    """
+    @pipeline_def(batch_size=1, num_threads=num_threads, device_id=device_id,
+                  exec_async=False, exec_pipelined=False, prefetch_queue_depth=1)
+    def stream():
+        return fn.experimental.inputs.video(name="video", sequence_length=int(sequence_length),
+                                            device="mixed" if use_gpu else "cpu",
+                                            last_sequence_policy="partial")
+
+    return stream()

@@ -50,7 +50,8 @@ from fastvid.data.video_headers import probe_video_headers, read_video_bytes
 from fastvid.data.video_io import jpeg_frame_header, jpeg_problem, read_bytes, read_jpeg_file
 from fastvid.errors import BackendUnavailable, DataError
 
-__all__ = ["BatchSource", "RecordTuple", "DALI_CPU_CODECS", "UNSUPPORTED_MARK", "encode_bad",
+__all__ = ["BatchSource", "RecordTuple", "DALI_CPU_CODECS", "UNSUPPORTED_MARK", "cpu_codec_message",
+           "encode_bad",
            "decode_bad", "items_per_epoch", "unit_geometry", "SOURCE_STAGES"]
 
 RecordTuple = tuple[str, int, int, bool]  # path, label, num_frames (-1 unknown), is_video
@@ -64,6 +65,12 @@ UNSUPPORTED_MARK = "fastvid-unsupported-codec: "
 SOURCE_STAGES = ("plan", "read", "check", "assemble")
 
 _NO_BAD = np.zeros(0, dtype=np.uint8)
+
+
+def cpu_codec_message(path: str, codec: str, codecs: frozenset = DALI_CPU_CODECS) -> str:
+    """Why ``--loader dali-cpu`` cannot decode ``path`` (one line, what to use instead)."""
+    return (f"{path}: codec {codec} is not supported by DALI's CPU video decoder (it handles "
+            f"{', '.join(sorted(codecs))}); use --loader torch or a GPU (--loader dali)")
 
 
 def encode_bad(items: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -252,10 +259,8 @@ class BatchSource:
         t1 = time.perf_counter()
         info = probe_video_headers(path, raw)
         if self.cpu_codecs is not None and info.codec not in self.cpu_codecs:
-            raise BackendUnavailable(
-                f"{UNSUPPORTED_MARK}{path}: codec {info.codec} is not supported by DALI's CPU "
-                f"video decoder (it handles {', '.join(sorted(self.cpu_codecs))}); use "
-                f"--loader torch or a GPU (--loader dali)")
+            raise BackendUnavailable(UNSUPPORTED_MARK + cpu_codec_message(path, info.codec,
+                                                                          self.cpu_codecs))
         t2 = time.perf_counter()
         views = range(self.num_views)
         per_view = [self.planner.frame_indices(info.num_frames, epoch, index, v,
@@ -294,21 +299,28 @@ class BatchSource:
         decoder might lack; any file of the list decodes wherever the list does.
         """
         if self._stand_in is None:
+            first = ""  # why the first file failed: a one-file list (fastvid predict) names it
             for path, *_ in self.records:
                 if path in self.known_bad:
+                    first = first or self.known_bad[path]
                     continue
                 try:
                     raw = read_video_bytes(path)
                     info = probe_video_headers(path, raw)
-                except DataError:
+                except DataError as exc:
+                    first = first or str(exc)
                     continue
                 if self.cpu_codecs is None or info.codec in self.cpu_codecs:
                     self._stand_in = (path, np.frombuffer(raw, dtype=np.uint8),
                                       (info.height, info.width))
                     break
+                first = first or cpu_codec_message(path, info.codec, self.cpu_codecs)
             else:
-                raise DataError("no video of the list could be read (every file failed its "
-                                "header check); is the dataset readable?")
+                if len(self.records) == 1 and first:  # one file (fastvid predict): its own error
+                    raise DataError(first)
+                raise DataError(f"no video of the list could be read (every file failed its "
+                                f"header check or decoding; the first: {first}); is the dataset "
+                                f"readable?")
         return self._stand_in
 
     def _load_item(self, position: int, epoch: int, order: np.ndarray) -> tuple[_Item, list]:

@@ -6,6 +6,11 @@ window: the input is decoded once, front to back, each frame resized once to the
 kept only while a pending window needs it; every window is then sampled and cropped by the same
 :class:`fastvid.data.transforms.SamplePlanner` the loaders use, and the windows are batched
 through the model.
+
+The loader decides the decoder of a video, whole or windowed: ``dali`` / ``dali-cpu`` decode with
+DALI (windows: :func:`dali_pipelines.stream.video_chunks`, a chunk of frames at a time) and read
+frame counts from the container headers (:mod:`fastvid.data.video_headers`), so no DALI path
+imports PyAV (the GPU machines have none); ``torch`` decodes with PyAV.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,13 +26,19 @@ import torch
 from fastvid.config import Config
 from fastvid.errors import DataError, FastvidError
 
+if TYPE_CHECKING:
+    from fastvid.data.video_io import VideoInfo
+
 __all__ = ["InputSpec", "detect_input", "parse_span", "window_starts", "predict_input",
-           "FrameSource"]
+           "predict_loader", "probe_input_video", "FrameSource", "DALI_LOADERS"]
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTS = {".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
+DALI_LOADERS = ("dali", "dali-cpu")
+# Frames DALI decodes per pipeline run for windowed prediction: what is held decoded at full size.
+DALI_CHUNK_FRAMES = 32
 
 
 @dataclass(frozen=True)
@@ -78,16 +89,63 @@ def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+def predict_loader(loader: str, device: torch.device) -> str:
+    """``--loader`` for predict: ``auto`` is DALI when it can decode on the target GPU, else torch.
+
+    Not :func:`fastvid.loaders.resolve_loader_name`: its ``auto`` picks DALI-on-CPU where DALI is
+    installed, which handles VP8/VP9/MJPEG only, while a user's footage is mostly H.264.
+    """
+    from fastvid.loaders import dali_available
+
+    if loader != "auto":
+        return loader
+    device = torch.device(device)
+    name = "dali" if device.type == "cuda" and dali_available() else "torch"
+    log.debug("loader auto -> %s for predict", name)
+    return name
+
+
+def probe_input_video(path: Path, loader: str) -> "VideoInfo":
+    """:class:`fastvid.data.video_io.VideoInfo` of a video input, without PyAV when possible.
+
+    The container headers (MP4/MOV, Matroska/WebM, AVI) are read in Python. Other containers,
+    or headers the parser refuses, fall back to PyAV's probe only for the torch loader, which
+    decodes with PyAV anyway; for a DALI loader the parser's one-line DataError stands.
+    """
+    from fastvid.data.video_headers import probe_video_headers
+
+    try:
+        return probe_video_headers(path)
+    except DataError:
+        if loader in DALI_LOADERS:
+            raise
+    from fastvid.data.video_io import probe_video
+
+    return probe_video(path)
+
+
 class FrameSource:
-    """Frames of a video file or frame folder in order, as (3, H, W) uint8 RGB tensors."""
+    """Frames of a video file or frame folder in order, as (3, H, W) uint8 RGB tensors.
 
-    def __init__(self, spec: InputSpec, fps: Optional[float] = None) -> None:
-        from fastvid.data.video_io import probe_video
+    Video files are decoded by the loader's decoder: DALI for ``dali`` / ``dali-cpu`` (frames on
+    ``device`` for ``dali``, the GPU; on the CPU otherwise), PyAV for ``torch``. Frame folders are
+    read with libjpeg-turbo / PIL whatever the loader. ``chunk_frames``: frames DALI decodes per
+    run, the most held decoded at full size.
+    """
 
+    def __init__(self, spec: InputSpec, fps: Optional[float] = None, loader: str = "torch",
+                 device: torch.device | str = "cpu", chunk_frames: int = DALI_CHUNK_FRAMES) -> None:
         self.spec = spec
+        self.loader = loader
+        self.device = torch.device(device)
+        self.chunk_frames = int(chunk_frames)
         if spec.kind == "video":
-            info = probe_video(spec.path)
-            self.num_frames, self.fps = info.num_frames, float(fps or info.fps)
+            if loader in DALI_LOADERS:
+                from fastvid.loaders import resolve_loader_name
+
+                resolve_loader_name(loader, self.device)  # DALI installed, a GPU for "dali"
+            self.info = probe_input_video(spec.path, loader)
+            self.num_frames, self.fps = self.info.num_frames, float(fps or self.info.fps)
             self._files: list[Path] = []
         else:
             self._files = sorted(p for p in spec.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
@@ -96,19 +154,33 @@ class FrameSource:
             self.num_frames, self.fps = len(self._files), float(fps or 12.0)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.spec.kind == "frames":
+            yield from self._folder_frames()
+        elif self.loader in DALI_LOADERS:
+            from dali_pipelines.stream import video_chunks
+
+            for chunk in video_chunks(self.spec.path, use_gpu=self.loader == "dali",
+                                      device=self.device, chunk_frames=self.chunk_frames,
+                                      info=self.info):
+                for frame in chunk:
+                    yield frame.permute(2, 0, 1)
+        else:
+            yield from self._pyav_frames()
+
+    def _folder_frames(self) -> Iterator[torch.Tensor]:
         from fastvid.data.video_io import decode_jpeg_rgb, read_jpeg_file
 
-        if self.spec.kind == "frames":
-            for path in self._files:
-                if path.suffix.lower() == ".png":
-                    from PIL import Image
+        for path in self._files:
+            if path.suffix.lower() == ".png":
+                from PIL import Image
 
-                    with Image.open(path) as img:
-                        arr = np.asarray(img.convert("RGB")).copy()
-                    yield torch.from_numpy(arr).permute(2, 0, 1)
-                else:
-                    yield decode_jpeg_rgb(read_jpeg_file(path), path)
-            return
+                with Image.open(path) as img:
+                    arr = np.asarray(img.convert("RGB")).copy()
+                yield torch.from_numpy(arr).permute(2, 0, 1)
+            else:
+                yield decode_jpeg_rgb(read_jpeg_file(path), path)
+
+    def _pyav_frames(self) -> Iterator[torch.Tensor]:
         import av
 
         try:
@@ -145,8 +217,13 @@ def predict_input(cfg: Config, model: Callable[[torch.Tensor], torch.Tensor], sp
                   fps: Optional[float] = None, views: tuple[int, int] = (1, 1),
                   batch_size: int = 8, max_batch: Optional[int] = None,
                   loader: str = "torch", model_name: str = "") -> dict[str, Any]:
-    """Predictions for one input, in the predictions-JSON schema of docs/design.md."""
-    source = FrameSource(spec, fps)
+    """Predictions for one input, in the predictions-JSON schema of docs/design.md.
+
+    ``loader``: ``torch``, ``dali``, ``dali-cpu`` or ``auto`` (:func:`predict_loader`); it
+    decodes the video both for a whole-input prediction and for sliding windows.
+    """
+    loader = predict_loader(loader, device)
+    source = FrameSource(spec, fps, loader, device)
     window_len = parse_span(window, source.fps)
     stride_len = parse_span(stride, source.fps) or (max(1, window_len // 2) if window_len else None)
     chunk = max_batch or max(1, batch_size * views[0] * views[1])

@@ -1,11 +1,16 @@
 """`fastvid predict` on a user's own footage: frame folder, video files, sliding windows, engines."""
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fastvid.data.synth import render_clip, write_video
 from fastvid.predict import parse_span, window_starts
@@ -168,3 +173,326 @@ def test_engine_and_checkpoint_agree(synth_frames, trained_trn, tmp_path):
     a, b = by_ckpt["windows"][0]["topk"], by_engine["windows"][0]["topk"]
     assert a[0]["index"] == b[0]["index"]
     assert a[0]["prob"] == pytest.approx(b[0]["prob"], abs=1e-3)
+
+
+# -- DALI decoding (--loader dali / dali-cpu): no PyAV on any DALI path -------------------------
+def _pyav_importable() -> bool:
+    try:
+        importlib.import_module("av")
+    except ImportError:
+        return False
+    return True
+
+
+# PyAV writes the test videos (the GPU machine has none): decided before any fixture trains.
+needs_pyav = pytest.mark.skipif(not _pyav_importable(),
+                                reason="PyAV is not installed, so no test video can be written here")
+REPO = Path(__file__).resolve().parents[1]
+DALI_WINDOW = ["--window", "12", "--stride", "6"]
+
+
+def _clip_video(tmp_path: Path, codec: str, frames: int = 24, name: str = "clip") -> Path:
+    """Two actions back to back (classes 0 then 1), 64 px, 12 fps."""
+    rng = np.random.default_rng(3)
+    half = frames // 2
+    clip = np.concatenate([render_clip(0, half, (64, 64), rng), render_clip(1, frames - half, (64, 64), rng)])
+    return write_video(tmp_path / name, clip, codec, fps=12.0)
+
+
+def _one_line_error(res, *needles: str) -> str:
+    """The CLI failed with one line naming what it should, and no traceback."""
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1 and "Traceback" not in res.output, res.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _all_probs(res: dict) -> list[dict[int, float]]:
+    return [{t["index"]: t["prob"] for t in w["topk"]} for w in res["windows"]]
+
+
+def _in_order(frames: torch.Tensor, count: int) -> None:
+    """``frames`` are the :mod:`_media` test video's frames 0..count-1: its blue level names each."""
+    from _media import blue_level
+
+    assert frames.shape[0] == count and frames.dtype == torch.uint8
+    blue = frames[:, 2].float().mean((1, 2)).cpu().numpy()
+    assert np.abs(blue - blue_level(np.arange(count))).max() < 6, blue
+
+
+@pytest.mark.dali
+@needs_pyav
+@pytest.mark.parametrize("codec,frames,chunk", [
+    ("mjpeg", 12, 32),  # one partial chunk
+    ("mjpeg", 16, 8),  # whole chunks only: no run past the end
+    ("vp9", 26, 8)])  # 8, 8, 8, 2
+def test_dali_cpu_frames_in_order(tmp_path, codec, frames, chunk):
+    """dali-cpu decodes every frame, in order, a chunk at a time: the pixels of PyAV's decode
+    (the torch loader's) up to the decoders' colour conversion."""
+    from _media import write_video as write_media_video
+
+    from fastvid.predict import FrameSource, InputSpec
+
+    spec = InputSpec(write_media_video(tmp_path / "v", frames, 48, 64, codec), "video")
+    dali = FrameSource(spec, loader="dali-cpu", chunk_frames=chunk)
+    got = torch.stack(list(dali))
+    ref = torch.stack(list(FrameSource(spec, loader="torch")))
+    assert dali.num_frames == frames and got.shape == ref.shape == (frames, 3, 48, 64)
+    assert got.device.type == "cpu"
+    _in_order(got, frames)
+    diff = (got.float() - ref.float()).abs()
+    # measured: mean 1.3 (mjpeg) / 1.5 (vp9), max 11 / 6 grey levels
+    assert diff.mean() < 2.5 and diff.max() < 24, (diff.mean(), diff.max())
+
+
+@pytest.mark.gpu
+@pytest.mark.dali
+def test_dali_gpu_frames_in_order(tmp_path):
+    """--loader dali: NVDEC decodes every frame of an H.264 file in order, a chunk at a time, and
+    the frames stay on the GPU; chunking does not change a pixel. No PyAV needed (prebuilt
+    media on the GPU machine, see tests/_media.py)."""
+    from _media import video_dataset
+
+    from fastvid.predict import FrameSource, InputSpec
+
+    path = sorted((video_dataset(tmp_path, "h264") / "videos").iterdir())[0]
+    spec = InputSpec(path, "video")
+    cuda = torch.device("cuda")
+    chunked = FrameSource(spec, loader="dali", device=cuda, chunk_frames=8)
+    got = torch.stack(list(chunked))
+    assert got.device.type == "cuda" and got.shape[1:] == (3, 48, 64)
+    _in_order(got, chunked.num_frames)
+    whole = torch.stack(list(FrameSource(spec, loader="dali", device=cuda, chunk_frames=64)))
+    assert torch.equal(got, whole)
+
+
+def _separable_ab(frames_root: Path) -> np.ndarray:
+    """The first validation clip of class 0, then the first of class 1 (64 px)."""
+    rows = [line.split() for line in (frames_root / "val_videofolder.txt").read_text().splitlines()]
+    first: dict[int, str] = {}
+    for name, _, label in rows:
+        first.setdefault(int(label), name)
+    return np.concatenate([_read_folder(frames_root / "20bn-jester-v1" / first[c]) for c in (0, 1)])
+
+
+@pytest.mark.dali
+@needs_pyav
+@pytest.mark.parametrize("codec", ["vp9", "mjpeg"])
+def test_dali_cpu_predict_matches_torch(separable_frames, separable_trn, tmp_path, codec):
+    """Whole-video and windowed predictions with --loader dali-cpu give the torch loader's top
+    class and, within 0.03, its probabilities: the decoders round colours differently (~1.5
+    grey levels, see test_dali_cpu_frames_in_order) and, whole, the DALI loader resizes in its
+    own graph (test_loaders: pixel-close)."""
+    clip = _separable_ab(separable_frames)
+    video = write_video(tmp_path / "ab", clip, codec, fps=12.0)
+    ckpt = separable_trn / "best.pt"
+    for extra in ([], DALI_WINDOW):
+        res = {loader: predict(ckpt, video, tmp_path / f"{loader}.json", "--topk", "2",
+                               "--loader", loader, *extra) for loader in ("torch", "dali-cpu")}
+        a, b = res["torch"], res["dali-cpu"]
+        assert a["num_frames"] == b["num_frames"] == len(clip)
+        assert a["fps"] == pytest.approx(b["fps"]) and a["fps"] == pytest.approx(12.0)
+        assert [(w["start_frame"], w["end_frame"]) for w in a["windows"]] == \
+            [(w["start_frame"], w["end_frame"]) for w in b["windows"]] == \
+            ([(st, st + 12) for st in window_starts(len(clip), 12, 6)] if extra else [(0, len(clip))])
+        pa, pb = _all_probs(a), _all_probs(b)
+        for k, (wa, wb) in enumerate(zip(pa, pb)):
+            assert set(wa) == set(wb) == {0, 1}  # the model's two classes, both listed
+            # measured: 0.0016 (vp9) / 0.0005 (mjpeg) whole, 0.008 / 0.006 windowed
+            assert wa == pytest.approx(wb, abs=0.03), (extra, k, wa, wb)
+            if max(wa.values()) > 0.6:  # not a tie (the middle window sees both actions)
+                assert max(wa, key=wa.get) == max(wb, key=wb.get), (extra, k, wa, wb)
+        if extra:  # the first window sees a, the last b
+            assert max(pb[0], key=pb[0].get) == 0 and max(pb[-1], key=pb[-1].get) == 1, pb
+
+
+_NO_PYAV_SCRIPT = r"""
+import json, sys
+from importlib.abc import MetaPathFinder
+
+import _block_av  # noqa: F401 - `import av` now fails, as on the GPU machine
+
+
+class _Record(MetaPathFinder):  # in front of the blocker: also sees attempts that are caught
+    tried = []
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "av" or name.startswith("av."):
+            self.tried.append(name)
+        return None
+
+
+sys.meta_path.insert(0, _Record())
+from click.testing import CliRunner
+
+from fastvid.cli import cli
+
+video, ckpt, out, config = sys.argv[1:5]
+small, window = json.loads(sys.argv[5]), json.loads(sys.argv[6])
+found = {}
+for mode, extra in (("whole", []), ("window", window)):
+    res = CliRunner().invoke(cli, ["predict", video, "-c", config, "--checkpoint", ckpt,
+                                   "--device", "cpu", *small, "--loader", "dali-cpu",
+                                   "--topk", "4", "--out", out, *extra])
+    found[mode] = {"exit_code": res.exit_code, "output": res.output[-2000:],
+                   "result": json.load(open(out)) if res.exit_code == 0 else None}
+found["tried_av"] = _Record.tried
+found["av_loaded"] = sorted(m for m in sys.modules if m == "av" or m.startswith("av."))
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.dali
+@needs_pyav
+def test_dali_cpu_predict_without_pyav(trained_trn, tmp_path):
+    """With PyAV unimportable (the GPU machine has none), dali-cpu predicts a VP9 video whole and
+    in windows, never trying to import av, and gives what it gives with PyAV around."""
+    video = _clip_video(tmp_path, "vp9")  # PyAV writes it; the subprocess cannot
+    ckpt = trained_trn / "best.pt"
+    expected = {mode: predict(ckpt, video, tmp_path / f"{mode}.json", "--topk", "4",
+                              "--loader", "dali-cpu", *extra)
+                for mode, extra in (("whole", []), ("window", DALI_WINDOW))}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _NO_PYAV_SCRIPT, str(video), str(ckpt),
+                           str(tmp_path / "sub.json"), CONFIG, json.dumps(SMALL),
+                           json.dumps(DALI_WINDOW)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["tried_av"] == [] and found["av_loaded"] == []
+    for mode in ("whole", "window"):
+        assert found[mode]["exit_code"] == 0, found[mode]["output"]
+        got = found[mode]["result"]
+        assert len(got["windows"]) == (1 if mode == "whole" else 3)
+        for wa, wb in zip(_all_probs(got), _all_probs(expected[mode])):
+            assert wa == pytest.approx(wb, abs=1e-5)
+
+
+@pytest.mark.dali
+@needs_pyav
+def test_dali_predict_unsupported_is_one_line(trained_trn, tmp_path):
+    """H.264 through DALI's CPU decoder, or --loader dali without a GPU: one line saying why and
+    what to use instead, whole or windowed, before any decoding."""
+    video = _clip_video(tmp_path, "h264")
+    base = ["predict", str(video), "-c", CONFIG, "--checkpoint", str(trained_trn / "best.pt"),
+            "--device", "cpu", *SMALL]
+    for extra in ([], DALI_WINDOW):
+        res = invoke(base + ["--loader", "dali-cpu", *extra])
+        _one_line_error(res, video.name, "codec h264 is not supported by DALI's CPU video decoder",
+                        "--loader torch")
+        if not torch.cuda.is_available():
+            res = invoke(base + ["--loader", "dali", *extra])
+            _one_line_error(res, "--loader dali", "CUDA")
+
+
+def _wipe_mjpeg_frames(path: Path, keep: int) -> None:
+    """Zero the JPEG data of every frame from ``keep`` on, keeping every AVI chunk size: the
+    container headers stay valid, the decoder fails."""
+    data = bytearray(path.read_bytes())
+    chunks = [i for i in range(len(data) - 8) if data[i:i + 4] == b"00dc"]
+    for pos in chunks[keep:]:
+        size = int.from_bytes(data[pos + 4:pos + 8], "little")
+        data[pos + 8:pos + 8 + size] = bytes(size)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.dali
+@needs_pyav
+def test_dali_predict_corrupt_video_is_one_line(trained_trn, tmp_path):
+    """A file that is no video, a truncated one, and one whose headers are fine but whose frames
+    do not decode (DALI fails in the pipeline): a one-line DataError naming the file, whole or
+    windowed."""
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(b"not a video at all" * 20)
+    truncated = _clip_video(tmp_path, "vp9", name="truncated")
+    truncated.write_bytes(truncated.read_bytes()[:600])
+    wiped = _clip_video(tmp_path, "mjpeg", name="wiped")
+    _wipe_mjpeg_frames(wiped, keep=12)
+    cases = [(garbage, "not a video container"), (truncated, "truncated or corrupt"),
+             (wiped, "DALI cannot decode")]
+    for path, why in cases:
+        for extra in ([], DALI_WINDOW):
+            res = invoke(["predict", str(path), "-c", CONFIG, "--checkpoint",
+                          str(trained_trn / "best.pt"), "--device", "cpu", *SMALL,
+                          "--loader", "dali-cpu", *extra])
+            _one_line_error(res, str(path), why)
+    # past the first chunk: the frames before it came through, then the error names the chunk
+    from fastvid.errors import DataError
+    from fastvid.predict import FrameSource, InputSpec
+
+    got = []
+    with pytest.raises(DataError, match=r"wiped\.avi: DALI cannot decode frames 8-15: "):
+        for frame in FrameSource(InputSpec(wiped, "video"), loader="dali-cpu", chunk_frames=8):
+            got.append(frame)
+    assert len(got) == 8
+
+
+def _colour_model(x: torch.Tensor) -> torch.Tensor:
+    """A "model" scoring a window's mean colour, (N, T, C, H, W) in pixel units -> 4 logits: the
+    test video's blue level changes every frame, so windows score differently, no training."""
+    m = x.float().mean(dim=(1, 3, 4))
+    return torch.stack([m[:, 0], m[:, 1], m[:, 2], -m[:, 2]], dim=1) / 20
+
+
+def _window_cfg():
+    from fastvid.cli.common import load_cli_config
+
+    return load_cli_config(CONFIG, tuple(SMALL[1::2]))
+
+
+@pytest.mark.dali
+@needs_pyav
+def test_windows_through_dali_cpu_match_torch(tmp_path):
+    """Sliding windows over frames DALI decoded (dali-cpu) score like those over PyAV's frames."""
+    from _media import write_video as write_media_video
+
+    from fastvid.predict import InputSpec, predict_input
+
+    spec = InputSpec(write_media_video(tmp_path / "v", 26, 48, 64, "vp9"), "video")
+    res = {name: predict_input(_window_cfg(), _colour_model, spec, device=torch.device("cpu"),
+                               labels=None, topk=4, window="8", stride="6", loader=name)
+           for name in ("dali-cpu", "torch")}
+    a, b = res["dali-cpu"], res["torch"]
+    assert a["num_frames"] == b["num_frames"] == 26
+    assert [(w["start_frame"], w["end_frame"]) for w in a["windows"]] == \
+        [(s, s + 8) for s in window_starts(26, 8, 6)]
+    pa, pb = _all_probs(a), _all_probs(b)
+    assert len({round(max(p.values()), 3) for p in pb}) > 1  # the windows score differently
+    for wa, wb in zip(pa, pb):  # measured: 0.003 at most
+        assert wa == pytest.approx(wb, abs=0.03)
+
+
+class _OnCPU:
+    """The frames of a FrameSource, copied to the CPU: the same decoded pixels, windowed there."""
+
+    def __init__(self, source) -> None:
+        self.source, self.spec = source, source.spec
+        self.num_frames, self.fps = source.num_frames, source.fps
+
+    def __iter__(self):
+        return (frame.cpu() for frame in self.source)
+
+
+@pytest.mark.gpu
+@pytest.mark.dali
+def test_dali_gpu_windows_on_the_device(tmp_path):
+    """--loader dali --window on H.264: NVDEC frames stay on the GPU and are resized, cropped,
+    normalized and batched there; the windows score as the same frames windowed on the CPU
+    (resize rounding apart). No PyAV needed (prebuilt media)."""
+    from _media import video_dataset
+
+    from fastvid.predict import FrameSource, InputSpec, _predict_windows, predict_input
+
+    cfg, cuda = _window_cfg(), torch.device("cuda")
+    spec = InputSpec(sorted((video_dataset(tmp_path, "h264") / "videos").iterdir())[0], "video")
+    res = predict_input(cfg, _colour_model, spec, device=cuda, labels=None, topk=4, window="8",
+                        stride="6", loader="dali")
+    source = _OnCPU(FrameSource(spec, loader="dali", device=cuda))
+    ref = list(_predict_windows(cfg, _colour_model, source, torch.device("cpu"), (1, 1), 8, 6, 8, 8))
+    assert [(w["start_frame"], w["end_frame"]) for w in res["windows"]] == [(s, e) for s, e, _ in ref]
+    assert len(ref) == len(window_starts(source.num_frames, 8, 6)) > 1
+    for win, (_, _, probs) in zip(res["windows"], ref):
+        for t in win["topk"]:
+            assert t["prob"] == pytest.approx(float(probs[t["index"]]), abs=5e-3)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +10,6 @@ import click
 from fastvid.cli import cli
 from fastvid.cli.common import config_options, friendly_errors, load_cli_config
 from fastvid.loaders import loader_names
-
-log = logging.getLogger("fastvid.cli.predict")
 
 
 @cli.command("predict")
@@ -40,7 +37,8 @@ log = logging.getLogger("fastvid.cli.predict")
               help="Windows per forward pass.")
 @click.option("--loader", type=click.Choice(loader_names()), default="auto",
               show_default=True,
-              help="Decoder for short inputs: auto is DALI (NVDEC/nvJPEG) on a GPU, else torch (PyAV: any codec).")
+              help="Decoder of the input, whole or windowed: auto is DALI (NVDEC/nvJPEG) on a GPU, "
+                   "else torch (PyAV: any codec); dali-cpu decodes VP8/VP9/MJPEG videos.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write predictions JSON here.")
 @friendly_errors
 def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], device: str,
@@ -55,17 +53,13 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
     from fastvid.checkpoint import load_model_for_inference
     from fastvid.cli.common import resolve_device
     from fastvid.data.lists import read_categories
-    from fastvid.loaders import dali_available
-    from fastvid.predict import detect_input, predict_input
+    from fastvid.predict import detect_input, predict_input, predict_loader
 
     if (checkpoint is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --checkpoint or --engine")
     cfg = load_cli_config(config_path, overrides)
     dev = resolve_device(device)
-    if loader == "auto":
-        # Not resolve_loader_name: it would pick (and log) DALI-on-CPU, which predict does not use.
-        loader = "dali" if dev.type == "cuda" and dali_available() else "torch"
-        log.debug("loader auto -> %s for inputs predicted whole", loader)
+    loader = predict_loader(loader, dev)
     max_batch = None
     if checkpoint:
         model, meta = load_model_for_inference(cfg, checkpoint, dev)
