@@ -127,3 +127,13 @@ def test_unreadable_inputs_are_data_errors(tmp_path):
             probe_video_headers(tmp_path / name)
     with pytest.raises(DataError, match="video file not found"):
         probe_video_headers(tmp_path / "missing.webm")
+
+
+def test_webm_frame_rate_is_not_nanosecond_truncated(tmp_path):
+    """Matroska stores whole nanoseconds per frame (12 fps: 83333333 ns); the rate reported is
+    PyAV's 12.0, not 12.0000000048 (it lands in predictions JSON as ``fps``)."""
+    from _media import write_video
+
+    path = write_video(tmp_path / "v.webm", 6, 32, 32, codec="vp9", fps=12)
+    info = probe_video_headers(path)
+    assert info.fps == 12.0 and info == _pyav_probe(path)

@@ -362,7 +362,9 @@ def _probe_matroska(buf: memoryview, path: str) -> VideoInfo:
         raise DataError(f"{path}: no video stream")
     track = int(video["number"])
     count = counts.get(track, 0)
-    fps = 1e9 / float(video["default_duration"]) if video.get("default_duration") else 0.0
+    # DefaultDuration is whole nanoseconds per frame (12 fps: 83333333 ns -> 12.0000000048);
+    # 6 decimals undo that truncation and keep NTSC rates (29.97003).
+    fps = round(1e9 / float(video["default_duration"]), 6) if video.get("default_duration") else 0.0
     stamps = times.get(track, [])
     if not fps and len(stamps) > 1:
         span = (max(stamps) - min(stamps)) * scale / 1e9
