@@ -117,9 +117,11 @@ def probe_input_video(path: Path, loader: str) -> "VideoInfo":
     try:
         return probe_video_headers(path)
     except DataError:
-        if loader in DALI_LOADERS:
+        # Without PyAV there is nothing to fall back to: the parser's message stands.
+        from fastvid.data.video_io import probe_video, pyav_installed
+
+        if loader in DALI_LOADERS or not pyav_installed():
             raise
-    from fastvid.data.video_io import probe_video
 
     return probe_video(path)
 
@@ -181,6 +183,9 @@ class FrameSource:
                 yield decode_jpeg_rgb(read_jpeg_file(path), path)
 
     def _pyav_frames(self) -> Iterator[torch.Tensor]:
+        from fastvid.data.video_io import require_pyav
+
+        require_pyav(self.spec.path)
         import av
 
         try:

@@ -183,6 +183,19 @@ def test_start_resumes_at_a_batch_without_reading_the_ones_before(roots, backend
     assert len(epoch0) == 3 and not torch.equal(epoch0[0][0], full[0][0])
 
 
+def test_torch_loader_on_videos_without_pyav_says_so(roots, monkeypatch):
+    """No PyAV (the bare GPU image; --loader auto without DALI): one line at construction, not
+    a 'ModuleNotFoundError' per sample from the workers."""
+    from fastvid.data import video_io
+
+    root = roots["mjpeg"]  # written with PyAV (skips without it)
+    monkeypatch.setattr(video_io, "pyav_installed", lambda: False)
+    with pytest.raises(BackendUnavailable, match=r"\.avi: the torch loader decodes video files "
+                                                 r"with PyAV, which is not installed.*--loader dali"):
+        loader_for(root, "torch")
+    loader_for(roots["frames"], "torch")  # frame folders need no PyAV
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_shards_split_the_val_list(roots, backend):
     seen = []

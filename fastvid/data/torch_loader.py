@@ -24,7 +24,8 @@ from fastvid.data.bad_samples import BadSampleLog
 from fastvid.data.lists import VideoRecord
 from fastvid.data.sampling import shard_indices
 from fastvid.data.transforms import SamplePlanner, ViewPlan, apply_plan, normalize_video
-from fastvid.data.video_io import probe_video, read_frame_folder, read_video_frames
+from fastvid.data.video_io import (probe_video, read_frame_folder, read_video_frames,
+                                   require_pyav)
 from fastvid.errors import DataError
 
 __all__ = ["VideoClipDataset", "EpochShardSampler", "TorchVideoLoader", "MAX_REDRAWS"]
@@ -173,6 +174,9 @@ class TorchVideoLoader:
         self.planner = planner
         self._norm = dict(mean=list(mean), std=list(std), bgr=bgr, channels_first=channels_first)
         self.dataset = VideoClipDataset(records, planner, frame_tmpl)
+        first_video = next((r.path for r in self.dataset.records if r.is_video), None)
+        if first_video is not None:
+            require_pyav(first_video)
         self.sampler = EpochShardSampler(len(self.dataset), shuffle, seed, num_shards, shard_id)
         self.num_samples = len(self.sampler)
         if drop_last and self.num_samples < batch_size:

@@ -205,6 +205,28 @@ def _probe_cached(path: str, mtime_ns: int, size: int) -> VideoInfo:
         return VideoInfo(count, int(ctx.height), int(ctx.width), str(ctx.name), fps)
 
 
+def pyav_installed() -> bool:
+    """Whether ``import av`` can work (checked without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("av") is not None
+    except ImportError:  # a finder that refuses the name
+        return False
+
+
+def require_pyav(path: str | Path) -> None:
+    """BackendUnavailable (one line, naming ``path``) when PyAV, which the torch loader decodes
+    video files with, is not installed; checked before any worker would fail on each sample."""
+    from fastvid.errors import BackendUnavailable
+
+    if not pyav_installed():
+        raise BackendUnavailable(
+            f"{path}: the torch loader decodes video files with PyAV, which is not installed: "
+            f"pip install av (fastvid's [video] extra), or use --loader dali (NVDEC) or dali-cpu "
+            f"(VP8/VP9/MJPEG)")
+
+
 def file_key(path: str | Path) -> tuple[str, int, int]:
     """``(path, mtime_ns, size)``: what a probe cache is keyed by; DataError when unreadable."""
     path = os.fspath(path)
