@@ -100,21 +100,24 @@ def build_pipeline(source: BatchSource, *, use_gpu: bool, mean: Sequence[float],
             data, start, end, size, mirror, label, bad = outs
         if stage == "source":
             return data, label, bad
+        if source.video:
+            frames = fn.decoders.video(data, device=decode_device, frames=frame_idx)  # FHWC RGB
+            if bgr:
+                frames = fn.color_space_conversion(frames, image_type=types.RGB, output_type=types.BGR)
+        elif train:  # ROI decoding: only the crop box is decoded
+            frames = fn.decoders.image_slice(data, device=decode_device, output_type=color,
+                                             start=fn.cast(start, dtype=types.INT32),
+                                             end=fn.cast(end, dtype=types.INT32),
+                                             axis_names="HW", **dec_opts)
+        else:
+            frames = fn.decoders.image(data, device=decode_device, output_type=color, **dec_opts)
+        if stage == "decode":
+            return frames, label, bad
+        layout = ("CFHW" if channels_first else "FCHW") if source.video else "CHW"
         if crops > 1:  # start, end, size, mirror hold resize, anchors, crop, mirrors
-            if source.video:
-                frames = fn.decoders.video(data, device=decode_device, frames=frame_idx)
-                if bgr:
-                    frames = fn.color_space_conversion(frames, image_type=types.RGB,
-                                                       output_type=types.BGR)
-            else:
-                frames = fn.decoders.image(data, device=decode_device, output_type=color,
-                                           **dec_opts)
-            if stage == "decode":
-                return frames, label, bad
             frames = fn.resize(frames, size=start, **_RESIZE)
             if stage == "resize":
                 return frames, label, bad
-            layout = ("CFHW" if channels_first else "FCHW") if source.video else "CHW"
             shape = fn.cast(size, dtype=types.INT32)
             views = [fn.crop_mirror_normalize(
                 fn.slice(frames, start=fn.cast(end[c], dtype=types.INT32), shape=shape,
@@ -122,37 +125,14 @@ def build_pipeline(source: BatchSource, *, use_gpu: bool, mean: Sequence[float],
                 mirror=mirror[c], mean=list(mean), std=list(std), dtype=types.FLOAT,
                 output_layout=layout) for c in range(crops)]
             return fn.stack(*views, axis=0, axis_name="V"), label, bad
-        if source.video:
-            frames = fn.decoders.video(data, device=decode_device, frames=frame_idx)  # FHWC RGB
-            if bgr:
-                frames = fn.color_space_conversion(frames, image_type=types.RGB, output_type=types.BGR)
-            if stage == "decode":
-                return frames, label, bad
-            if train:
+        if train:
+            if source.video:  # frames were decoded whole: cut the crop box first
                 frames = fn.slice(frames, start=fn.cast(start, dtype=types.INT32),
                                   end=fn.cast(end, dtype=types.INT32), axis_names="HW")
-                frames = fn.resize(frames, size=size, **_RESIZE)
-            else:
-                frames = fn.resize(frames, size=size, roi_start=start, roi_end=end,
-                                   roi_relative=False, **_RESIZE)
-            layout = "CFHW" if channels_first else "FCHW"
+            frames = fn.resize(frames, size=size, **_RESIZE)
         else:
-            if train:  # ROI decoding: only the crop box is decoded
-                frames = fn.decoders.image_slice(data, device=decode_device, output_type=color,
-                                                 start=fn.cast(start, dtype=types.INT32),
-                                                 end=fn.cast(end, dtype=types.INT32),
-                                                 axis_names="HW", **dec_opts)
-            else:
-                frames = fn.decoders.image(data, device=decode_device, output_type=color,
-                                           **dec_opts)
-            if stage == "decode":
-                return frames, label, bad
-            if train:
-                frames = fn.resize(frames, size=size, **_RESIZE)
-            else:
-                frames = fn.resize(frames, size=size, roi_start=start, roi_end=end,
-                                   roi_relative=False, **_RESIZE)
-            layout = "CHW"
+            frames = fn.resize(frames, size=size, roi_start=start, roi_end=end,
+                               roi_relative=False, **_RESIZE)
         if stage == "resize":
             return frames, label, bad
         video = fn.crop_mirror_normalize(frames, mirror=mirror, mean=list(mean), std=list(std),
