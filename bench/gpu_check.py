@@ -348,7 +348,7 @@ class _Section:
 
 
 def _summary(rec: dict[str, Any]) -> str:
-    keys = ("kind", "model", "backend", "mode", "precision", "channels_last", "batch", "status",
+    keys = ("kind", "model", "backend", "measure", "mode", "precision", "channels_last", "batch", "status",
             "video_per_s", "videos_per_s", "ratio_to_eager", "ratio_to_fp32", "ratio_to_torch",
             "tflops", "pct_of_peak", "reason", "expected_s", "left_s")
     return str({k: rec[k] for k in keys if k in rec})
@@ -485,6 +485,31 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
         runner.run_variants(gated, max_batch=max(b for _, _, b in plan), on_record=on_record)
 
     return _measure(sec, plan, stub=infer_stub, kind=lambda v: v[0], expected_s=expected, run=infer)
+
+
+#: What each slot runs (docs/gpu-check.md's table, :func:`slot_table`).
+SLOT_WHAT = {
+    "tests_capture": "`pytest -m gpu` on tests/test_step_capture.py, tests/test_graphed.py: replayed (and compiled + captured) steps equal eager ones",
+    "dali": "loader rows at steady state: torch, DALI GPU, the data_wait of 20 TRN steps fed by DALI, DALI CPU, stage timings",
+    "train_trn_bninception": "TRN batch 24: bf16 channels-last eager, compile + CUDA graphs, CUDA graphs, fp32, then the rest",
+    "train_tpn_slowonly_r50": "TPN-SlowOnly batch 8: the same order",
+    "infer_trn_bninception": "TRN batch 1 eager fp32 / fp16, compile + CUDA graphs, eager + CUDA graphs; batch 16; the rest; AOTInductor last",
+    "infer_tpn_slowonly_r50": "TPN-SlowOnly: the same order",
+    "tests_dali_gpu": "`pytest -m 'gpu and dali'`: DALI's GPU graph (nvJPEG, NVDEC with test media)",
+    "tests_more": "the other gpu/trt/dali tests (DALI on the CPU, TensorRT), when time remains",
+    "tests_aoti": "tests/test_engines.py: AOTInductor's cold CUDA build, when time remains",
+    "report": "report.md + up to 4 PNGs",
+}
+
+
+def slot_table() -> str:
+    """The slots of the full and quick presets as a Markdown table (docs/gpu-check.md)."""
+    full, quick = dict(PRESETS["full"].slots), dict(PRESETS["quick"].slots)
+    rows = ["| slot | what | full (s) | quick (s) |", "|---|---|---|---|"]
+    for name, seconds in PRESETS["full"].slots:
+        rows.append(f"| {name} | {SLOT_WHAT[name]} | {seconds} | {quick.get(name, '-')} |")
+    rows.append(f"| total | | {sum(full.values())} | {sum(quick.values())} |")
+    return "\n".join(rows)
 
 
 def shell_slots(preset: str) -> str:
@@ -720,6 +745,7 @@ def _parser() -> argparse.ArgumentParser:
     slots = sub.add_parser("slots", help="the preset's slots and test groups, as bash assignments "
                                           "(read by scripts/gpu_check.sh)")
     slots.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    slots.add_argument("--table", action="store_true", help="the Markdown table of docs/gpu-check.md instead")
     keep = sub.add_parser("keep", help="file a GPU check's OUT_DIR under reports/gpu/<date>-<device>/")
     keep.add_argument("src")
     keep.add_argument("--repo", default=str(REPO))
@@ -734,7 +760,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                              warm_cache=args.cache == "warm")))
         return 0
     if args.section == "slots":
-        print(shell_slots(args.preset))
+        print(slot_table() if args.table else shell_slots(args.preset))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.section == "keep":

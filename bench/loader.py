@@ -360,10 +360,9 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
     device = torch.device(device)
     records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
     n_workers = cfg.train.workers if workers is None else workers
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     base = {"kind": "loader", "batches": batches, "batch_size": batch_size,
             "device": device_name(device), "device_type": device.type,
-            "date": date, "dataset": str(dataset.root), "format": dataset.format,
+            "dataset": str(dataset.root), "format": dataset.format,
             "image_size": cfg.data.image_size, "layout": cfg.spec.input_layout,
             "videos": len(records), "cores": available_cores(),
             "versions": dict(versions(), python=platform.python_version())}
@@ -418,7 +417,8 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             loader_workers = (dali_workers if t is not None else n_workers) if dali else \
                 (t if t is not None else n_workers)
             rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,
-                                       measure=part, loadavg_before=_loadavg())
+                                       measure=part, loadavg_before=_loadavg(),
+                                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
             if dali and dali_options:
                 rec["dali_options"] = dict(dali_options)
             key = (backend, t)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_check import PRESETS, TIME_BUDGET, TimeBudget, keep_results, main
+from bench.gpu_check import PRESETS, TIME_BUDGET, TimeBudget, keep_results, loader_items, main
 from bench.records import read_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -291,6 +291,29 @@ def test_stopped_train_bench_keeps_what_it_measured(tmp_path, sig):
         assert "time cap" in recs[1]["reason"] and recs[1]["elapsed_s"] >= 0
 
 
+@pytest.mark.dali
+def test_stopped_loader_slot_keeps_the_dali_throughput(tmp_path):
+    """The slot's SIGTERM while the details (data_wait training run, stage timings) run: the
+    DALI throughput measured before them is in results.json, the detail in flight is recorded as
+    stopped and the rest as skipped. (On a CPU the rows' details run on DALI's CPU loader.)"""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench.gpu_check", "loader", str(out), "--preset", "smoke", "--device", "cpu",
+           "--workers", "0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    recs = _wait_for_records(out, proc, 3)  # torch, dali (skipped here: no GPU), dali-cpu
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 124, log
+    kept = read_records(out)
+    dali = kept[2]
+    assert dali == recs[2] and (dali["backend"], dali["measure"], dali["status"]) == ("dali-cpu", "throughput", "ok")
+    assert dali["videos_per_s"] > 0 and dali["dali_options"] == {"prefetch": 3}
+    details = kept[3:]
+    assert [(r["backend"], r["measure"]) for r in details] == [("dali-cpu", "data_wait"), ("dali-cpu", "stages")]
+    assert [r["status"] for r in details] in (["stopped", "skipped"], ["ok", "stopped"]), log
+    assert all(r["stopped_by"] == "SIGTERM" for r in details if r["status"] == "skipped")
+
+
 def test_dali_tests_skip_without_pyav(tmp_path):
     """On the GPU machine (no PyAV) 20 DALI tests errored in a fixture that wrote videos: with
     ``import av`` blocked they skip with the reason, and those on frame folders still run."""
@@ -339,14 +362,17 @@ def test_gpu_check_script_on_cpu(tmp_path):
     # -rA: the full summary, one line per test, the skipped GPU test with its reason
     assert "short test summary info" in tests_log and "SKIPPED" in tests_log and "needs a CUDA GPU" in tests_log
     recs = read_records(out)
-    train = [(r["precision"], r["channels_last"], r["status"]) for r in recs if r["kind"] == "train"]
-    assert [t[:2] for t in train] == list(PRESETS["smoke"].train_variants)
+    smoke = PRESETS["smoke"]
+    train = [(r["precision"], r["channels_last"], r["mode"]) for r in recs if r["kind"] == "train"]
+    assert train == list(smoke.train_variants)
     infer = [(r["backend"], r["precision"], r["batch"]) for r in recs if r["kind"] == "inference"]
-    assert infer == list(PRESETS["smoke"].infer_plan)
+    assert infer == list(smoke.infer_plan)
     assert all(r["model"] == "trn_bninception" for r in recs if r["kind"] != "loader")
-    loader = {r["backend"]: r for r in recs if r["kind"] == "loader"}
-    assert list(loader) == list(PRESETS["smoke"].loaders)  # torch, dali (skipped: no CUDA), dali-cpu
-    assert loader["dali"]["status"] == "skipped" and "CUDA" in loader["dali"]["reason"]
+    loader = [r for r in recs if r["kind"] == "loader"]
+    assert [(r["backend"], r["measure"]) for r in loader] == [(b, p) for b, _, p in loader_items(smoke, cuda=False)]
+    assert loader[0]["status"] == "ok" and loader[0]["videos_per_s"] > 0  # torch, first
+    assert loader[1]["status"] == "skipped" and "CUDA" in loader[1]["reason"]  # DALI's GPU loader
+    assert all(r["status"] in ("ok", "skipped", "stopped") for r in recs)
     log = (out / "gpu_check.log").read_text()
     assert "== train bench trn_bninception" in log and "train bench tpn_slowonly_r50" not in log
     assert "holds" in log and "WARNING" not in log
@@ -399,3 +425,27 @@ def test_keep_refuses_a_cpu_run(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps([dict(_gpu_records()[0], device_type="cpu")]))
     with pytest.raises(FastvidError, match="no CUDA records"):
         keep_results(tmp_path, tmp_path)
+
+
+def test_readme_and_docs_agree_with_the_script():
+    """docs/gpu-check.md's slot table is the driver's (slots --table), its device-call timeouts
+    cover the slots, and the README keeps make gpu-check with a pointer, not the lent-machine steps."""
+    from bench.gpu_check import slot_table
+
+    doc = (REPO / "docs" / "gpu-check.md").read_text()
+    table = re.search(r"<!-- slot-table -->\n(.*?)\n<!-- /slot-table -->", doc, re.S).group(1)
+    assert table == slot_table(), "regenerate with: python -m bench.gpu_check slots --table"
+    full = sum(t for _, t in PRESETS["full"].slots)
+    quick = sum(t for _, t in PRESETS["quick"].slots)
+    timeouts = {int(m.group(1)): int(m.group(2)) for m in
+                re.finditer(r"^\| (\d)(?: \(optional\))? \|.*\| (\d+) \|$", doc, re.M)}
+    assert timeouts[3] >= full + 30 and timeouts[4] >= quick + 30, timeouts
+    assert "scripts/gpu_check.sh $OUT --quick" in doc and "python -m bench.gpu_check keep FILES_AT" in doc
+    assert f"{full // 60} minutes" in doc or f"{full // 60}-minute" in doc
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## The GPU check"):readme.index("## Loaders")]
+    assert "make gpu-check" in section and "docs/gpu-check.md" in section and "--plan" in section
+    assert ".carry/dali-" not in readme and "unstage-dali" not in readme  # those steps live in the doc
+    assert f"at most **{full // 60} minutes**" in section
+    make = (REPO / "Makefile").read_text()
+    assert f"({full // 60} min;" in make
