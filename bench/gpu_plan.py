@@ -31,7 +31,7 @@ PRIORS_FILE = Path(__file__).with_name("gpu_priors.yaml")
 #: Inductor graphs this check compiled, kept in the Inductor cache folder: a rerun on the same
 #: machine expects those compiles warm and the others cold.
 COMPILED_KEYS_FILE = "fastvid_gpu_check_compiled.json"
-#: Engine runners missing on the lent GPU machines (KINDS.md's package list): planned as skipped.
+#: Engine runners missing on the lent GPU machines (the device tool's package list): planned as skipped.
 LENT_MACHINE_MISSING = {"trt": "torch_tensorrt is not installed on the lent GPU machines"}
 
 Key = tuple
