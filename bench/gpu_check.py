@@ -318,8 +318,10 @@ class _Costs:
 
     def finished(self, variant: Any, seconds: float) -> None:
         est = self._est.get(variant)
-        if est is not None and est.seconds > 1.0:
-            self.slowdown = min(3.0, max(1.0, seconds / est.seconds))
+        # Learned from items long enough to say something about the machine (a 2 s capture
+        # taking 4 s must not double a 90 s compile's estimate).
+        if est is not None and est.seconds >= 10.0:
+            self.slowdown = min(2.0, max(1.0, seconds / est.seconds))
 
 
 @dataclasses.dataclass

@@ -449,3 +449,28 @@ def test_readme_and_docs_agree_with_the_script():
     assert f"at most **{full // 60} minutes**" in section
     make = (REPO / "Makefile").read_text()
     assert f"({full // 60} min;" in make
+
+
+def test_driver_estimates_grow_when_the_machine_is_slower_than_the_priors():
+    from bench.gpu_check import TimeBudget, _Costs
+    from bench.gpu_plan import CostModel, Priors
+
+    clock = _Clock()
+    budget = TimeBudget(deadline=2000.0, clock=clock)
+    costs = _Costs(budget, CostModel(Priors.load()))
+    kw = dict(batch=24, warmup=2, iters=6)
+    variants = [("bf16", True, "eager"), ("bf16", True, "cuda-graphs"), ("fp32", False, "eager")]
+    seen = []
+
+    def expected(v, last):
+        e = costs.expect(v, costs.model.train("trn_bninception", v, **kw))
+        seen.append((v, e))
+        return e
+
+    for v in budget.gate(variants, kind=lambda v: v[2], expected_s=expected, on_skip=lambda v, i: None):
+        clock.t += {"eager": 31.0, "cuda-graphs": 8.0}[v[2]]  # the first takes twice its ~16 s
+    first, graphs, fp32 = (e for _, e in seen)
+    assert 15 < first < 17 and graphs < 10  # cuDNN already tuned for bf16 channels-last
+    fresh = CostModel(Priors.load()).train("trn_bninception", ("fp32", False, "eager"), **kw).seconds
+    # stretched by the first variant's 31 s for ~16 expected, not by the short capture's 8 for ~4
+    assert fp32 == pytest.approx(fresh * 31.0 / first, rel=1e-6)
