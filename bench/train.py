@@ -68,6 +68,17 @@ def _set_ratio(rec: dict[str, Any], base_rec: Optional[dict[str, Any]]) -> None:
                                         f"the fp32 baseline is unstable ({base_rec['unstable_reason']})")
 
 
+def _set_ratio_to_eager(rec: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    """``ratio_to_eager``: a compiled or captured step's speed-up over the eager step of the same
+    precision and layout measured before it (the record is written at once, so only earlier ones)."""
+    if rec.get("status") != "ok" or rec.get("mode", "eager") == "eager":
+        return
+    eager = next((r for r in records if r.get("status") == "ok" and r.get("mode", "eager") == "eager"
+                  and r["precision"] == rec["precision"] and r["channels_last"] == rec["channels_last"]), None)
+    if eager is not None:
+        rec["ratio_to_eager"] = round(rec["videos_per_s"] / eager["videos_per_s"], 3)
+
+
 def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: int,
                    device: torch.device | str, *, batch: int = 8,
                    variants: Optional[Iterable[tuple[str, bool]]] = None, warmup: int = 2,
@@ -93,7 +104,9 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             ``train.clip_grad_norm`` of the config; defaults: the configs' defaults).
         on_record: called with each record as soon as it is complete (to save it before the
             next variant starts). Its ``ratio_to_fp32`` is set when the fp32 channels-first
-            baseline was measured before it (it is first in :func:`default_variants`).
+            baseline was measured before it (it is first in :func:`default_variants`), and a
+            compiled or captured variant's ``ratio_to_eager`` when the eager step of its
+            precision and layout was.
     """
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
@@ -105,6 +118,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         annotate_record(rec, model, sample_shape, training=True)
         records.append(rec)
         _set_ratio(rec, _baseline(records))
+        _set_ratio_to_eager(rec, records)
         if on_record is not None:
             on_record(rec)
 

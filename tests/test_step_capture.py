@@ -328,3 +328,17 @@ def test_bench_train_modes_on_cpu(tmp_path):
     graphs = [r for r in recs if r["mode"] == "cuda-graphs"]
     assert all(r["status"] == "skipped" and "needs a CUDA device" in r["reason"] for r in graphs)
     assert all(r["status"] == "ok" and r["videos_per_s"] > 0 for r in recs if r["mode"] == "eager")
+
+
+def test_compiled_and_captured_train_records_carry_their_speed_up_over_eager():
+    from bench.train import _set_ratio_to_eager
+
+    eager = {"status": "ok", "mode": "eager", "precision": "bf16", "channels_last": True, "videos_per_s": 400.0}
+    fp32 = {"status": "ok", "mode": "eager", "precision": "fp32", "channels_last": False, "videos_per_s": 300.0}
+    both = {"status": "ok", "mode": "compile+cuda-graphs", "precision": "bf16", "channels_last": True,
+            "videos_per_s": 1000.0}
+    other = dict(both, channels_last=False)
+    records = [fp32, eager, both, other]
+    for r in records:
+        _set_ratio_to_eager(r, records)
+    assert both["ratio_to_eager"] == 2.5 and "ratio_to_eager" not in other and "ratio_to_eager" not in eager
