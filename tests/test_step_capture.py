@@ -342,3 +342,17 @@ def test_compiled_and_captured_train_records_carry_their_speed_up_over_eager():
     for r in records:
         _set_ratio_to_eager(r, records)
     assert both["ratio_to_eager"] == 2.5 and "ratio_to_eager" not in other and "ratio_to_eager" not in eager
+
+
+@pytest.mark.gpu
+def test_bench_train_compile_with_cuda_graphs_on_cuda():
+    """The GPU check's training row on a small net: eager, then the compiled step captured after
+    3 warm-up steps; both measured, the second with its speed-up over the first."""
+    from bench.train import bench_training
+
+    # the shapes of test_compiled_step_captured_on_cuda: Inductor's cache serves its graphs
+    recs = bench_training(_Net(), (2, 3, 8, 8), 3, torch.device("cuda"), batch=4, warmup=1, iters=3,
+                          variants=[("bf16", False, "eager"), ("bf16", False, "compile+cuda-graphs")])
+    assert [r["status"] for r in recs] == ["ok", "ok"], [r.get("reason") for r in recs]
+    assert recs[1]["mode"] == "compile+cuda-graphs" and recs[1]["ratio_to_eager"] > 0
+    assert recs[1]["warmup_s"] > 0 and recs[1]["videos_per_s"] > 0
