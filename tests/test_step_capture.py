@@ -356,3 +356,15 @@ def test_bench_train_compile_with_cuda_graphs_on_cuda():
     assert [r["status"] for r in recs] == ["ok", "ok"], [r.get("reason") for r in recs]
     assert recs[1]["mode"] == "compile+cuda-graphs" and recs[1]["ratio_to_eager"] > 0
     assert recs[1]["warmup_s"] > 0 and recs[1]["videos_per_s"] > 0
+
+
+def test_train_compile_without_its_compiler_is_a_clear_error(synth_frames, tmp_path, monkeypatch):
+    import shutil
+
+    from _helpers import invoke, train_args
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    work = tmp_path / "run"
+    res = invoke(train_args(synth_frames, work, "--epochs", "1", "--compile"))
+    assert res.exit_code == 1 and "--compile: torch.compile on CPU needs a C++ compiler" in res.output, res.output
+    assert "Traceback" not in res.output and not work.exists()
