@@ -29,7 +29,7 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests
 
-# The GPU check (6 min; GPU_CHECK_ARGS=--quick for 3) into $(GPU_OUT); `make gpu-keep` then files it
+# The GPU check (7 min; GPU_CHECK_ARGS=--quick for ~4, --plan to see the schedule) into $(GPU_OUT); `make gpu-keep` then files it
 # under reports/gpu/<date>-<device>/ and links it from the README.
 gpu-check: $(VENV)/.demo-installed
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/gpu_check.sh $(GPU_OUT) $(GPU_CHECK_ARGS)

@@ -4,7 +4,9 @@
 
     python -m bench.gpu_check train  MODEL OUT_DIR [--preset full|quick|smoke] [--deadline T]
     python -m bench.gpu_check infer  MODEL OUT_DIR [...]
-    python -m bench.gpu_check loader OUT_DIR [...]          # DALI (GPU, CPU) vs torch loader
+    python -m bench.gpu_check loader OUT_DIR [...]          # torch, DALI (GPU, CPU) at steady state
+    python -m bench.gpu_check plan   [--preset P] [--cache cold|warm]   # the schedule, run nothing
+    python -m bench.gpu_check slots  [--preset P]           # the script's slots (bash)
     python -m bench.gpu_check keep   SRC_DIR [--repo DIR]   # file a GPU run under reports/gpu/
 
 ``train`` and ``infer`` measure TRN-BNInception or TPN-SlowOnly-R50 with random weights (timings
@@ -12,15 +14,19 @@ only). Each record goes to ``OUT_DIR/results.json`` as soon as it is measured, s
 by the script's time cap keeps everything it measured.
 
 Time: with ``--deadline`` (an absolute ``time.time()``, from the script) or ``--budget-s``, a
-variant starts only when its expected duration -- the last measured one of its kind in this call,
-else :data:`PRIOR_S` -- ends before the deadline; the others are recorded as ``status: skipped,
-reason: time budget``. SIGTERM (the script's ``timeout``) stops the variant in flight, which is
-recorded as ``status: stopped``, and the variants not started as skipped: every planned variant
-ends up in results.json. Variants are plain data (:data:`PRESETS`): adding one is one line.
+variant starts only when its expected duration ends before the deadline: its own cold costs
+(cuDNN autotuning of a dtype/layout this process has not run, an Inductor compile not in the
+cache, a capture, an engine or pipeline build) + its steady-state work, from the priors in
+``bench/gpu_priors.yaml`` (:mod:`bench.gpu_plan`), stretched when the variants already measured
+took longer than expected. The others are recorded as ``status: skipped, reason: time budget``.
+SIGTERM (the script's ``timeout``) stops the variant in flight, which is recorded as ``status:
+stopped``, and the variants not started as skipped: every planned variant ends up in
+results.json. Variants, their priority order and the slots are plain data (:data:`PRESETS`):
+adding one is one line; ``plan`` prints what a cold H100/H200 would run.
 
 It runs where torch, PyYAML and tqdm are installed (a lent GPU machine may lack click and
 matplotlib; fastvid's config and training modules need the other two), hence
-argparse rather than the package's click CLI; ``loader`` also needs PyYAML (the config file).
+argparse rather than the package's click CLI.
 """
 from __future__ import annotations
 
@@ -41,12 +47,14 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVa
 
 import torch
 
+from bench.gpu_plan import (CostModel, Estimate, Priors, build_schedule, compiled_keys, format_schedule,
+                            remember_compiled)
 from bench.records import append_records, new_run_id, read_records, stamp
 from bench.runner import InferenceBenchmarkRunner, Variant, inference_plan, split_backend
 from bench.train import bench_training
 from fastvid.models import get_model_spec
 
-__all__ = ["MODELS", "PRESETS", "PRIOR_S", "Preset", "TimeBudget", "StepStopped", "run_section",
+__all__ = ["MODELS", "PRESETS", "TEST_GROUPS", "Preset", "slot_parts", "loader_items", "shell_slots", "TimeBudget", "StepStopped", "run_section",
            "run_loaders", "keep_results", "main"]
 
 log = logging.getLogger(__name__)
@@ -61,29 +69,35 @@ MODELS: dict[str, tuple[dict[str, Any], int]] = {
     "tpn_slowonly_r50": (dict(num_classes=400), 8),
 }
 
-# Seconds a variant of each kind is expected to take before any of its kind was measured in
-# this call, from the 2026-11-30 H200 run: a training variant ~16 s (cudnn.benchmark tunes every
-# new dtype/layout), AOTInductor's CUDA compile > 110 s, DALI pipelines 11-14 s to start.
-# compile / onnx / trt and the CUDA-graph kinds were not timed there: rough guesses, only used
-# to decide what to start (an explicit capture adds a few calls to eager; reduce-overhead is an
-# Inductor compile; an engine replayed from a graph costs its build unless already built).
-PRIOR_S: dict[str, float] = {"train": 15.0, "train-compile": 120.0, "eager": 5.0, "eager+cudagraph": 6.0, "compile": 45.0,
-                             "compile+cudagraph": 50.0, "aoti": 150.0, "aoti+cudagraph": 150.0,
-                             "onnx": 30.0, "trt": 150.0, "trt+cudagraph": 150.0, "torch": 5.0,
-                             "dali": 15.0, "dali-cpu": 15.0}
-# A variant that replays an engine this call already built: its load, capture and timing.
-REUSED_ENGINE_S = 10.0
 TIME_BUDGET = "time budget"
+
+# Test groups, in the order run (each in its slot): name -> (paths, marker expression, extra
+# pytest arguments). The capture tests first (the only check that replayed steps equal eager
+# ones), then DALI's GPU graph, then the rest; AOTInductor's cold CUDA build last, alone.
+TEST_GROUPS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
+    "capture": (("tests/test_step_capture.py", "tests/test_graphed.py"), "gpu", ()),
+    "dali_gpu": (("tests/test_dali.py", "tests/test_predict.py"), "gpu and dali", ()),
+    "more": (("tests",), "(gpu or trt or dali) and not (gpu and dali)",
+             ("--ignore=tests/test_step_capture.py", "--ignore=tests/test_graphed.py",
+              "--ignore=tests/test_engines.py")),
+    "aoti": (("tests/test_engines.py",), "gpu or trt", ()),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """What one preset measures, in the order measured (the first ones are the baselines)."""
+    """What one preset measures, in priority order, and the slots of the script's schedule."""
 
-    # (precision, channels_last[, mode]); fp32 eager first. mode: bench.train.TRAIN_MODES.
+    # (name, seconds) in the order run: tests_<group>, dali, train_<model>, infer_<model>,
+    # report. A slot ends at the sum of the lengths so far (from the script's start); a step
+    # that ends early leaves its time to the next one.
+    slots: tuple[tuple[str, int], ...]
+    # (precision, channels_last[, mode]), mode in bench.train.TRAIN_MODES (default eager)
     train_variants: tuple[tuple, ...]
-    infer_plan: tuple[Variant, ...]  # (backend, precision, batch); eager fp32 per batch first
-    loaders: tuple[str, ...]  # torch first (the baseline of ratio_to_torch)
+    infer_plan: tuple[Variant, ...]  # (backend, precision, batch)
+    # (backend, part) in order, part in bench.loader.LOADER_PARTS; "dali" is DALI on the GPU
+    # (on a CPU, the smoke test's, its details run on dali-cpu)
+    loader_plan: tuple[tuple[str, str], ...]
     frames: int = 8
     size: int = 224
     train_batch: Optional[int] = None  # None: the model's (MODELS)
@@ -91,62 +105,93 @@ class Preset:
     train_iters: int = 6
     warmup: int = 5
     iters: int = 30
-    loader_videos: int = 96  # synthetic frame folders (16 frames, 176x100 px, as on 2026-11-30)
-    loader_batches: int = 10
+    # Steady state: 40 timed batches, on (40 + 8) x batch clips so that no epoch boundary (the
+    # torch workers re-priming) falls among them; 96 clips are written (16 JPEG frames of 176x100
+    # px, as on 2026-11-30), the others are hard-linked copies (the same decode work).
+    loader_batches: int = 40
     loader_batch: int = 24
-    # Thread counts swept (bench.loader.thread_counts: "auto" = 1, 2, 4, ... all cores); the
-    # largest first, then 1 (the scaling reference), then the rest.
-    loader_threads: str = "auto"
-    loader_stages: bool = True  # DALI's per-stage breakdown, at all cores
-    loader_train_steps: int = 20  # data_wait of real TRN steps fed by DALI on the GPU (CUDA only)
+    loader_videos: int = (40 + 8) * 24
+    loader_unique: int = 96
+    loader_prefetch: int = 3  # DALI's prefetch queue depth
+    loader_train_steps: int = 20  # the data_wait run: real TRN steps fed by DALI
 
 
 _TRAIN_FULL = (
-    ("fp32", False),  # the baseline of ratio_to_fp32
-    ("bf16", True),
-    # The same dtype and layout again: cuDNN's autotuning is cached, so these cost little.
+    ("bf16", True, "eager"),
+    ("bf16", True, "compile+cuda-graphs"),  # the whole compiled step, captured
     ("bf16", True, "cuda-graphs"),
+    ("fp32", False, "eager"),  # once: the baseline of ratio_to_fp32
     ("bf16", True, "compile"),
+    ("fp16", True, "eager"),
     ("fp16", True, "cuda-graphs"),
-    ("fp16", True),
-    ("fp32", True),
-    ("bf16", False),
-    ("fp16", False),
+    # the other layouts, when time remains
+    ("bf16", False, "eager"),
+    ("fp32", True, "eager"),
+    ("fp16", False, "eager"),
 )
-# Cheap variants first (the time budget skips what no longer fits, then tries the cheaper ones
-# after it): eager, then eager replayed from a CUDA graph (the batch-1 targets), then one
-# Inductor compile per (mode, batch), TensorRT (one engine per batch), AOTInductor last.
+# Batch 1 first (the serving targets): eager fp32 (the baseline of ratio_to_eager, seconds),
+# eager fp16, the compiled model replayed from CUDA graphs, eager replayed; then batch 16, then
+# the rest; one ~2.5 min AOTInductor build last.
 _INFER_FULL = (
-    ("eager", "fp32", 1), ("eager", "fp32", 8), ("eager", "fp32", 16),  # the baselines of ratio_to_eager
-    ("eager", "fp16", 1), ("eager", "fp16", 8), ("eager", "fp16", 16),
-    ("eager+cudagraph", "fp16", 1), ("eager+cudagraph", "fp16", 8), ("eager+cudagraph", "fp16", 16),
-    ("compile+cudagraph", "fp16", 1), ("compile", "fp16", 16), ("compile+cudagraph", "fp16", 8),
-    ("compile+cudagraph", "fp16", 16), ("compile", "fp16", 1), ("compile", "fp16", 8),
+    ("eager", "fp32", 1), ("eager", "fp16", 1), ("compile+cudagraph", "fp16", 1), ("eager+cudagraph", "fp16", 1),
+    ("eager", "fp32", 16), ("eager", "fp16", 16), ("compile+cudagraph", "fp16", 16),
+    ("eager+cudagraph", "fp16", 16),
+    ("compile", "fp16", 1), ("compile", "fp16", 16),
+    ("eager", "fp32", 8), ("eager", "fp16", 8), ("eager+cudagraph", "fp16", 8), ("compile+cudagraph", "fp16", 8),
     ("onnx", "fp16", 1), ("onnx", "fp16", 16),
-    ("trt", "fp16", 1), ("trt+cudagraph", "fp16", 1), ("trt", "fp16", 8), ("trt+cudagraph", "fp16", 8),
-    ("trt", "fp16", 16), ("trt+cudagraph", "fp16", 16),
-    # last: one ~2 min CUDA compile serves every batch, then each batch replays it cheaply
-    ("aoti", "fp16", 16), ("aoti+cudagraph", "fp16", 1), ("aoti+cudagraph", "fp16", 8),
-    ("aoti+cudagraph", "fp16", 16), ("aoti", "fp16", 1), ("aoti", "fp16", 8),
+    ("trt", "fp16", 1), ("trt+cudagraph", "fp16", 1), ("trt", "fp16", 16), ("trt+cudagraph", "fp16", 16),
+    ("aoti", "fp16", 16), ("aoti+cudagraph", "fp16", 1), ("aoti+cudagraph", "fp16", 16), ("aoti", "fp16", 1),
 )
+_LOADER_FULL = (("torch", "throughput"), ("dali", "throughput"), ("dali", "data_wait"),
+                ("dali-cpu", "throughput"), ("dali", "stages"), ("torch", "stages"))
 PRESETS: dict[str, Preset] = {
-    "full": Preset(_TRAIN_FULL, _INFER_FULL, ("torch", "dali", "dali-cpu")),
-    "quick": Preset(_TRAIN_FULL[:3],  # fp32, bf16 channels-last eager and in a CUDA graph
-                    (("eager", "fp32", 1), ("eager", "fp32", 16), ("eager", "fp16", 1),
-                     ("eager", "fp16", 16), ("eager+cudagraph", "fp16", 1),
-                     ("eager+cudagraph", "fp16", 16), ("compile+cudagraph", "fp16", 1),
-                     ("compile", "fp16", 16), ("aoti", "fp16", 16)),
-                    ("torch", "dali"), train_iters=5, iters=20, loader_videos=48,
-                    loader_batches=5, loader_threads="1,all", loader_stages=False,
-                    loader_train_steps=10),
+    # 420 s: one run after DALI's parts arrive (a lease of 15 min: machine start, two part
+    # transfers, this, one --quick rerun)
+    "full": Preset((("tests_capture", 58), ("dali", 60), ("train_trn_bninception", 118),
+                    ("train_tpn_slowonly_r50", 22), ("infer_trn_bninception", 66),
+                    ("infer_tpn_slowonly_r50", 58), ("tests_dali_gpu", 30), ("tests_more", 0),
+                    ("tests_aoti", 0), ("report", 8)),
+                   _TRAIN_FULL, _INFER_FULL, _LOADER_FULL),
+    # 253 s cold (about 2.5 min on the same machine again, Inductor's cache warm): the capture
+    # tests, TRN training eager vs compiled+captured, TRN batch 1 eager vs compiled+replayed
+    "quick": Preset((("tests_capture", 58), ("train_trn_bninception", 120), ("infer_trn_bninception", 67),
+                     ("report", 8)),
+                    _TRAIN_FULL[:3], _INFER_FULL[:4], (), train_iters=5, iters=20),
     # Tiny inputs: checks the script and the driver end to end on a CPU, measures nothing.
-    "smoke": Preset((("fp32", False), ("fp32", True)),
+    "smoke": Preset((("tests_capture", 60), ("tests_dali_gpu", 0), ("dali", 90),
+                     ("train_trn_bninception", 60), ("train_tpn_slowonly_r50", 50),
+                     ("infer_trn_bninception", 60), ("infer_tpn_slowonly_r50", 50),
+                     ("tests_more", 0), ("tests_aoti", 0), ("report", 30)),
+                    (("fp32", False, "eager"), ("fp32", True, "eager")),
                     (("eager", "fp32", 1), ("eager", "fp32", 2), ("eager+cudagraph", "fp32", 2),
                      ("trt", "fp16", 2)),
-                    ("torch", "dali", "dali-cpu"), frames=4, size=64, train_batch=2,
-                    train_warmup=1, train_iters=1, warmup=1, iters=2, loader_videos=4,
-                    loader_batches=2, loader_batch=2, loader_threads="1,2", loader_train_steps=0),
+                    (("torch", "throughput"), ("dali", "throughput"), ("dali-cpu", "throughput"),
+                     ("dali", "data_wait"), ("dali", "stages")),
+                    frames=4, size=64, train_batch=2, train_warmup=1, train_iters=1, warmup=1, iters=2,
+                    loader_batches=2, loader_batch=2, loader_videos=(2 + 8) * 2, loader_unique=4,
+                    loader_train_steps=2),
 }
+
+
+def slot_parts(slot: str) -> tuple[str, Optional[str]]:
+    """``train_trn_bninception`` -> ``("train", "trn_bninception")``, ``tests_capture`` ->
+    ``("tests", None)``, ``dali`` -> ``("dali", None)``."""
+    for part in ("train", "infer"):
+        if slot.startswith(part + "_"):
+            return part, slot[len(part) + 1:]
+    return ("tests", None) if slot.startswith("tests_") else (slot, None)
+
+
+def loader_items(preset: Preset, cuda: bool = True) -> list[tuple[str, Optional[int], str]]:
+    """The loader rows as bench.loader items ``(backend, threads, part)``: each backend with its
+    usual threads and workers (threads None); on a CPU the details of "dali" run on dali-cpu."""
+    items: list[tuple[str, Optional[int], str]] = []
+    for backend, part in preset.loader_plan:
+        if not cuda and backend == "dali" and part != "throughput":
+            backend = "dali-cpu"
+        if (backend, None, part) not in items:
+            items.append((backend, None, part))
+    return items
 
 
 class StepStopped(BaseException):
@@ -180,6 +225,9 @@ class TimeBudget:
         self._kind: Callable[[Any], str] = lambda v: ""
         self._hold = 0
         self._deferred = False
+        # called when a variant starts and when it is done (with its seconds): the cost model
+        self.on_start: Optional[Callable[[Any], None]] = None
+        self.on_finish: Optional[Callable[[Any, float], None]] = None
 
     def left_s(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - self.clock()
@@ -210,13 +258,18 @@ class TimeBudget:
                     on_skip(variant, {"expected_s": round(need, 1), "left_s": round(max(left, 0.0), 1)})
                     continue
                 self.current, self.current_started = variant, self.clock()
+                if self.on_start is not None:
+                    self.on_start(variant)
             yield variant
         self.finished()
 
     def finished(self) -> None:
         """The variant in flight is done: remember how long it took."""
         if self.current is not None:
-            self.last_s[self._kind(self.current)] = self.clock() - self.current_started
+            took = self.clock() - self.current_started
+            self.last_s[self._kind(self.current)] = took
+            if self.on_finish is not None:
+                self.on_finish(self.current, took)
             self.current = None
 
     # ----------------------------------------------------------------- SIGTERM
@@ -239,6 +292,36 @@ class TimeBudget:
         if not self._hold and self._deferred:
             self._deferred = False
             raise StepStopped(signal.Signals(self.stop_signal or signal.SIGTERM).name)
+
+
+class _Costs:
+    """The plan's cost model in a driver process (:mod:`bench.gpu_plan`), with what this process
+    paid so far (cuDNN autotuning, compiles, engines) and a slowdown learned from the variants
+    measured: a machine slower than the priors makes the later estimates longer, never shorter.
+    """
+
+    def __init__(self, budget: TimeBudget, model: Optional[CostModel] = None) -> None:
+        self.model = model or CostModel(Priors.load(), warm_compiles=compiled_keys())
+        self.slowdown = 1.0
+        self._est: dict[Any, Estimate] = {}
+        budget.on_start, budget.on_finish = self.started, self.finished
+
+    def expect(self, variant: Any, est: Estimate) -> float:
+        self._est[variant] = est
+        return est.seconds * self.slowdown
+
+    def started(self, variant: Any) -> None:
+        est = self._est.get(variant)
+        if est is not None:
+            self.model.pay(est)
+            remember_compiled(k for k in est.pays if k[0] == "inductor")
+
+    def finished(self, variant: Any, seconds: float) -> None:
+        est = self._est.get(variant)
+        # Learned from items long enough to say something about the machine (a 2 s capture
+        # taking 4 s must not double a 90 s compile's estimate).
+        if est is not None and est.seconds >= 10.0:
+            self.slowdown = min(2.0, max(1.0, seconds / est.seconds))
 
 
 @dataclasses.dataclass
@@ -267,7 +350,7 @@ class _Section:
 
 
 def _summary(rec: dict[str, Any]) -> str:
-    keys = ("kind", "model", "backend", "mode", "precision", "channels_last", "batch", "status",
+    keys = ("kind", "model", "backend", "measure", "mode", "precision", "channels_last", "batch", "status",
             "video_per_s", "videos_per_s", "ratio_to_eager", "ratio_to_fp32", "ratio_to_torch",
             "tflops", "pct_of_peak", "reason", "expected_s", "left_s")
     return str({k: rec[k] for k in keys if k in rec})
@@ -311,7 +394,7 @@ def _measure(sec: _Section, variants: Sequence[V], *, stub: Callable[[V], dict[s
 def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset = "full",
                 device: Optional[str] = None, deadline: Optional[float] = None,
                 budget: Optional[TimeBudget] = None, run_id: Optional[str] = None,
-                **overrides: Any) -> list[dict[str, Any]]:
+                cost_model: Optional[CostModel] = None, **overrides: Any) -> list[dict[str, Any]]:
     """Measure ``section`` (``train`` or ``infer``) of model ``name``; returns its records.
 
     Every record is appended to ``out_dir/results.json`` as soon as it is measured, and the
@@ -353,7 +436,7 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
         # fp16 training and CUDA graphs need a GPU (resolve_precision / cuda_graphs_unsupported
         # say so): not planned on a CPU.
         variants = [v for v in cfg.train_variants
-                    if dev.type == "cuda" or (v[0] != "fp16" and train_mode(v) != "cuda-graphs")]
+                    if dev.type == "cuda" or (v[0] != "fp16" and "cuda-graphs" not in train_mode(v))]
 
         def train_stub(v: tuple) -> dict[str, Any]:
             return {"kind": "train", "model": name, "precision": v[0], "channels_last": v[1],
@@ -365,17 +448,20 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
                            warmup=cfg.train_warmup, iters=cfg.train_iters, model_name=name,
                            extra=extra, on_record=sec.emit)
 
-        # A compile variant (Inductor, cold cache) costs minutes, the others seconds: two kinds.
-        def train_kind(v: tuple) -> str:
-            return "train-compile" if train_mode(v) == "compile" else "train"
+        # Each variant's own cost: its cold costs (cuDNN autotuning of a new dtype/layout, an
+        # Inductor compile, a capture) + its steps, from the priors (bench/gpu_priors.yaml).
+        costs = _Costs(sec.budget, cost_model)
 
-        return _measure(sec, variants, stub=train_stub, kind=train_kind,
-                        expected_s=lambda v, last: PRIOR_S[train_kind(v)] if last is None else last,
+        def train_expected(v: tuple, last: Optional[float]) -> float:
+            return costs.expect(v, costs.model.train(name, v, batch=batch, warmup=cfg.train_warmup,
+                                                     iters=cfg.train_iters))
+
+        return _measure(sec, variants, stub=train_stub, kind=train_mode, expected_s=train_expected,
                         run=train)
 
     plan = list(cfg.infer_plan)
     runner: Optional[InferenceBenchmarkRunner] = None
-    last_build: dict[str, float] = {}
+    costs = _Costs(sec.budget, cost_model)
 
     def infer_stub(v: Variant) -> dict[str, Any]:
         backend, precision, batch = v
@@ -385,20 +471,13 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
                 "iters": cfg.iters, "runner": runner_name, "mode": mode, **extra}
 
     def on_record(rec: dict[str, Any]) -> None:
-        # A reused engine's record repeats the build_s of its build, which this variant did not pay.
-        last_build[rec["backend"]] = 0.0 if rec.get("engine_reused") else float(rec.get("build_s") or 0.0)
         sec.emit(rec)
 
     def expected(v: Variant, last: Optional[float]) -> float:
-        backend, precision, batch = v
         assert runner is not None  # the gate runs inside infer(), after the runner exists
-        if runner.skip_reason(backend, precision):
-            return 0.0  # recorded as skipped with the real reason, at once
-        if runner.reuses_engine(backend, precision, batch):  # aoti+cudagraph after aoti, ...
-            return REUSED_ENGINE_S if last is None else max(0.0, last - last_build.get(backend, 0.0))
-        if last is None:
-            return PRIOR_S.get(backend, 30.0)
-        return last
+        # a backend that cannot run here is recorded as skipped with its reason, at once (0 s)
+        return costs.expect(v, costs.model.infer(name, v, warmup=cfg.warmup, iters=cfg.iters,
+                                                 skip=runner.skip_reason))
 
     def infer(gated: Iterator[Variant]) -> None:
         nonlocal runner
@@ -410,19 +489,83 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
     return _measure(sec, plan, stub=infer_stub, kind=lambda v: v[0], expected_s=expected, run=infer)
 
 
+#: What each slot runs (docs/gpu-check.md's table, :func:`slot_table`).
+SLOT_WHAT = {
+    "tests_capture": "`pytest -m gpu` on tests/test_step_capture.py, tests/test_graphed.py: replayed (and compiled + captured) steps equal eager ones",
+    "dali": "loader rows at steady state: torch, DALI GPU, the data_wait of 20 TRN steps fed by DALI, DALI CPU, stage timings",
+    "train_trn_bninception": "TRN batch 24: bf16 channels-last eager, compile + CUDA graphs, CUDA graphs, fp32, then the rest",
+    "train_tpn_slowonly_r50": "TPN-SlowOnly batch 8: the same order",
+    "infer_trn_bninception": "TRN batch 1 eager fp32 / fp16, compile + CUDA graphs, eager + CUDA graphs; batch 16; the rest; AOTInductor last",
+    "infer_tpn_slowonly_r50": "TPN-SlowOnly: the same order",
+    "tests_dali_gpu": "`pytest -m 'gpu and dali'`: DALI's GPU graph (nvJPEG, NVDEC with test media)",
+    "tests_more": "the other gpu/trt/dali tests (DALI on the CPU, TensorRT), when time remains",
+    "tests_aoti": "tests/test_engines.py: AOTInductor's cold CUDA build, when time remains",
+    "report": "report.md + up to 4 PNGs",
+}
+
+
+def slot_table() -> str:
+    """The slots of the full and quick presets as a Markdown table (docs/gpu-check.md)."""
+    full, quick = dict(PRESETS["full"].slots), dict(PRESETS["quick"].slots)
+    rows = ["| slot | what | full (s) | quick (s) |", "|---|---|---|---|"]
+    for name, seconds in PRESETS["full"].slots:
+        rows.append(f"| {name} | {SLOT_WHAT[name]} | {seconds} | {quick.get(name, '-')} |")
+    rows.append(f"| total | | {sum(full.values())} | {sum(quick.values())} |")
+    return "\n".join(rows)
+
+
+def shell_slots(preset: str) -> str:
+    """``SLOTS=(name:seconds ...)`` and ``TESTS_<group>=(pytest arguments)`` for the script."""
+    import shlex
+
+    lines = ["SLOTS=(" + " ".join(f"{n}:{t}" for n, t in PRESETS[preset].slots) + ")"]
+    for group, (paths, marker, extra) in TEST_GROUPS.items():
+        lines.append(f"TESTS_{group}=(" + " ".join(shlex.quote(a) for a in (*paths, "-m", marker, *extra)) + ")")
+    return "\n".join(lines)
+
+
+def _replicate_train_list(root: Path, videos: int) -> int:
+    """Grow the synthetic set's train list to ``videos`` clips with hard-linked copies of the
+    written ones (the same JPEG bytes to decode; writing them all would take a minute)."""
+    lst = root / "train_videofolder.txt"
+    lines = [ln.split() for ln in lst.read_text().splitlines() if ln.strip()]
+    frames_dir = root / "20bn-jester-v1"
+    out = [" ".join(ln) for ln in lines]
+    copy = 0
+    while len(out) < videos:
+        vid, n, label = lines[copy % len(lines)]
+        new = f"{vid}r{copy // len(lines) + 1}"
+        (frames_dir / new).mkdir()
+        for f in (frames_dir / vid).iterdir():
+            try:
+                os.link(f, frames_dir / new / f.name)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(f, frames_dir / new / f.name)
+        out.append(f"{new} {n} {label}")
+        copy += 1
+    lst.write_text("\n".join(out) + "\n")
+    return len(out)
+
+
 def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional[str] = None,
                 deadline: Optional[float] = None, budget: Optional[TimeBudget] = None,
                 workers: Optional[int] = None, run_id: Optional[str] = None,
-                **overrides: Any) -> list[dict[str, Any]]:
-    """Loader throughput (DALI on the GPU, DALI on the CPU, torch) on a synthetic frame set.
+                cost_model: Optional[CostModel] = None, **overrides: Any) -> list[dict[str, Any]]:
+    """Loader rows at steady state (DALI on the GPU, torch, DALI on the CPU) on a synthetic set.
 
     The set (JPEG frame folders, written with PIL into a temporary folder, removed after) is
     TRN's Jester layout; the loaders read it through ``configs/trn_bninception_jester.yaml``.
+    Every backend runs with its usual threads: torch with ``workers`` DataLoader workers (half
+    the cores, at most 8, as the 2026-11-30 reference), DALI with every core's CPU threads,
+    ``workers`` Python source workers and a prefetch queue of ``Preset.loader_prefetch``. Each
+    throughput record is written when measured; the data_wait run and the stage timings follow
+    as records of their own.
     """
     from bench.loader import bench_loaders
     from fastvid.config import load_config
     from fastvid.data.lists import resolve_dataset
     from fastvid.data.synth import synth_dataset
+    from fastvid.loaders import loader_backend
 
     cfg = _resolve(preset, **overrides)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -432,40 +575,39 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
                             [f"data.image_size={cfg.size}", f"data.scale_size={cfg.size * 8 // 7}",
                              f"train.workers={n_workers}", f"model.num_segments={cfg.frames}"])
     common = {"config": "configs/trn_bninception_jester.yaml", "config_model": train_cfg.model_name,
-              "source": "scripts/gpu_check.sh", "batch_size": cfg.loader_batch, "workers": n_workers,
+              "source": "scripts/gpu_check.sh", "batch_size": cfg.loader_batch,
               "run_id": run_id or new_run_id()}
+    plan = loader_items(cfg, cuda=dev.type == "cuda")
+    costs = _Costs(sec.budget, cost_model)
+    unique = min(cfg.loader_videos, cfg.loader_unique)
+    state: dict[str, Any] = {"previous": None}
 
-    from bench.loader import thread_counts
-    from fastvid.loaders import loader_backend
-
-    sweep = thread_counts(cfg.loader_threads)
-    order = [max(sweep)] + ([1] if 1 in sweep and max(sweep) != 1 else [])
-    order += [t for t in sweep if t not in order]
-    # torch first at each thread count: the reference of ratio_to_torch at the same threads.
-    plan = [(b, t) for t in order for b in cfg.loaders]
-
-    def stub(v: tuple[str, int]) -> dict[str, Any]:
-        return {"kind": "loader", "backend": v[0], "threads": v[1], **common}
+    def stub(v: tuple) -> dict[str, Any]:
+        return {"kind": "loader", "backend": v[0], "threads": v[1], "measure": v[2], **common}
 
     def on_record(rec: dict[str, Any]) -> None:
         for k, v in common.items():
             rec.setdefault(k, v)
+        state["previous"] = (rec["backend"], rec.get("threads"), rec["measure"]) \
+            if rec.get("status") == "ok" else None
         sec.emit(stamp(rec, dev))
 
-    def expected(v: tuple[str, int], last: Optional[float]) -> float:
-        if loader_backend(v[0]).unavailable_reason(dev):
-            return 0.0  # skipped at once, with the reason (e.g. DALI's GPU loader off CUDA)
-        return PRIOR_S.get(v[0], 15.0) if last is None else last
+    def expected(v: tuple, last: Optional[float]) -> float:
+        reason = loader_backend(v[0]).unavailable_reason(dev)  # e.g. DALI's GPU loader off CUDA
+        return costs.expect(v, costs.model.loader(v, batches=cfg.loader_batches, batch=cfg.loader_batch,
+                                                  workers=n_workers, py_workers=n_workers,
+                                                  after=state["previous"], skip=reason))
 
-    def measure(gated: Iterator[tuple[str, int]]) -> None:
+    def measure(gated: Iterator[tuple]) -> None:
         with tempfile.TemporaryDirectory(prefix="fastvid_gpu_check_data.") as tmp:
-            synth_dataset(tmp, kind="frames", classes=4, train=cfg.loader_videos, val=4, frames=16,
+            # Written before the first row is gated: a stop meanwhile records every row skipped.
+            synth_dataset(tmp, kind="frames", classes=4, train=unique, val=4, frames=16,
                           size=(176, 100), seed=0)
-            bench_loaders(train_cfg, resolve_dataset(tmp, train_cfg.data), cfg.loaders, dev,
-                          cfg.loader_batches, cfg.loader_batch, workers=n_workers, threads=sweep,
-                          pairs=gated, on_record=on_record, stages=cfg.loader_stages,
-                          detail_backends=("dali",) if dev.type == "cuda" else ("dali-cpu",),
-                          train_steps=cfg.loader_train_steps if dev.type == "cuda" else 0,
+            _replicate_train_list(Path(tmp), cfg.loader_videos)
+            bench_loaders(train_cfg, resolve_dataset(tmp, train_cfg.data), (), dev,
+                          cfg.loader_batches, cfg.loader_batch, workers=n_workers,
+                          dali_options={"prefetch": cfg.loader_prefetch}, pairs=gated,
+                          on_record=on_record, train_steps=cfg.loader_train_steps,
                           amp=dev.type == "cuda")
 
     return _measure(sec, plan, stub=stub, kind=lambda v: v[0], expected_s=expected, run=measure)
@@ -596,6 +738,16 @@ def _parser() -> argparse.ArgumentParser:
     loader.add_argument("out_dir")
     loader.add_argument("--loaders", type=_csv, default=None, help="default: the preset's")
     loader.add_argument("--workers", type=int, default=None)
+    plan = sub.add_parser("plan", help="print the schedule the check would run on a cold H100/H200")
+    plan.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    plan.add_argument("--models", type=_csv, default=None, help="default: both")
+    plan.add_argument("--only", type=_csv, default=None, help="parts: tests,dali,train,infer (default: all)")
+    plan.add_argument("--cache", choices=("cold", "warm"), default="cold",
+                      help="Inductor's cache: cold (a fresh machine, default) or warm (a rerun on it)")
+    slots = sub.add_parser("slots", help="the preset's slots and test groups, as bash assignments "
+                                          "(read by scripts/gpu_check.sh)")
+    slots.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    slots.add_argument("--table", action="store_true", help="the Markdown table of docs/gpu-check.md instead")
     keep = sub.add_parser("keep", help="file a GPU check's OUT_DIR under reports/gpu/<date>-<device>/")
     keep.add_argument("src")
     keep.add_argument("--repo", default=str(REPO))
@@ -604,6 +756,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.section == "plan":
+        print(format_schedule(build_schedule(args.preset, models=args.models or (),
+                                             parts=args.only or ("tests", "dali", "train", "infer"),
+                                             warm_cache=args.cache == "warm")))
+        return 0
+    if args.section == "slots":
+        print(slot_table() if args.table else shell_slots(args.preset))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.section == "keep":
         from fastvid.errors import FastvidError
@@ -621,8 +781,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   size=args.size, run_id=args.run_id or new_run_id())
     try:
         if args.section == "loader":
-            run_loaders(args.out_dir, workers=args.workers,
-                        loaders=tuple(args.loaders) if args.loaders else None, **common)
+            loader_plan = None
+            if args.loaders:
+                loader_plan = tuple(x for x in PRESETS[args.preset].loader_plan if x[0] in args.loaders)
+            run_loaders(args.out_dir, workers=args.workers, loader_plan=loader_plan, **common)
         else:
             plan = None
             if args.backends or args.batches or args.precisions:

@@ -7,14 +7,20 @@ loaders are charged for their asynchronous work.
 
 Threads: ``threads=[1, 2, ...]`` measures every backend at each count -- the torch loader with
 that many DataLoader workers, the DALI loaders with that many DALI CPU threads (their batches
-built in the main process unless ``dali_workers`` asks for Python worker processes). Each record
-holds ``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (torch at the same
+built in the main process unless ``dali_workers`` asks for Python worker processes). Each
+throughput record (``measure: throughput``) holds ``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (torch at the same
 thread count) and ``scaling`` (the backend's own 1-thread figure, when measured), plus the
 machine's load average before and after, since a shared machine skews every number, and
 ``cpu_ms_per_video`` / ``cpu_cores_used`` (CPU time of the process and its workers, /proc).
 
-``stages=True`` adds where the time goes at the sweep's last thread count, per batch
-(``stage_ms``): for DALI the graph is cut after each stage (source -> decode -> resize ->
+Steady state: time enough batches that DALI's prefetch queue and the DataLoader's
+``workers x prefetch_factor`` batches in flight are a small part of them, on a set larger than
+the batches timed plus those in flight (an epoch boundary re-primes the torch workers);
+``bench.gpu_check`` times 40 batches on (40 + 8) x batch videos.
+
+The details below are records of their own, written after the throughput record (a run
+stopped while they are measured keeps the throughput). ``stages=True`` adds where the time goes
+at the sweep's last thread count, per batch (``measure: stages``, ``stage_ms``): for DALI the graph is cut after each stage (source -> decode -> resize ->
 normalize) and timed at the same threads, the
 increments being each stage's cost, plus the source's own Python timers (plan, file read, JPEG
 checks, assembly) and the loader's (waiting on DALI, DLPack/host-to-device, Python); for torch,
@@ -22,7 +28,8 @@ one worker's steps timed in this process (plan, read, decode, crop/resize, norma
 
 ``train_steps`` > 0 adds a short real training run (the config's model, random weights,
 forward + backward + SGD, as ``fastvid train``) fed by the loader at the sweep's last thread
-count: ``data_wait_share`` is the share of steady-state step time spent waiting for the batch.
+count, continuing the throughput run's stream (``measure: data_wait``): ``data_wait_share`` is
+the share of steady-state step time spent waiting for the batch.
 
     python -m bench.loader -c configs/trn_bninception_jester.yaml --data-root DATA \\
         --backends torch,dali-cpu --threads 1,2,all --stages --batches 20 --out reports/loader.json
@@ -47,7 +54,7 @@ from fastvid.config import Config
 from fastvid.data.lists import DatasetInfo
 from fastvid.errors import FastvidError
 
-__all__ = ["bench_loaders", "thread_counts", "available_cores", "dali_option_values", "main"]
+__all__ = ["bench_loaders", "LOADER_PARTS", "thread_counts", "available_cores", "dali_option_values", "main"]
 
 DALI_OPTIONS = ("prefetch", "hw_decoder_load", "decoder_pipelines")
 
@@ -317,44 +324,69 @@ def _train_feed(cfg: Config, dataset: DatasetInfo, stream: Any, device: torch.de
             "train_steps": steps, "train_warmup": warmup, "train_precision": precision.name}
 
 
+#: What one loader item measures; each is its own record, written as soon as it is measured.
+LOADER_PARTS = ("throughput", "data_wait", "stages")
+LoaderItem = tuple  # (backend, threads) or (backend, threads, part)
+
+
 def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], device: torch.device,
                   batches: int, batch_size: int, *, workers: Optional[int] = None,
                   split: str = "train", threads: Optional[Sequence[Optional[int]]] = None,
                   dali_workers: int = 0, dali_options: Optional[dict[str, Any]] = None,
                   stages: bool = False, train_steps: int = 0, train_warmup: int = 2,
                   amp: bool = False,
-                  pairs: Optional[Iterable[tuple[str, Optional[int]]]] = None,
+                  pairs: Optional[Iterable[LoaderItem]] = None,
                   on_record: Optional[Callable[[dict[str, Any]], None]] = None,
                   detail_backends: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
-    """One record per (backend, thread count); see the module docstring for the fields.
+    """Loader records: per (backend, thread count) its throughput, then its details.
+
+    Each (backend, threads) gives a ``measure: throughput`` record (videos/s, frames/s,
+    start-up, CPU cost, ratios), written first; at the sweep's largest thread count (for
+    ``detail_backends`` only, when given) a ``measure: data_wait`` record (``train_steps`` > 0:
+    a short real training run fed by the same loader, continuing its stream) and a ``measure:
+    stages`` record (``stages=True``) follow as records of their own, so a run stopped during
+    the details keeps the throughput it measured.
 
     A backend that cannot run here (no DALI, no GPU, a codec DALI's CPU decoder lacks) gives a
-    record with ``"skipped": reason`` instead of stopping the comparison. ``pairs`` (backend,
-    threads), read one at a time (a lazy iterable can stop early: a time budget), replaces
-    ``backends`` x ``threads``; the stages and the training run happen at the largest thread
-    count, for ``detail_backends`` only when given. ``on_record`` gets each record as soon as it
-    is measured, with ``ratio_to_torch`` and ``scaling`` when their references were measured
-    before it.
+    record with ``"skipped": reason`` instead of stopping the comparison. ``pairs`` replaces
+    ``backends`` x ``threads``: items ``(backend, threads)`` (the throughput, then the details
+    as above) or ``(backend, threads, part)`` with part in :data:`LOADER_PARTS` (exactly that
+    record), read one at a time (a lazy iterable can stop early: a time budget). ``on_record``
+    gets each record as soon as it is measured, with ``ratio_to_torch`` and ``scaling`` when
+    their references were measured before it.
     """
-    from fastvid.loaders import build_loader, loader_backend
+    from fastvid.loaders import loader_backend
 
     device = torch.device(device)
     records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
     n_workers = cfg.train.workers if workers is None else workers
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     base = {"kind": "loader", "batches": batches, "batch_size": batch_size,
             "device": device_name(device), "device_type": device.type,
-            "date": date, "dataset": str(dataset.root), "format": dataset.format,
+            "dataset": str(dataset.root), "format": dataset.format,
             "image_size": cfg.data.image_size, "layout": cfg.spec.input_layout,
-            "cores": available_cores(), "versions": dict(versions(), python=platform.python_version())}
+            "videos": len(records), "cores": available_cores(),
+            "versions": dict(versions(), python=platform.python_version())}
     results: list[dict[str, Any]] = []
     swept: list[Optional[int]] = []  # the sweep's thread count of each record
     sweep = list(threads) if threads else [None]
+    last_t = max((t for t in sweep if t is not None), default=None)
+
+    def details(backend: str, t: Optional[int]) -> list[str]:
+        if t != last_t or (detail_backends is not None and backend not in detail_backends):
+            return []
+        return (["data_wait"] if train_steps else []) + (["stages"] if stages else [])
+
+    def expand(items: Iterable[LoaderItem]) -> Iterable[tuple[str, Optional[int], str]]:
+        for item in items:
+            if len(item) == 3:
+                yield item[0], item[1], item[2]
+            else:
+                yield item[0], item[1], "throughput"
+                for part in details(item[0], item[1]):
+                    yield item[0], item[1], part
+
     if pairs is None:
         pairs = [(backend, t) for t in sweep for backend in backends]
-    else:
-        pairs = iter(pairs)
-    last_t = max((t for t in sweep if t is not None), default=None)
 
     def done(rec: dict[str, Any], t: Optional[int]) -> None:
         results.append(rec)
@@ -363,63 +395,104 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
         if on_record is not None:
             on_record(rec)
 
-    for backend, t in pairs:
-        # DALI's CPU threads are a pipeline option; torch's are its DataLoader worker processes.
-        threads_option = loader_backend(backend).threads_option
-        dali = threads_option is not None
-        opts = dict(dali_options or {})
-        if dali and t is not None:
-            opts[threads_option] = t
-        loader_workers = (dali_workers if t is not None else n_workers) if dali else \
-            (t if t is not None else n_workers)
-        rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,
-                                   loadavg_before=_loadavg())
-        if dali and dali_options:
-            rec["dali_options"] = dict(dali_options)
-        try:
-            t0 = time.perf_counter()
-            loader = build_loader(cfg, dataset, split, loader=backend, device=device,
-                                  batch_size=batch_size, workers=loader_workers,
-                                  records=records, dali_options=opts if dali else None)
-            stream = _batches(loader)
-            video, _ = next(stream)  # warm-up: builds pipelines, starts workers
-            _sync(device)
-            rec["startup_s"] = round(time.perf_counter() - t0, 3)
-            if dali:
-                rec["threads"] = rec["dali_threads"] = loader.num_threads
-                # Split decoder pipelines share the threads (at least one each): what ran.
-                rec["decoder_pipelines"] = len(loader.pipeline_threads)
-                rec["dali_threads_used"] = sum(loader.pipeline_threads)
-            frames_per_video = video.shape[cfg.spec.input_layout.index("T")]
-            elapsed, n_videos, cpu_s = _time_batches(stream, batches, device)
-            # data_wait at the sweep's last (largest) thread count: what training would use
-            detail = t == last_t and (detail_backends is None or backend in detail_backends)
-            if train_steps and detail:
-                rec.update(_train_feed(cfg, dataset, stream, device, train_steps, train_warmup,
-                                       amp))
-            del stream, loader
-            if stages and detail:
-                if dali:
-                    rec.update(_dali_stages(cfg, dataset, backend, device, batches, batch_size,
-                                            records, opts, loader_workers))
+    live: dict[str, Any] = {}  # the last throughput item's loader and stream, for its data_wait
+
+    def drop_live() -> None:
+        loader = live.pop("loader", None)
+        live.clear()
+        close = getattr(loader, "close", None)
+        if callable(close):
+            close()
+
+    try:
+        for backend, t, part in expand(pairs):
+            if part not in LOADER_PARTS:
+                raise ValueError(f"loader part {part!r}: expected one of {', '.join(LOADER_PARTS)}")
+            # DALI's CPU threads are a pipeline option; torch's are its DataLoader worker processes.
+            threads_option = loader_backend(backend).threads_option
+            dali = threads_option is not None
+            opts = dict(dali_options or {})
+            if dali and t is not None:
+                opts[threads_option] = t
+            loader_workers = (dali_workers if t is not None else n_workers) if dali else \
+                (t if t is not None else n_workers)
+            rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,
+                                       measure=part, loadavg_before=_loadavg(),
+                                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+            if dali and dali_options:
+                rec["dali_options"] = dict(dali_options)
+            key = (backend, t)
+            if live.get("key") != key or part == "throughput":
+                drop_live()
+            try:
+                if part == "throughput":
+                    rec.update(_throughput(cfg, dataset, backend, device, batches, batch_size,
+                                           records, opts if dali else None, loader_workers, live))
+                    live["key"] = key
+                elif part == "data_wait":
+                    if "stream" not in live:  # not right after its throughput item: a fresh start
+                        _throughput(cfg, dataset, backend, device, 0, batch_size, records,
+                                    opts if dali else None, loader_workers, live)
+                        live["key"] = key
+                    rec.update(_train_feed(cfg, dataset, live["stream"], device, train_steps or 20,
+                                           train_warmup, amp))
                 else:
-                    rec.update(_torch_stages(cfg, records, batch_size, batches, device))
-        except FastvidError as exc:
-            rec.update(skipped=str(exc), status="skipped", reason=str(exc))
-            log.warning("loader bench: %s skipped: %s", backend, exc)
+                    drop_live()
+                    if dali:
+                        rec.update(_dali_stages(cfg, dataset, backend, device, batches, batch_size,
+                                                records, opts, loader_workers))
+                    else:
+                        rec.update(_torch_stages(cfg, records, batch_size, batches, device))
+            except FastvidError as exc:
+                drop_live()
+                rec.update(skipped=str(exc), status="skipped", reason=str(exc))
+                log.warning("loader bench: %s %s skipped: %s", backend, part, exc)
+                done(rec, t)
+                continue
+            rec["loadavg_after"] = _loadavg()
+            rec["status"] = "ok"
             done(rec, t)
-            continue
-        rec.update(seconds=round(elapsed, 4), videos_per_s=round(n_videos / elapsed, 2),
-                   frames_per_s=round(n_videos * frames_per_video / elapsed, 1),
-                   frames_per_video=int(frames_per_video), loadavg_after=_loadavg())
-        if cpu_s is not None:
-            # CPU cost per video: what a loader needs of a machine, and far less skewed than
-            # videos/s when other jobs share the cores
-            rec["cpu_ms_per_video"] = round(1e3 * cpu_s / n_videos, 2)
-            rec["cpu_cores_used"] = round(cpu_s / elapsed, 2)
-        rec["status"] = "ok"
-        done(rec, t)
+    finally:
+        drop_live()
     return results
+
+
+def _throughput(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.device, batches: int,
+                batch_size: int, records: list, dali_opts: Optional[dict[str, Any]], workers: int,
+                live: dict[str, Any]) -> dict[str, Any]:
+    """Start a loader (timed apart as ``startup_s``), then time ``batches`` batches; the loader
+    and its stream stay in ``live`` for a data_wait run that continues them."""
+    from fastvid.loaders import build_loader
+
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    loader = build_loader(cfg, dataset, "train", loader=backend, device=device,
+                          batch_size=batch_size, workers=workers, records=records,
+                          dali_options=dali_opts)
+    live["loader"] = loader
+    stream = _batches(loader)
+    video, _ = next(stream)  # warm-up: builds pipelines, starts workers
+    _sync(device)
+    live["stream"] = stream
+    out["startup_s"] = round(time.perf_counter() - t0, 3)
+    if dali_opts is not None:
+        out["threads"] = out["dali_threads"] = loader.num_threads
+        # Split decoder pipelines share the threads (at least one each): what ran.
+        out["decoder_pipelines"] = len(loader.pipeline_threads)
+        out["dali_threads_used"] = sum(loader.pipeline_threads)
+    if batches <= 0:
+        return out
+    frames_per_video = video.shape[cfg.spec.input_layout.index("T")]
+    elapsed, n_videos, cpu_s = _time_batches(stream, batches, device)
+    out.update(seconds=round(elapsed, 4), videos_per_s=round(n_videos / elapsed, 2),
+               frames_per_s=round(n_videos * frames_per_video / elapsed, 1),
+               frames_per_video=int(frames_per_video))
+    if cpu_s is not None:
+        # CPU cost per video: what a loader needs of a machine, and far less skewed than
+        # videos/s when other jobs share the cores
+        out["cpu_ms_per_video"] = round(1e3 * cpu_s / n_videos, 2)
+        out["cpu_cores_used"] = round(cpu_s / elapsed, 2)
+    return out
 
 
 def _ratios(results: list[dict[str, Any]], swept: list[Optional[int]]) -> None:
@@ -487,8 +560,17 @@ def main() -> None:
 
 def summary_line(r: dict[str, Any]) -> str:
     """One console line per loader record."""
+    part = r.get("measure", "throughput")
     if "skipped" in r or r.get("status", "ok") != "ok":
-        return f"{r['backend']:>9}: skipped ({r.get('skipped') or r.get('reason')})"
+        what = "" if part == "throughput" else f" {part}"
+        return f"{r['backend']:>9}{what}: {r.get('status', 'skipped')} ({r.get('skipped') or r.get('reason')})"
+    if part == "data_wait":
+        return (f"{r['backend']:>9} {r.get('threads') or '-'!s:>3} thr: data_wait "
+                f"{100 * r['data_wait_share']:.1f}% of {r['train_steps']} training steps "
+                f"({r['train_videos_per_s']:.1f} videos/s trained)")
+    if part == "stages":
+        return (f"{r['backend']:>9} {r.get('threads') or '-'!s:>3} thr: ms/batch: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items()))
     line = (f"{r['backend']:>9} {r.get('threads') or '-'!s:>3} thr: {r['videos_per_s']:8.1f} "
             f"videos/s {r['frames_per_s']:9.1f} frames/s")
     if r.get("ratio_to_torch") is not None:
@@ -497,12 +579,7 @@ def summary_line(r: dict[str, Any]) -> str:
         line += f"  x{r['scaling']:.2f} vs 1 thread"
     if r.get("cpu_ms_per_video") is not None:
         line += f"  {r['cpu_ms_per_video']:.1f} CPU-ms/video"
-    line += f"  (start-up {r['startup_s']:.1f} s, {r['workers']} workers"
-    if r.get("data_wait_share") is not None:
-        line += f", data_wait {100 * r['data_wait_share']:.1f}%"
-    line += f", load {r.get('loadavg_before')})"
-    if r.get("stage_ms"):
-        line += "\n" + " " * 11 + "ms/batch: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items())
+    line += f"  (start-up {r['startup_s']:.1f} s, {r['workers']} workers, load {r.get('loadavg_before')})"
     return line
 
 

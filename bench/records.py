@@ -14,12 +14,12 @@ collect in one place for ``fastvid report``. Record kinds:
   ``data_wait_share`` (None on synthetic tensors), ``ratio_to_fp32``.
 * measured ``inference`` and ``train`` records: ``gflop_per_video``, ``flop_basis``, ``tflops``,
   ``peak_tflops``, ``peak_basis``, ``pct_of_peak`` (:mod:`bench.flops`; None off the GPU table).
-* ``loader``: written by :func:`bench.loader.bench_loaders`: one per (``backend``, ``threads``)
-  with ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (same threads), ``scaling`` (x the
+* ``loader``: written by :func:`bench.loader.bench_loaders`: per (``backend``, ``threads``) a
+  ``measure: throughput`` record with ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (same threads), ``scaling`` (x the
   backend's 1-thread figure), ``startup_s``, ``cpu_ms_per_video``, ``loadavg_before``/``after``,
-  ``workers``; optionally ``stage_ms`` (+ ``python_ms``, ``stage_method``) and
-  ``data_wait_share`` of a short training run; stamped here with device/versions/date when
-  missing.
+  ``workers``; then, as records of their own, ``measure: data_wait`` (``data_wait_share`` of a
+  short training run) and ``measure: stages`` (``stage_ms`` + ``python_ms``, ``stage_method``);
+  stamped here with device/versions/date when missing.
 
 Every record carries ``device`` (name), ``device_type``, ``versions``, ``date`` and ``run_id``:
 one id per ``fastvid bench`` call (or per ``scripts/gpu_check.sh`` run, through

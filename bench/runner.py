@@ -269,7 +269,10 @@ class InferenceBenchmarkRunner:
         if backend in ("eager",):
             return None
         if backend == "compile":
-            return engines.available_backends(self.device)["aoti"]  # same Inductor toolchain
+            # Inductor's JIT: Triton on CUDA (not AOTInductor's C++ compiler and CUDA headers)
+            from fastvid.training import compile_unsupported
+
+            return compile_unsupported(self.device)
         status = engines.available_backends(self.device)
         if status[backend]:
             return status[backend]

@@ -21,18 +21,23 @@ from fastvid.config import Config, ModelConfig, TrainConfig, replace
 from fastvid.errors import FastvidError
 from fastvid.models import memory_format, to_channels_last
 from fastvid.precision import resolve_precision
-from fastvid.training import (GraphedTrainStep, TrainStep, build_optimizer, configure_compile_cache,
-                              cuda_graphs_unsupported)
+from fastvid.training import (GraphedTrainStep, TrainStep, build_optimizer, compile_unsupported,
+                              configure_compile_cache, cuda_graphs_unsupported)
 
 from .flops import annotate_record
 from .memory import PeakMemory
 from .records import load_average, percentiles, stability, stamp
 
-__all__ = ["bench_training", "default_variants", "TRAIN_MODES"]
+__all__ = ["bench_training", "default_variants", "TRAIN_MODES", "GRAPH_WARMUP"]
 
-#: How the step runs: eager PyTorch, torch.compile'd model, or the whole step replayed from a
-#: CUDA graph (fastvid train --compile / --cuda-graphs).
-TRAIN_MODES = ("eager", "compile", "cuda-graphs")
+#: How the step runs: eager PyTorch, torch.compile'd model, the whole step replayed from a CUDA
+#: graph, or both: the compiled model's step captured whole (fastvid train --compile /
+#: --cuda-graphs / --compile --cuda-graphs).
+TRAIN_MODES = ("eager", "compile", "cuda-graphs", "compile+cuda-graphs")
+#: Eager (or compiled) steps before a step is captured: cuDNN autotuning, Inductor's compile of
+#: forward and backward, GradScaler's and the allocator's lazy state all happen there, never
+#: inside the capture (PyTorch's whole-network capture example warms up 3 iterations).
+GRAPH_WARMUP = 3
 # A variant: (precision, channels_last) or (precision, channels_last, mode); mode defaults to eager.
 TrainVariant = tuple
 
@@ -63,6 +68,17 @@ def _set_ratio(rec: dict[str, Any], base_rec: Optional[dict[str, Any]]) -> None:
                                         f"the fp32 baseline is unstable ({base_rec['unstable_reason']})")
 
 
+def _set_ratio_to_eager(rec: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    """``ratio_to_eager``: a compiled or captured step's speed-up over the eager step of the same
+    precision and layout measured before it (the record is written at once, so only earlier ones)."""
+    if rec.get("status") != "ok" or rec.get("mode", "eager") == "eager":
+        return
+    eager = next((r for r in records if r.get("status") == "ok" and r.get("mode", "eager") == "eager"
+                  and r["precision"] == rec["precision"] and r["channels_last"] == rec["channels_last"]), None)
+    if eager is not None:
+        rec["ratio_to_eager"] = round(rec["videos_per_s"] / eager["videos_per_s"], 3)
+
+
 def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: int,
                    device: torch.device | str, *, batch: int = 8,
                    variants: Optional[Iterable[tuple[str, bool]]] = None, warmup: int = 2,
@@ -88,7 +104,9 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             ``train.clip_grad_norm`` of the config; defaults: the configs' defaults).
         on_record: called with each record as soon as it is complete (to save it before the
             next variant starts). Its ``ratio_to_fp32`` is set when the fp32 channels-first
-            baseline was measured before it (it is first in :func:`default_variants`).
+            baseline was measured before it (it is first in :func:`default_variants`), and a
+            compiled or captured variant's ``ratio_to_eager`` when the eager step of its
+            precision and layout was.
     """
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
@@ -100,6 +118,7 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         annotate_record(rec, model, sample_shape, training=True)
         records.append(rec)
         _set_ratio(rec, _baseline(records))
+        _set_ratio_to_eager(rec, records)
         if on_record is not None:
             on_record(rec)
 
@@ -118,7 +137,9 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             precision = resolve_precision(precision_name != "fp32", precision_name, device)
             if mode not in TRAIN_MODES:
                 raise FastvidError(f"unknown training mode {mode!r}; known: {', '.join(TRAIN_MODES)}")
-            reason = cuda_graphs_unsupported(device, None) if mode == "cuda-graphs" else None
+            reason = cuda_graphs_unsupported(device, None) if "cuda-graphs" in mode else None
+            if reason is None and "compile" in mode:
+                reason = compile_unsupported(device)
             if reason:
                 raise FastvidError(reason)
         except FastvidError as exc:  # e.g. fp16 training or CUDA graphs asked for on a CPU
@@ -137,15 +158,24 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         # The optimizer fastvid train builds: fused SGD (with zeroed momentum buffers).
         optimizer = build_optimizer(net, replace(Config(), train={"lr": 1e-3}), device)
         runnable = net
-        if mode == "compile":
+        if "compile" in mode:
             configure_compile_cache()
+            # Inductor's default mode: its Triton kernels fuse BN/ReLU/concat (BNInception's
+            # Inception blocks) and it captures no CUDA graph itself, so the whole step --
+            # forward, backward, clipping and the fused SGD -- can then be captured in one graph
+            # (compile+cuda-graphs). reduce-overhead would capture only the compiled regions and
+            # cannot nest in our capture; max-autotune-no-cudagraphs autotunes for minutes, more
+            # than a cold GPU visit has.
             runnable = torch.compile(net)
         train_step: Any = TrainStep(runnable, optimizer, precision, aux_loss_weight=aux_loss_weight,
                                     clip_grad_norm=clip_grad_norm, memory_format=fmt)
         n_warmup = warmup
-        if mode == "cuda-graphs":  # eager warm-up steps, then the capture, all before timing
-            n_warmup = max(warmup, 2)
-            train_step = GraphedTrainStep(train_step, warmup=n_warmup - 1)
+        if "cuda-graphs" in mode:
+            # Untimed: GRAPH_WARMUP eager (compiled) steps, the step that captures and replays,
+            # and one more replay; the timed steps are replays only.
+            graph_warmup = max(warmup, GRAPH_WARMUP)
+            n_warmup = graph_warmup + 2
+            train_step = GraphedTrainStep(train_step, warmup=graph_warmup)
 
         def step() -> None:
             train_step(video, label)

@@ -49,12 +49,17 @@ def gpu_decoder_options(hw_decoder_load: Optional[float],
                         frame_hw: Optional[tuple[int, int]]) -> dict[str, Any]:
     """nvJPEG settings for ``fn.decoders.image*(device="mixed")``.
 
+    Always ``jpeg_fancy_upsampling=True`` (libjpeg's chroma upsampling, as the CPU decoders).
+
     ``hw_decoder_load``: share of the batch sent to the hardware JPEG decoder (A100/H100/H200
     have one; elsewhere it is ignored). The paddings preallocate nvJPEG's per-thread device and
     pinned host buffers for the largest frame expected, so a bigger frame does not reallocate
     mid-epoch; the hints size the hardware decoder's batch buffers.
     """
-    opts: dict[str, Any] = {}
+    # Chroma upsampled as libjpeg-turbo (DALI's CPU decoder, PIL, torchvision) does, not
+    # nvJPEG's default nearest-neighbour: the GPU loader then gives the pixels the torch loader
+    # and DALI-on-CPU give (a model trained on one is evaluated on another; the parity tests).
+    opts: dict[str, Any] = {"jpeg_fancy_upsampling": True}
     if hw_decoder_load is not None:
         opts["hw_decoder_load"] = float(hw_decoder_load)
     if frame_hw is not None:

@@ -1,30 +1,41 @@
 #!/usr/bin/env bash
-# GPU check in one call, within 6 minutes on one H100/H200 (--quick: 3 minutes), for a CUDA
-# machine that has torch (+ torchvision, triton, onnxruntime, pytest) but maybe not DALI,
-# TensorRT, PyAV, click or matplotlib, and no package index. Parts, in this order:
-#   tests  pytest -m "gpu or trt or dali", full -rA output in OUT_DIR/gpu_tests.log;
-#   dali   loader throughput, DALI on the GPU vs DALI on the CPU vs torch (when DALI imports);
-#   train  training throughput: fp32 vs AMP fp16 / bf16 x channels-first / last (TRN, TPN);
-#   infer  inference: eager fp32 / fp16, each replayed from CUDA graphs too, torch.compile
-#          (also mode=reduce-overhead), ONNX Runtime, TensorRT, AOTInductor (last: its CUDA
-#          compile takes ~2 min) at batch 1, 8 and 16 (TRN, TPN-SlowOnly), with achieved
-#          TFLOP/s and % of the GPU's dense peak; cheap variants first, what no longer fits
-#          in the slot is recorded as skipped;
-#   then report.md (+ PNGs when matplotlib imports).
-# Every step has a slot in one schedule; a step ends by the end of its slot (time a step leaves
-# unused goes to the next), and the benchmarks start a variant only when it fits (the others
-# are recorded as skipped: time budget). Records are appended to OUT_DIR/results.json as each
-# is measured, so a step stopped at its cap keeps what it measured. OUT_DIR ends up with at
-# most 8 files, none in subfolders: results.json, report.md, gpu_check.log, gpu_tests.log and
-# up to 4 PNGs. Existing records in OUT_DIR/results.json are kept (runs of parts add up).
+# GPU check in one call of at most 7 minutes on one cold H100/H200 (--quick: about 4 minutes
+# cold, 2.5 on the same machine again), for a CUDA machine that has torch (+ triton,
+# onnxruntime, pytest, PyYAML) but maybe not DALI, TensorRT, PyAV, click or matplotlib, and no
+# package index. Steps in priority order, each in a slot (`python -m bench.gpu_check slots`):
+#   tests_capture   pytest -m gpu on the step-capture and CUDA-graph tests (the only check that
+#                   replayed steps equal eager ones);
+#   dali            loader rows at steady state: torch, DALI on the GPU (then the data_wait of
+#                   real training steps it feeds), DALI on the CPU, then the stage timings;
+#   train_<model>   TRN-BNInception (batch 24), then TPN-SlowOnly-R50 (batch 8): bf16
+#                   channels-last eager, the compiled step captured in a CUDA graph, the step
+#                   captured alone, fp32 once (the baseline), then other dtypes and layouts;
+#   infer_<model>   batch 1 eager fp32 / fp16, compile + CUDA graphs, eager + CUDA graphs, then
+#                   batch 16, then the rest; ONNX Runtime, TensorRT, AOTInductor last;
+#   tests_dali_gpu, tests_more, tests_aoti   the DALI GPU graph tests, the other gpu/trt/dali
+#                   tests, and AOTInductor's cold CUDA build (tests/test_engines.py) last;
+#   report          report.md (+ PNGs when matplotlib imports).
+# A step is stopped at the end of its slot (time a step leaves unused goes to the next); inside
+# a step the driver starts a variant only when its expected time -- its own cold costs (cuDNN
+# autotuning, Inductor compile, capture, pipeline builds) + its steady-state work, priors in
+# bench/gpu_priors.yaml -- ends before the slot does; the others are recorded as skipped (time
+# budget). `--plan` prints that schedule without running anything. Records are appended to
+# OUT_DIR/results.json as each is measured, so a step stopped at its cap keeps what it measured.
+# OUT_DIR ends up with at most 8 files, none in subfolders: results.json, report.md,
+# gpu_check.log, gpu_tests.log and up to 4 PNGs. Existing records in OUT_DIR/results.json are
+# kept (runs of parts add up).
 #
 # Usage: scripts/gpu_check.sh [OUT_DIR] [--quick] [--only tests,dali,train,infer]
 #                             [--models trn_bninception,tpn_slowonly_r50] [--tests PATHS]
-#                             [--smoke]
+#                             [--smoke] [--plan [--cache cold|warm]]
 #   OUT_DIR   default $OUT, else gpu_check_out
+#   --plan    print the schedule this would run on a cold H100/H200 (every test group, variant
+#             and loader row with its expected start and end, and what would be skipped); runs
+#             nothing. --cache warm: Inductor's cache of an earlier run on the same machine
 #   --smoke   tiny inputs on whatever device torch has: checks this script on a CPU; its
 #             numbers mean nothing
-#   --tests   the test paths pytest gets (default: tests)
+#   --tests   run these test paths (-m "gpu or trt or dali") in the first test slot instead of
+#             the test groups
 # The NVDEC tests need H.264/HEVC/VP9 files and the GPU machine has no encoder: write them where
 # PyAV is (`python tests/_media.py test_media` in the checkout, carried along) and they are found
 # in ./test_media (or $FASTVID_TEST_MEDIA); without them those tests skip, saying why.
@@ -34,12 +45,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
-OUT_DIR="" QUICK=0 SMOKE=0 ONLY="tests,dali,train,infer" MODELS="trn_bninception,tpn_slowonly_r50"
-TESTS="tests"
+OUT_DIR="" QUICK=0 SMOKE=0 PLAN=0 CACHE=cold ONLY="tests,dali,train,infer" MODELS="trn_bninception,tpn_slowonly_r50"
+TESTS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --smoke) SMOKE=1 ;;
+        --plan) PLAN=1 ;;
+        --cache) CACHE="${2:?--cache needs cold or warm}"; shift ;;
         --only) ONLY="${2:?--only needs a list}"; shift ;;
         --only=*) ONLY="${1#*=}" ;;
         --models) MODELS="${2:?--models needs a list}"; shift ;;
@@ -58,6 +71,20 @@ done
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 has_model() { [[ ",$MODELS," == *",$1,"* ]]; }
 
+PY="${PYTHON:-$(command -v python || command -v python3)}"
+# The checkout's packages without installing them (no package index there, and no egg-info here).
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [ $QUICK = 1 ]; then PRESET=quick; else PRESET=full; fi
+[ $SMOKE = 1 ] && PRESET=smoke
+if [ $PLAN = 1 ]; then
+    exec "$PY" -m bench.gpu_check plan --preset "$PRESET" --models "$MODELS" --only "$ONLY" --cache "$CACHE"
+fi
+# The schedule (SLOTS=(name:seconds ...), TESTS_<group>=(pytest args)) from the driver: one
+# source for this script, --plan and docs/gpu-check.md's table.
+SLOT_DEFS="$("$PY" -m bench.gpu_check slots --preset "$PRESET")" || {
+    echo "gpu_check.sh: $PY cannot run bench.gpu_check" >&2; exit 1; }
+eval "$SLOT_DEFS"
+
 OUT_DIR="${OUT_DIR:-${OUT:-gpu_check_out}}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
@@ -65,23 +92,13 @@ LOG="$OUT_DIR/gpu_check.log"
 # One benchmark run id for every step, so that the report shows this check's records together
 # (and none from an earlier check into the same folder).
 export FASTVID_RUN_ID="${FASTVID_RUN_ID:-gpu-check-$(date -u +%Y%m%dT%H%M%SZ)-$$}"
-PY="${PYTHON:-$(command -v python || command -v python3)}"
 START=$(date +%s)
 : >"$LOG"
-# The checkout's packages without installing them (no package index there, and no egg-info here).
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+: >"$OUT_DIR/gpu_tests.log"
 # Inductor's and Triton's caches outside OUT_DIR (which must stay small); a rerun on the same
 # machine compiles from them.
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-/tmp/fastvid-inductor-cache}"
 
-# The schedule: seconds per slot, in order, from the start of this script (start-up counts).
-# Sums: 350 s and 165 s; a stopped step's kill can add 5 s: under 6 and 3 minutes.
-if [ $QUICK = 1 ]; then PRESET=quick; SLOTS=(tests:40 dali:25 train_trn_bninception:25 \
-    train_tpn_slowonly_r50:15 infer_trn_bninception:30 infer_tpn_slowonly_r50:20 report:10)
-else PRESET=full; SLOTS=(tests:60 dali:60 train_trn_bninception:55 train_tpn_slowonly_r50:35 \
-    infer_trn_bninception:85 infer_tpn_slowonly_r50:45 report:10)
-fi
-[ $SMOKE = 1 ] && PRESET=smoke
 slot_end() {  # slot_end NAME: when that slot ends (seconds since the epoch)
     local t=$START s
     for s in "${SLOTS[@]}"; do t=$((t + ${s#*:})); [ "${s%%:*}" = "$1" ] && { echo $t; return; }; done
@@ -97,7 +114,7 @@ step() {  # step SLOT SIGNAL NAME CMD...: run until the slot's end; output to th
     if [ $cap -lt 3 ]; then say "== $name: skipped, its slot has ended"; return 0; fi
     say "== $name (cap ${cap}s)"
     if [ -n "${STEP_LOG:-}" ]; then
-        timeout --signal="$sig" --kill-after=5 "$cap" "$@" >"$STEP_LOG" 2>&1
+        timeout --signal="$sig" --kill-after=5 "$cap" "$@" >>"$STEP_LOG" 2>&1
         rc=$?
     else
         timeout --signal="$sig" --kill-after=5 "$cap" "$@" 2>&1 | tee -a "$LOG"
@@ -114,6 +131,7 @@ bench() {  # bench SLOT NAME ARGS...: bench.gpu_check, told to stop starting var
 }
 
 say "fastvid GPU check ($PRESET preset; parts: $ONLY; models: $MODELS) -> $OUT_DIR"
+say "slots: ${SLOTS[*]}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total \
     --format=csv,noheader 2>&1 | sed 's/^/  nvidia-smi: /' | tee -a "$LOG"
 ENV_INFO="$("$PY" - <<'EOF' 2>&1
@@ -150,51 +168,63 @@ if [ -z "${FASTVID_TEST_MEDIA:-}" ] && [ -d "$ROOT/test_media" ]; then
 fi
 say "test media for the NVDEC tests: ${FASTVID_TEST_MEDIA:-none (those tests skip)}"
 
-if wants tests; then
-    if [ "$PYTEST" = 1 ]; then
-        # SIGINT at the cap: pytest then stops and still prints its summary of what ran. Python
-        # ignores SIGINT when it started ignored (a command run in the background), hence the
-        # explicit handler.
-        # shellcheck disable=SC2086  # TESTS is a list of paths
-        STEP_LOG="$OUT_DIR/gpu_tests.log" step tests INT "pytest -m 'gpu or trt or dali' (gpu_tests.log)" \
-            "$PY" -c 'import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.exit(pytest.main(sys.argv[1:]))' $TESTS -m "gpu or trt or dali" -rA -v -p no:cacheprovider \
-            -o console_output_style=classic
-        summary=$(grep -E "^=+ .*(passed|failed|error|skipped|deselected|no tests ran).* =+$" \
-            "$OUT_DIR/gpu_tests.log" | tail -n 1)
-        say "   tests: ${summary:-no summary line (see gpu_tests.log)}"
-        grep -E "^(FAILED|ERROR) " "$OUT_DIR/gpu_tests.log" | head -n 20 | tee -a "$LOG"
-    else
-        say "pytest is not installed: GPU tests skipped"
-    fi
-fi
+run_tests() {  # run_tests SLOT PYTEST-ARGS...: pytest in that slot, output appended to gpu_tests.log
+    local slot="$1" summary; shift
+    if [ "$PYTEST" != 1 ]; then say "pytest is not installed: $slot skipped"; return 0; fi
+    # SIGINT at the cap: pytest then stops and still prints its summary of what ran. Python
+    # ignores SIGINT when it started ignored (a command run in the background), hence the
+    # explicit handler.
+    echo "===== $slot: pytest $*" >>"$OUT_DIR/gpu_tests.log"
+    STEP_LOG="$OUT_DIR/gpu_tests.log" step "$slot" INT "$slot: pytest $* (gpu_tests.log)" \
+        "$PY" -c 'import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.exit(pytest.main(sys.argv[1:]))' "$@" -rA -v -p no:cacheprovider -o console_output_style=classic
+    summary=$(sed -n "/^===== $slot:/,\$p" "$OUT_DIR/gpu_tests.log" \
+        | grep -E "^=+ .*(passed|failed|error|skipped|deselected|no tests ran).* =+$" | tail -n 1)
+    say "   tests: ${summary:-no summary line (see gpu_tests.log)}"
+    sed -n "/^===== $slot:/,\$p" "$OUT_DIR/gpu_tests.log" | grep -E "^(FAILED|ERROR) " | head -n 20 | tee -a "$LOG"
+}
 
 MEASURE=0
 if [ "$CUDA" = 1 ] || [ $SMOKE = 1 ]; then MEASURE=1
 else say "no CUDA device: nothing to measure (--smoke checks this script on a CPU)"; fi
 
-if wants dali && [ $MEASURE = 1 ]; then
-    if [ "$DALI" = 1 ] && [ "$YAML" = 1 ]; then
-        bench dali "loader bench (DALI GPU / DALI CPU / torch)" loader "$OUT_DIR"
-    else
-        say "nvidia.dali (or PyYAML) does not import: loader bench skipped (stage DALI: see README)"
-    fi
-fi
-for section in train infer; do
-    wants $section && [ $MEASURE = 1 ] || continue
-    for model in trn_bninception tpn_slowonly_r50; do
-        has_model $model && bench "${section}_$model" "$section bench $model" $section $model "$OUT_DIR"
-    done
-done
-
-if [ -f "$OUT_DIR/results.json" ]; then
-    step report TERM "report" "$PY" - "$OUT_DIR" <<'EOF'
+FIRST_TESTS=1
+for entry in "${SLOTS[@]}"; do
+    slot="${entry%%:*}"
+    case "$slot" in
+        tests_*)
+            wants tests || continue
+            if [ -n "$TESTS" ]; then  # --tests: those paths, once, in the first test slot
+                # shellcheck disable=SC2086  # TESTS is a list of paths
+                [ $FIRST_TESTS = 1 ] && run_tests "$slot" $TESTS -m "gpu or trt or dali"
+            else
+                group="${slot#tests_}"
+                eval "args=(\"\${TESTS_$group[@]}\")"
+                run_tests "$slot" "${args[@]}"
+            fi
+            FIRST_TESTS=0 ;;
+        dali)
+            wants dali && [ $MEASURE = 1 ] || continue
+            if [ "$DALI" = 1 ] && [ "$YAML" = 1 ]; then
+                bench dali "loader rows (torch, DALI GPU + data_wait, DALI CPU, stages)" loader "$OUT_DIR"
+            else
+                say "nvidia.dali (or PyYAML) does not import: loader rows skipped (stage DALI: docs/gpu-check.md)"
+            fi ;;
+        train_*|infer_*)
+            section="${slot%%_*}" model="${slot#*_}"
+            wants "$section" && [ $MEASURE = 1 ] && has_model "$model" || continue
+            bench "$slot" "$section bench $model" "$section" "$model" "$OUT_DIR" ;;
+        report)
+            [ -f "$OUT_DIR/results.json" ] || continue
+            step report TERM "report" "$PY" - "$OUT_DIR" <<'EOF'
 import sys
 from bench.report import render_report
 res = render_report(sys.argv[1], max_plots=4)  # + 4 other files: the 8 a remote machine returns
 print("report:", res["markdown"], "plots:", ", ".join(p.name for p in res["plots"]) or "none")
 EOF
-fi
+            ;;
+    esac
+done
 
 # What comes back from a remote machine: at most 8 files, no deeper than OUT_DIR/a/b/file.
 find "$OUT_DIR" -maxdepth 1 -name '.results.*.tmp' -delete

@@ -190,6 +190,21 @@ def test_dali_gpu_needs_cuda_target(tmp_path):
                      device=torch.device("cpu"))
 
 
+@pytest.mark.dali
+def test_gpu_decoder_options_are_arguments_of_the_mixed_decoders():
+    """What the GPU graph passes nvJPEG exists in DALI's schemas (checked without a GPU), and
+    chroma is upsampled as libjpeg does (the torch loader's PIL/torchvision decode)."""
+    from nvidia.dali import backend
+
+    from dali_pipelines.pipelines import gpu_decoder_options
+
+    opts = gpu_decoder_options(0.7, (100, 176))
+    assert opts["jpeg_fancy_upsampling"] is True and gpu_decoder_options(None, None) == {"jpeg_fancy_upsampling": True}
+    for op in ("decoders__Image", "decoders__ImageSlice"):
+        schema = backend.GetSchema(op)
+        assert all(schema.HasArgument(k) for k in opts), (op, opts)
+
+
 @pytest.mark.gpu
 @pytest.mark.dali
 @pytest.mark.parametrize("data", ["frames", "vp9", "h264"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_check import PRESETS, TIME_BUDGET, TimeBudget, keep_results, main
+from bench.gpu_check import PRESETS, TIME_BUDGET, TimeBudget, keep_results, loader_items, main
 from bench.records import read_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,32 +72,172 @@ def test_passed_deadline_records_every_variant_as_skipped(tmp_path):
     assert rc == 0
     recs = read_records(out)
     cpu_variants = [v for v in PRESETS["full"].train_variants
-                    if v[0] != "fp16" and (len(v) < 3 or v[2] != "cuda-graphs")]
+                    if v[0] != "fp16" and (len(v) < 3 or "cuda-graphs" not in v[2])]
     assert [(r["precision"], r["channels_last"], r["mode"]) for r in recs] == \
         [(*v[:2], v[2] if len(v) > 2 else "eager") for v in cpu_variants]
     assert all(r["status"] == "skipped" and r["reason"] == TIME_BUDGET and r["left_s"] == 0.0 for r in recs)
     assert all(r["device_type"] == "cpu" and r["date"] and r["model"] == "trn_bninception" for r in recs)
 
 
-def test_infer_plans_cover_every_serving_mode_baselines_first_aoti_last(tmp_path):
-    from bench.gpu_check import PRIOR_S
+def test_infer_plans_cover_every_serving_mode_batch_1_first_aoti_last(tmp_path):
+    from bench.gpu_plan import CostModel, Priors
     from bench.runner import inference_backends, split_backend
 
     full = PRESETS["full"].infer_plan
     modes = ("eager", "eager+cudagraph", "compile", "compile+cudagraph", "trt", "trt+cudagraph", "aoti",
              "aoti+cudagraph")
-    assert {(b, n) for b in modes for n in (1, 8, 16)} <= {(b, n) for b, p, n in full if p == "fp16"}
-    assert full[:3] == (("eager", "fp32", 1), ("eager", "fp32", 8), ("eager", "fp32", 16))
-    assert {b for b, _, _ in full[-6:]} == {"aoti", "aoti+cudagraph"}  # one long build, last
+    assert {(b, n) for b in modes for n in (1, 16)} <= {(b, n) for b, p, n in full if p == "fp16"}
+    # batch 1 first: the fp32 baseline (seconds), eager fp16, compiled + replayed, eager replayed
+    assert full[:4] == (("eager", "fp32", 1), ("eager", "fp16", 1), ("compile+cudagraph", "fp16", 1),
+                        ("eager+cudagraph", "fp16", 1))
+    assert [n for _, _, n in full[4:8]] == [16] * 4
+    assert {b for b, _, _ in full[-4:]} == {"aoti", "aoti+cudagraph"}  # one long build, last
     assert set(PRESETS["quick"].infer_plan) <= set(full)
+    cost = CostModel(Priors.load())
     for preset in PRESETS.values():
-        assert all(b in inference_backends() and b in PRIOR_S for b, _, _ in preset.infer_plan)
+        assert all(b in inference_backends() for b, _, _ in preset.infer_plan)
+        for model in ("trn_bninception", "tpn_slowonly_r50"):  # every variant has its priors
+            assert all(cost.infer(model, v, warmup=5, iters=30).seconds >= 0 for v in preset.infer_plan)
     # A passed deadline records the whole plan as skipped, each with its runner and mode.
     out = tmp_path / "out"
     assert main(["infer", "tpn_slowonly_r50", str(out), "--device", "cpu", "--deadline", str(time.time() - 1)]) == 0
     recs = read_records(out)
     assert [(r["backend"], r["precision"], r["batch"]) for r in recs] == list(full)
     assert all(r["status"] == "skipped" and (r["runner"], r["mode"]) == split_backend(r["backend"]) for r in recs)
+
+
+# ---------------------------------------------------------------------------- the plan
+def _plan(preset: str, **kw):
+    from bench.gpu_plan import build_schedule
+
+    return build_schedule(preset, **kw)
+
+
+def test_full_plan_on_a_cold_machine_measures_what_the_first_visit_needs():
+    """Issue 24's bar: with the H200 priors and an empty Inductor cache, the full schedule runs
+    both capture test files, TRN training eager and compiled+captured (bf16 channels-last), TPN
+    training eager, TRN and TPN batch-1 eager fp16 and compile+CUDA-graph fp16, and the DALI
+    and torch loader rows at steady state -- within the 7-minute budget."""
+    plan = _plan("full")
+    ran = plan.ran()
+    tests = next(i for s in plan.slots if s.name == "tests_capture" for i in s.items)
+    assert tests.status == "run" and "test_step_capture.py test_graphed.py" in tests.name
+    for model in ("trn_bninception", "tpn_slowonly_r50"):
+        for v in ("eager fp16 batch 1", "compile+cudagraph fp16 batch 1"):
+            assert (f"infer_{model}", v) in ran, (model, v)
+    assert {("train_trn_bninception", "bf16 channels_last eager"),
+            ("train_trn_bninception", "bf16 channels_last compile+cuda-graphs"),
+            ("train_tpn_slowonly_r50", "bf16 channels_last eager"),
+            ("dali", "torch throughput"), ("dali", "dali throughput"), ("dali", "dali data_wait")} <= ran
+    assert plan.budget_s <= 420 and plan.finish() <= 420
+    # every slot's items start only when they end before the slot does (3 s kept for the step)
+    for s in plan.slots:
+        assert all(i.end <= s.end for i in s.items if i.status == "run"), s.name
+    # the compiled variants carry their own cold compile; nothing borrowed from another kind
+    compiled = plan.item("train_trn_bninception", "bf16 channels_last compile+cuda-graphs")
+    assert "cold: Inductor compile 90" in compiled.detail and compiled.end - compiled.start >= 90
+    # TensorRT is not on the lent machines: planned as skipped with the reason, costing nothing
+    trt = plan.item("infer_trn_bninception", "trt fp16 batch 1")
+    assert trt.status == "skip" and "torch_tensorrt" in trt.detail
+
+
+def test_quick_plan_on_a_cold_machine_and_warm_rerun():
+    plan = _plan("quick")
+    ran = plan.ran()
+    assert ("tests_capture", next(i.name for s in plan.slots if s.name == "tests_capture" for i in s.items)) in ran
+    assert {("train_trn_bninception", "bf16 channels_last eager"),
+            ("train_trn_bninception", "bf16 channels_last compile+cuda-graphs"),
+            ("infer_trn_bninception", "eager fp16 batch 1"),
+            ("infer_trn_bninception", "compile+cudagraph fp16 batch 1")} <= ran
+    assert plan.finish() <= plan.budget_s <= 260
+    warm = _plan("quick", warm_cache=True)
+    assert warm.finish() < plan.finish() - 60  # a rerun on the same machine compiles from the cache
+    assert len(warm.ran()) >= len(ran)
+    # 15 minutes of device time: start (2 min), 2 DALI part transfers, the full check, this rerun
+    assert 120 + 2 * 30 + 20 + _plan("full").budget_s + plan.budget_s <= 900
+
+
+def test_each_variant_pays_its_own_cold_costs():
+    from bench.gpu_plan import CostModel, Priors
+
+    cost = CostModel(Priors.load())
+    kw = dict(batch=24, warmup=2, iters=6)
+    first = cost.train("trn_bninception", ("bf16", True, "eager"), **kw)
+    assert "cold: cuDNN autotune" in first.parts
+    cost.pay(first)
+    graphs = cost.train("trn_bninception", ("bf16", True, "cuda-graphs"), **kw)
+    assert "cold: cuDNN autotune" not in graphs.parts and "capture" in graphs.parts
+    fp32 = cost.train("trn_bninception", ("fp32", False, "eager"), **kw)
+    assert "cold: cuDNN autotune" in fp32.parts  # a new dtype/layout tunes again
+    compiled = cost.train("trn_bninception", ("bf16", True, "compile+cuda-graphs"), **kw)
+    assert compiled.parts["cold: Inductor compile"] == 90.0
+    cost.pay(compiled)
+    cost.new_process()  # the next slot: cuDNN tunes again, Inductor's cache on disk is warm
+    again = cost.train("trn_bninception", ("bf16", True, "compile"), **kw)
+    assert "cold: cuDNN autotune" in again.parts and again.parts["Inductor compile (cache warm)"] == 20.0
+    # a rerun knows which graphs an earlier check compiled (kept in the Inductor cache folder)
+    key = next(k for k in compiled.pays if k[0] == "inductor")
+    rerun = CostModel(Priors.load(), warm_compiles=[key])
+    assert "Inductor compile (cache warm)" in rerun.train("trn_bninception", ("bf16", True, "compile"), **kw).parts
+    # an engine serves every batch once built
+    aoti = cost.infer("trn_bninception", ("aoti", "fp16", 16), warmup=5, iters=30)
+    cost.pay(aoti)
+    assert aoti.seconds > 100 and cost.infer("trn_bninception", ("aoti+cudagraph", "fp16", 1),
+                                             warmup=5, iters=30).seconds < 5
+
+
+def test_compiled_graph_keys_are_remembered_in_the_cache_folder(tmp_path):
+    from bench.gpu_plan import compiled_keys, remember_compiled
+
+    key = ("inductor", "trn_bninception", "train", "bf16", True, 24)
+    remember_compiled([key, ("cudnn", "x")], str(tmp_path))
+    remember_compiled([key], str(tmp_path))
+    assert compiled_keys(str(tmp_path)) == [key]
+    assert compiled_keys(str(tmp_path / "none")) == []
+
+
+def test_every_prior_says_where_it_comes_from():
+    from bench.gpu_plan import Priors
+
+    leaves = list(Priors.load().leaves())
+    assert len(leaves) > 40
+    for path, node in leaves:  # measured / derived from the 2026-11-30 files, or an estimate saying why
+        assert re.match(r"(measured|derived|estimate|no measurement|the )", node.get("source", "")), path
+
+
+def test_plan_command_and_script_print_the_schedule():
+    rc_out = subprocess.run(["bash", "scripts/gpu_check.sh", "--plan", "--quick"], cwd=REPO,
+                            env=dict(_env(), PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
+    assert rc_out.returncode == 0, rc_out.stderr
+    text = rc_out.stdout
+    assert "preset quick" in text and "compile+cuda-graphs" in text and "compile+cudagraph fp16 batch 1" in text
+    assert "[0:" in text and "expected end" in text
+
+
+def test_slots_feed_the_script():
+    from bench.gpu_check import TEST_GROUPS, shell_slots, slot_parts
+
+    out = subprocess.run(["bash", "-c", 'eval "$(cat)"; echo "${SLOTS[*]}"; echo "${TESTS_capture[*]}"'],
+                         input=shell_slots("full"), capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == " ".join(f"{n}:{t}" for n, t in PRESETS["full"].slots)
+    assert out[1] == "tests/test_step_capture.py tests/test_graphed.py -m gpu"
+    for preset in PRESETS.values():
+        names = [n for n, _ in preset.slots]
+        assert names[0] == "tests_capture" and names[-1] == "report"
+        assert all(slot_parts(n)[0] in ("tests", "dali", "train", "infer", "report") for n in names)
+        assert all(n[len("tests_"):] in TEST_GROUPS for n in names if n.startswith("tests_"))
+    full = [n for n, _ in PRESETS["full"].slots]
+    assert full.index("tests_aoti") == len(full) - 2  # AOTInductor's cold build last
+
+
+def test_loader_rows_are_at_steady_state():
+    from bench.loader import LOADER_PARTS
+
+    full = PRESETS["full"]
+    assert full.loader_batches >= 40 and full.loader_videos >= (full.loader_batches + 8) * full.loader_batch
+    assert full.loader_prefetch >= 3
+    assert full.loader_plan[:3] == (("torch", "throughput"), ("dali", "throughput"), ("dali", "data_wait"))
+    assert all(part in LOADER_PARTS for _, part in full.loader_plan)
 
 
 VARIANTS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
@@ -150,6 +291,29 @@ def test_stopped_train_bench_keeps_what_it_measured(tmp_path, sig):
         assert "time cap" in recs[1]["reason"] and recs[1]["elapsed_s"] >= 0
 
 
+@pytest.mark.dali
+def test_stopped_loader_slot_keeps_the_dali_throughput(tmp_path):
+    """The slot's SIGTERM while the details (data_wait training run, stage timings) run: the
+    DALI throughput measured before them is in results.json, the detail in flight is recorded as
+    stopped and the rest as skipped. (On a CPU the rows' details run on DALI's CPU loader.)"""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench.gpu_check", "loader", str(out), "--preset", "smoke", "--device", "cpu",
+           "--workers", "0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    recs = _wait_for_records(out, proc, 3)  # torch, dali (skipped here: no GPU), dali-cpu
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 124, log
+    kept = read_records(out)
+    dali = kept[2]
+    assert dali == recs[2] and (dali["backend"], dali["measure"], dali["status"]) == ("dali-cpu", "throughput", "ok")
+    assert dali["videos_per_s"] > 0 and dali["dali_options"] == {"prefetch": 3}
+    details = kept[3:]
+    assert [(r["backend"], r["measure"]) for r in details] == [("dali-cpu", "data_wait"), ("dali-cpu", "stages")]
+    assert [r["status"] for r in details] in (["stopped", "skipped"], ["ok", "stopped"]), log
+    assert all(r["stopped_by"] == "SIGTERM" for r in details if r["status"] == "skipped")
+
+
 def test_dali_tests_skip_without_pyav(tmp_path):
     """On the GPU machine (no PyAV) 20 DALI tests errored in a fixture that wrote videos: with
     ``import av`` blocked they skip with the reason, and those on frame folders still run."""
@@ -198,14 +362,17 @@ def test_gpu_check_script_on_cpu(tmp_path):
     # -rA: the full summary, one line per test, the skipped GPU test with its reason
     assert "short test summary info" in tests_log and "SKIPPED" in tests_log and "needs a CUDA GPU" in tests_log
     recs = read_records(out)
-    train = [(r["precision"], r["channels_last"], r["status"]) for r in recs if r["kind"] == "train"]
-    assert [t[:2] for t in train] == list(PRESETS["smoke"].train_variants)
+    smoke = PRESETS["smoke"]
+    train = [(r["precision"], r["channels_last"], r["mode"]) for r in recs if r["kind"] == "train"]
+    assert train == list(smoke.train_variants)
     infer = [(r["backend"], r["precision"], r["batch"]) for r in recs if r["kind"] == "inference"]
-    assert infer == list(PRESETS["smoke"].infer_plan)
+    assert infer == list(smoke.infer_plan)
     assert all(r["model"] == "trn_bninception" for r in recs if r["kind"] != "loader")
-    loader = {r["backend"]: r for r in recs if r["kind"] == "loader"}
-    assert list(loader) == list(PRESETS["smoke"].loaders)  # torch, dali (skipped: no CUDA), dali-cpu
-    assert loader["dali"]["status"] == "skipped" and "CUDA" in loader["dali"]["reason"]
+    loader = [r for r in recs if r["kind"] == "loader"]
+    assert [(r["backend"], r["measure"]) for r in loader] == [(b, p) for b, _, p in loader_items(smoke, cuda=False)]
+    assert loader[0]["status"] == "ok" and loader[0]["videos_per_s"] > 0  # torch, first
+    assert loader[1]["status"] == "skipped" and "CUDA" in loader[1]["reason"]  # DALI's GPU loader
+    assert all(r["status"] in ("ok", "skipped", "stopped") for r in recs)
     log = (out / "gpu_check.log").read_text()
     assert "== train bench trn_bninception" in log and "train bench tpn_slowonly_r50" not in log
     assert "holds" in log and "WARNING" not in log
@@ -258,3 +425,52 @@ def test_keep_refuses_a_cpu_run(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps([dict(_gpu_records()[0], device_type="cpu")]))
     with pytest.raises(FastvidError, match="no CUDA records"):
         keep_results(tmp_path, tmp_path)
+
+
+def test_readme_and_docs_agree_with_the_script():
+    """docs/gpu-check.md's slot table is the driver's (slots --table), its device-call timeouts
+    cover the slots, and the README keeps make gpu-check with a pointer, not the lent-machine steps."""
+    from bench.gpu_check import slot_table
+
+    doc = (REPO / "docs" / "gpu-check.md").read_text()
+    table = re.search(r"<!-- slot-table -->\n(.*?)\n<!-- /slot-table -->", doc, re.S).group(1)
+    assert table == slot_table(), "regenerate with: python -m bench.gpu_check slots --table"
+    full = sum(t for _, t in PRESETS["full"].slots)
+    quick = sum(t for _, t in PRESETS["quick"].slots)
+    timeouts = {int(m.group(1)): int(m.group(2)) for m in
+                re.finditer(r"^\| (\d)(?: \(optional\))? \|.*\| (\d+) \|$", doc, re.M)}
+    assert timeouts[3] >= full + 30 and timeouts[4] >= quick + 30, timeouts
+    assert "scripts/gpu_check.sh $OUT --quick" in doc and "python -m bench.gpu_check keep FILES_AT" in doc
+    assert f"{full // 60} minutes" in doc or f"{full // 60}-minute" in doc
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## The GPU check"):readme.index("## Loaders")]
+    assert "make gpu-check" in section and "docs/gpu-check.md" in section and "--plan" in section
+    assert ".carry/dali-" not in readme and "unstage-dali" not in readme  # those steps live in the doc
+    assert f"at most **{full // 60} minutes**" in section
+    make = (REPO / "Makefile").read_text()
+    assert f"({full // 60} min;" in make
+
+
+def test_driver_estimates_grow_when_the_machine_is_slower_than_the_priors():
+    from bench.gpu_check import TimeBudget, _Costs
+    from bench.gpu_plan import CostModel, Priors
+
+    clock = _Clock()
+    budget = TimeBudget(deadline=2000.0, clock=clock)
+    costs = _Costs(budget, CostModel(Priors.load()))
+    kw = dict(batch=24, warmup=2, iters=6)
+    variants = [("bf16", True, "eager"), ("bf16", True, "cuda-graphs"), ("fp32", False, "eager")]
+    seen = []
+
+    def expected(v, last):
+        e = costs.expect(v, costs.model.train("trn_bninception", v, **kw))
+        seen.append((v, e))
+        return e
+
+    for v in budget.gate(variants, kind=lambda v: v[2], expected_s=expected, on_skip=lambda v, i: None):
+        clock.t += {"eager": 31.0, "cuda-graphs": 8.0}[v[2]]  # the first takes twice its ~16 s
+    first, graphs, fp32 = (e for _, e in seen)
+    assert 15 < first < 17 and graphs < 10  # cuDNN already tuned for bf16 channels-last
+    fresh = CostModel(Priors.load()).train("trn_bninception", ("fp32", False, "eager"), **kw).seconds
+    # stretched by the first variant's 31 s for ~16 expected, not by the short capture's 8 for ~4
+    assert fp32 == pytest.approx(fresh * 31.0 / first, rel=1e-6)

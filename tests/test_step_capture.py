@@ -194,6 +194,90 @@ def test_cuda_graph_step_on_cuda(precision):
     assert graphed.captured and graphed.replays == 3
 
 
+def _compiled_graphed_pair(device: torch.device, backend: Any = None):
+    """A compiled model's step in GraphedTrainStep, and its eager twin with the same weights."""
+    torch.manual_seed(0)
+    model, twin = _Net().train().to(device), _Net().train().to(device)
+    twin.load_state_dict(model.state_dict())
+    cfg = _cfg()
+    prec = FP32 if device.type == "cpu" else resolve_precision(True, "bf16", device)
+    graphed = GraphedTrainStep(TrainStep(torch.compile(model), build_optimizer(model, cfg, device), prec,
+                                         clip_grad_norm=5.0), warmup=3, backend=backend)
+    opt2 = build_optimizer(twin, cfg, device)
+    lr_to_tensors(opt2, device)  # the same rounding as the graphed step's tensor lr
+    return graphed, TrainStep(twin, opt2, prec, clip_grad_norm=5.0)
+
+
+def test_compiled_step_is_compiled_in_warmup_and_captured_without_recompiling():
+    """--compile --cuda-graphs up to the CUDA calls: Inductor compiles forward and backward in
+    the 3 warm-up steps, nothing compiles while the step is captured (Dynamo's recompile guard is
+    on there), the replays give eager's losses; a batch that would recompile at capture time is a
+    clear error instead of a broken graph."""
+    from torch._dynamo.utils import counters
+
+    fake = _FakeGraphs()
+    graphed, eager = _compiled_graphed_pair(CPU, fake)
+    batches = _batches(6)
+    for i, (video, label) in enumerate(batches):
+        a, b = graphed(video, label), eager(video, label)
+        torch.testing.assert_close(a.loss, b.loss, rtol=1e-4, atol=1e-6)
+        if i == 2:  # the last warm-up step: forward and backward are compiled by now
+            compiled_graphs = counters["stats"]["unique_graphs"]
+            assert compiled_graphs >= 1 and fake.captures == 0
+    assert counters["stats"]["unique_graphs"] == compiled_graphs  # none during capture/replays
+    assert (fake.warm, fake.captures, graphed.replays) == (3, 1, 3)
+
+    fresh, _ = _compiled_graphed_pair(CPU, _FakeGraphs())
+    for video, label in batches[:3]:
+        fresh(video, label)
+    odd = torch.randn(4, 3, 3, 8, 8)  # 3 frames: a shape the compiled model has not seen
+    with pytest.raises(FastvidError, match="recompiled while the step was being captured"):
+        fresh(odd, torch.zeros(4, dtype=torch.long))
+
+
+def test_bench_train_compile_with_cuda_graphs_needs_cuda():
+    from bench.train import TRAIN_MODES, bench_training
+
+    assert "compile+cuda-graphs" in TRAIN_MODES
+    recs = bench_training(_Net(), (2, 3, 8, 8), 3, CPU, batch=2, warmup=1, iters=1,
+                          variants=[("fp32", False, "compile+cuda-graphs")])
+    assert recs[0]["status"] == "skipped" and "needs a CUDA device" in recs[0]["reason"]
+    assert recs[0]["mode"] == "compile+cuda-graphs"
+
+
+def test_compile_needs_triton_on_cuda_and_a_compiler_on_cpu(monkeypatch):
+    import shutil
+
+    from fastvid.training import compile_unsupported
+
+    assert compile_unsupported(CPU) is None  # g++ is on this machine (AOTInductor tests need it too)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "C++ compiler" in compile_unsupported(CPU)
+    if not torch.cuda.is_available():
+        assert "needs a CUDA device" in compile_unsupported(torch.device("cuda"))
+
+
+@pytest.mark.gpu
+def test_compiled_step_captured_on_cuda():
+    """The real thing: torch.compile'd model, its whole bf16 step captured after 3 warm-up
+    steps; losses within bf16 noise of eager, no compilation after the warm-up."""
+    from torch._dynamo.utils import counters
+
+    cuda = torch.device("cuda")
+    graphed, eager = _compiled_graphed_pair(cuda)
+    g = torch.Generator().manual_seed(0)
+    for i in range(7):
+        video = torch.randn(4, 2, 3, 8, 8, generator=g).to(cuda)
+        label = torch.randint(0, 3, (4,), generator=g).to(cuda)
+        a = graphed(video, label).loss.clone()
+        b = eager(video, label).loss
+        assert torch.isfinite(a) and abs(float(a) - float(b)) < 0.05 * abs(float(b)) + 1e-3, (i, a, b)
+        if i == 2:
+            compiled_graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == compiled_graphs
+    assert graphed.captured and graphed.replays == 4
+
+
 def test_train_cuda_graphs_without_cuda_is_a_clear_error(synth_frames, tmp_path):
     from _helpers import invoke, train_args
 
@@ -244,3 +328,43 @@ def test_bench_train_modes_on_cpu(tmp_path):
     graphs = [r for r in recs if r["mode"] == "cuda-graphs"]
     assert all(r["status"] == "skipped" and "needs a CUDA device" in r["reason"] for r in graphs)
     assert all(r["status"] == "ok" and r["videos_per_s"] > 0 for r in recs if r["mode"] == "eager")
+
+
+def test_compiled_and_captured_train_records_carry_their_speed_up_over_eager():
+    from bench.train import _set_ratio_to_eager
+
+    eager = {"status": "ok", "mode": "eager", "precision": "bf16", "channels_last": True, "videos_per_s": 400.0}
+    fp32 = {"status": "ok", "mode": "eager", "precision": "fp32", "channels_last": False, "videos_per_s": 300.0}
+    both = {"status": "ok", "mode": "compile+cuda-graphs", "precision": "bf16", "channels_last": True,
+            "videos_per_s": 1000.0}
+    other = dict(both, channels_last=False)
+    records = [fp32, eager, both, other]
+    for r in records:
+        _set_ratio_to_eager(r, records)
+    assert both["ratio_to_eager"] == 2.5 and "ratio_to_eager" not in other and "ratio_to_eager" not in eager
+
+
+@pytest.mark.gpu
+def test_bench_train_compile_with_cuda_graphs_on_cuda():
+    """The GPU check's training row on a small net: eager, then the compiled step captured after
+    3 warm-up steps; both measured, the second with its speed-up over the first."""
+    from bench.train import bench_training
+
+    # the shapes of test_compiled_step_captured_on_cuda: Inductor's cache serves its graphs
+    recs = bench_training(_Net(), (2, 3, 8, 8), 3, torch.device("cuda"), batch=4, warmup=1, iters=3,
+                          variants=[("bf16", False, "eager"), ("bf16", False, "compile+cuda-graphs")])
+    assert [r["status"] for r in recs] == ["ok", "ok"], [r.get("reason") for r in recs]
+    assert recs[1]["mode"] == "compile+cuda-graphs" and recs[1]["ratio_to_eager"] > 0
+    assert recs[1]["warmup_s"] > 0 and recs[1]["videos_per_s"] > 0
+
+
+def test_train_compile_without_its_compiler_is_a_clear_error(synth_frames, tmp_path, monkeypatch):
+    import shutil
+
+    from _helpers import invoke, train_args
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    work = tmp_path / "run"
+    res = invoke(train_args(synth_frames, work, "--epochs", "1", "--compile"))
+    assert res.exit_code == 1 and "--compile: torch.compile on CPU needs a C++ compiler" in res.output, res.output
+    assert "Traceback" not in res.output and not work.exists()

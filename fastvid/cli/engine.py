@@ -155,7 +155,8 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
                    "x channels-first vs channels-last, on synthetic batches.")
 @click.option("--train-modes", "train_modes_text", default="eager", show_default=True,
               help="With --train: how the step runs, comma list of eager, compile (torch.compile), "
-                   "cuda-graphs (the whole step replayed from a CUDA graph; CUDA only).")
+                   "cuda-graphs (the whole step replayed from a CUDA graph; CUDA only), "
+                   "compile+cuda-graphs (the compiled model's whole step captured; CUDA only).")
 @click.option("--train-batch", type=click.IntRange(min=1), default=None,
               help="Videos per training step and per loader batch (default: train.batch_size).")
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True,

@@ -42,7 +42,9 @@ log = logging.getLogger("fastvid")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=False, show_default=True,
               help="Capture the whole training step (forward, loss, backward, clipping, SGD) in a "
                    "CUDA graph after 3 eager steps and replay it: no per-kernel launch overhead. "
-                   "One GPU, fused SGD, fixed batch shape.")
+                   "One GPU, fused SGD, fixed batch shape. With --compile: the compiled "
+                   "model's step is captured (compiled during the 3 warm-up steps; --compile-mode "
+                   "default or max-autotune-no-cudagraphs).")
 @click.option("--apex/--no-apex", default=False, show_default=True,
               help="Use apex.optimizers.FusedSGD (apex must be installed from source).")
 @click.option("--tensorboard/--no-tensorboard", default=False, show_default=True,

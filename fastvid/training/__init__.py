@@ -12,14 +12,15 @@ Distributed helpers live in :mod:`fastvid.distributed`, sharded evaluation in
 """
 from .bn import recompute_bn_stats
 from .cuda_graphs import CudaGraphBackend, GraphBackend, GraphedTrainStep, cuda_graphs_unsupported
-from .loop import (EpochSetup, MetricsLog, StopFlag, TrainOptions, configure_compile_cache,
+from .loop import (EpochSetup, MetricsLog, StopFlag, TrainOptions, compile_unsupported,
+                   configure_compile_cache,
                    process_start_time, train, train_one_epoch)
 from .optim import build_lr_scheduler, build_optimizer, load_optimizer_state, lr_factor
 from .step import NonFiniteMonitor, StepOutput, TrainStep, to_input_format
 
 __all__ = ["TrainOptions", "train", "train_one_epoch", "EpochSetup", "MetricsLog", "StopFlag",
            "GraphedTrainStep", "GraphBackend", "CudaGraphBackend", "cuda_graphs_unsupported",
-           "configure_compile_cache",
+           "configure_compile_cache", "compile_unsupported",
            "process_start_time",
            "TrainStep", "StepOutput", "NonFiniteMonitor", "to_input_format", "build_optimizer",
            "build_lr_scheduler", "load_optimizer_state", "lr_factor", "recompute_bn_stats"]

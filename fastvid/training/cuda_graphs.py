@@ -18,6 +18,10 @@ replaying the graph removes the launch overhead (PyTorch's "whole-network captur
   before each replay, into buffers the graph reads (``RelationModuleMultiScale.presampled``);
   dropout uses the default CUDA generator, whose state capture supports.
 
+With ``--compile`` too, the compiled model's step is captured: Inductor compiles forward and
+backward during the warm-up steps (default mode, no CUDA graphs of its own), and a recompilation
+during capture is a clear error rather than a broken graph.
+
 Not supported (refused with a clear message): CPU devices, DDP (use ``--compile``), optimizers
 that are not torch's fused SGD (apex), batches of changing shape.
 """
@@ -25,7 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, ContextManager, Optional, Protocol, Sequence
+import sys
+from typing import Any, Callable, ContextManager, Iterator, Optional, Protocol, Sequence
 
 import torch
 import torch.nn as nn
@@ -109,6 +114,28 @@ class CudaGraphBackend:
         return graph.replay
 
 
+@contextlib.contextmanager
+def _no_compilation() -> Iterator[None]:
+    """Make a torch.compile recompilation during capture a clear error.
+
+    A compiled model (``--compile --cuda-graphs``) is compiled during the eager warm-up steps;
+    a guard failing during capture would compile again there (Triton builds, host syncs, new
+    allocations), which breaks the capture with an obscure CUDA error, or worse, records a graph
+    that is not the step. With Dynamo's ``error_on_recompile`` the guard failure says so.
+    """
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is None:  # nothing was compiled in this process
+        yield
+        return
+    try:
+        with dynamo.config.patch(error_on_recompile=True):
+            yield
+    except dynamo.exc.RecompileError as exc:
+        raise FastvidError(f"--compile --cuda-graphs: the compiled model recompiled while the "
+                           f"step was being captured ({str(exc).splitlines()[0]}); the warm-up "
+                           f"steps must see the same shapes, dtypes and modes") from exc
+
+
 def _relation_samplers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if callable(getattr(m, "resample_relations", None))]
 
@@ -187,11 +214,13 @@ class GraphedTrainStep:
             def body() -> None:
                 self._out = self.step(self._video, self._label)
 
-            self._replay = self.backend.capture(body)
-            log.info("training step captured in a CUDA graph after %d eager steps", self.steps_run)
+            with _no_compilation():
+                self._replay = self.backend.capture(body)
+                log.info("training step captured in a CUDA graph after %d eager steps", self.steps_run)
+                self._replay()
         else:
             self._copy_in(video, label)
-        self._replay()
+            self._replay()
         self.replays += 1
         self.steps_run += 1
         assert self._out is not None

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 from contextlib import contextmanager
@@ -202,6 +203,34 @@ def configure_compile_cache() -> str:
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
+def compile_unsupported(device: torch.device | str) -> Optional[str]:
+    """Why ``torch.compile`` (Inductor) cannot generate code for ``device`` here, or None.
+
+    On CUDA Inductor writes Triton kernels: it needs Triton and a GPU Triton supports, not a C++
+    compiler or the CUDA toolkit (those are AOTInductor's). On CPU it writes C++ and needs the
+    compiler it is configured with.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "torch.compile on CUDA needs a CUDA device (torch.cuda.is_available() is False)"
+        from torch.utils._triton import has_triton, has_triton_package
+
+        if not has_triton_package():
+            return "torch.compile on CUDA needs Triton (pip install triton; torch's CUDA wheels bring it)"
+        if not has_triton():
+            return "torch.compile on CUDA: Triton does not support this GPU"
+        return None
+    if device.type == "cpu":
+        from torch._inductor import config
+
+        cxx = config.cpp.cxx[-1] if isinstance(config.cpp.cxx, tuple) else config.cpp.cxx
+        if not (cxx and shutil.which(cxx)):
+            return f"torch.compile on CPU needs a C++ compiler ({cxx or 'g++'} not found on PATH)"
+        return None
+    return f"torch.compile is not set up for device type {device.type!r} here"
+
+
 def _compile_mode_uses_cudagraphs(mode: Optional[str]) -> bool:
     """True for torch.compile modes that capture CUDA graphs themselves (reduce-overhead,
     max-autotune), per Inductor's own table of mode options."""
@@ -275,6 +304,10 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                       f"--compile-mode default or max-autotune-no-cudagraphs")
         if reason:
             raise FastvidError(reason)
+    if opts.compile:
+        reason = compile_unsupported(device)
+        if reason:
+            raise FastvidError(f"--compile: {reason}")
     work_dir = Path(opts.work_dir)
     if dist_info.is_main:
         _check_writable(work_dir)
