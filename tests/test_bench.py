@@ -366,8 +366,8 @@ def _assert_plots_match_tables(result: dict) -> None:
     md = result["markdown"].read_text()
     table = sorted(r["video/s"] for r in _table_rows(md, "Inference") if r["status"].startswith("ok"))
     drawn = result["plotted"]["inference_throughput.png"]
-    assert sorted(f"{v:,.1f}" for _, _, v in drawn) == table  # one bar per row, the row's value
-    bars = [(label, series) for label, series, _ in drawn]
+    assert sorted(b.text for b in drawn) == table  # one bar per row, written as the row writes it
+    bars = [(b.label, b.series) for b in drawn]
     assert len(bars) == len(set(bars)), "two rows share one bar"
 
 
