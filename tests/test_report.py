@@ -23,7 +23,7 @@ from _helpers import CONFIG, SMALL, invoke_ok, train_args
 
 
 def _write_run(work: Path, epochs: int = 4, steps_per_epoch: int = 5, resumed_at: int = 0,
-               val_every: int = 1, lr_drop: int = 3) -> list[dict]:
+               val_every: int = 1, lr_drop: int = 3, acc_shift: float = 0.0) -> list[dict]:
     """metrics.jsonl as `fastvid train` writes it (train / epoch / startup records); with
     ``resumed_at`` the run restarts from the checkpoint of that step and logs those steps again."""
     work.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,8 @@ def _write_run(work: Path, epochs: int = 4, steps_per_epoch: int = 5, resumed_at
         epoch = {"type": "epoch", "epoch": e, "step": step, "train_loss": 1.0 / e, "lr": lr,
                  "videos_per_s": 30.0 + e, "data_wait": 0.2 / e, "bad_samples": 0, "epoch_time_s": 3.0}
         if e % val_every == 0 or e == epochs:
-            epoch.update(val_top1=0.2 * e, val_top5=min(1.0, 0.3 * e), val_mean_class_acc=0.18 * e)
+            epoch.update(val_top1=min(1.0, 0.2 * e), val_top5=min(1.0, 0.3 * e),
+                         val_mean_class_acc=min(1.0, 0.18 * e) - acc_shift)
         recs.append(epoch)
     if resumed_at:  # steps after the checkpoint logged again by the resumed process
         again = [dict(r, loss=r["loss"] + 1.0) for r in recs if r["type"] == "train" and r["step"] > resumed_at]
@@ -93,7 +94,7 @@ def test_training_report_has_one_point_per_logged_step_and_epoch(tmp_path):
 def test_several_runs_are_overlaid_with_their_names(tmp_path):
     a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"
     _write_run(a, epochs=3, steps_per_epoch=4)
-    _write_run(b, epochs=2, steps_per_epoch=4)
+    _write_run(b, epochs=2, steps_per_epoch=4, acc_shift=0.05)
     assert unique_names([a, b]) == ["a/run", "b/run"]
     result = CliRunner().invoke(cli, ["report", str(a), str(b)])
     assert result.exit_code == 0, result.output

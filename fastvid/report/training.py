@@ -176,7 +176,7 @@ def _loss_plot(out: Path, runs: Sequence[RunMetrics], drawn: Drawn) -> Optional[
     ax.set_xlabel("training step" + (" (grey lines: epoch ends)" if len(runs) == 1 and
                                      1 < len(runs[0].epochs) <= 60 else ""))
     ax.set_ylabel("training loss (cross-entropy)")
-    ax.set_title("Training loss" + (f" — {runs[0].name}" if len(runs) == 1 else ""))
+    ax.set_title("Training loss" + (f" — {runs[0].path}" if len(runs) == 1 else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -201,20 +201,21 @@ def _accuracy_plot(out: Path, runs: Sequence[RunMetrics], drawn: Drawn) -> Optio
                 continue
             x = [float(e["epoch"]) for e in vals]
             y = [100.0 * float(e[key]) for e in vals]
-            ax.plot(x, y, color=color, marker="o", markersize=4, label=run.name)
-            data[key][run.name] = (x, y)
             best = max(range(len(y)), key=lambda i: y[i])
-            ax.annotate(fmt_pct(vals[best][key]), (x[best], y[best]), textcoords="offset points",
-                        xytext=(0, 6), ha="center", fontsize=7, color=color)
-        ax.set_title(f"val {title} (best labelled)", fontsize=10)
+            prefix = f"{run.name}: " if len(runs) > 1 else ""
+            ax.plot(x, y, color=color, marker="o", markersize=4,
+                    label=f"{prefix}best {fmt_pct(vals[best][key])}% (epoch {int(x[best])})")
+            ax.plot([x[best]], [y[best]], color=color, marker="*", markersize=12, linestyle="none")
+            data[key][run.name] = (x, y)
+        ax.set_title(f"val {title} (★ best)", fontsize=10)
+        if data[key]:
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].set_ylabel("% of validation videos")
     axes[0].set_ylim(0, 105)
-    if len(runs) > 1:
-        axes[0].legend(fontsize=8)
-    fig.suptitle("Validation accuracy per epoch" + (f" — {runs[0].name}" if len(runs) == 1 else ""))
+    fig.suptitle("Validation accuracy per epoch" + (f" — {runs[0].path}" if len(runs) == 1 else ""))
     fig.tight_layout()
     drawn["val_accuracy.png"] = data
     return save(fig, out / "val_accuracy.png")
@@ -242,7 +243,7 @@ def _lr_plot(out: Path, runs: Sequence[RunMetrics], drawn: Drawn) -> Optional[Pa
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("learning rate (param group 0)")
-    ax.set_title("Learning rate" + (f" — {runs[0].name}" if len(runs) == 1 else ""))
+    ax.set_title("Learning rate" + (f" — {runs[0].path}" if len(runs) == 1 else ""))
     _finish(ax, runs, extra_handles=int(any(not r.steps for r in runs)))
     fig.tight_layout()
     drawn["lr.png"] = data
@@ -309,7 +310,7 @@ def _speed_plot(out: Path, runs: Sequence[RunMetrics], drawn: Drawn) -> Optional
     ax.set_title("time to first step\n(process start → first step done)", fontsize=9)
     ax.set_ylabel("seconds")
     ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Training speed" + (f" — {runs[0].name}" if len(runs) == 1 else ""))
+    fig.suptitle("Training speed" + (f" — {runs[0].path}" if len(runs) == 1 else ""))
     fig.tight_layout()
     drawn["speed.png"] = data
     return save(fig, out / "speed.png")
