@@ -132,8 +132,7 @@ def confusion_plot(ev: EvalReport, path: Path, title: str) -> dict[str, Any]:
     fig_w = n_cols * cell + label_in + 1.6
     fig_h = n_rows * cell + label_in + 1.2
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
-    cmap = plt.get_cmap("Blues").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("Blues").with_extremes(bad="#dddddd")  # grey: a class without videos
     im = ax.imshow(np.ma.masked_invalid(shares * 100.0), cmap=cmap, vmin=0, vmax=100, aspect="equal",
                    interpolation="nearest")
     ax.set_xticks(range(n_cols))
