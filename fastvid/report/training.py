@@ -241,6 +241,8 @@ def _lr_plot(out: Path, runs: Sequence[RunMetrics], drawn: Drawn) -> Optional[Pa
     positive = [v for v in values if v > 0]
     if positive and max(positive) / min(positive) > 20:
         ax.set_yscale("log")
+    elif positive:  # from 0, so that a constant lr reads as one, not as noise around it
+        ax.set_ylim(0, 1.15 * max(positive))
     ax.set_xlabel("training step")
     ax.set_ylabel("learning rate (param group 0)")
     ax.set_title("Learning rate" + (f" — {runs[0].path}" if len(runs) == 1 else ""))
