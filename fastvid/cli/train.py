@@ -201,7 +201,9 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
             payload = {**res.to_json(), "clips": n_clips, "crops": n_crops, "views": res.views,
                        "checkpoint": checkpoint, "engine": engine_path, "split": split,
                        "loader": backend, "world_size": dist_info.world_size,
-                       "scores": save_scores and str(Path(save_scores).with_suffix(".npy")),
+                       # np.save appends .npy to any other name
+                       "scores": save_scores and (save_scores if save_scores.endswith(".npy")
+                                                  else save_scores + ".npy"),
                        "predictions": predictions and str(predictions),
                        "classes": list(classes) if classes else None}
             payload["confusion_matrix"] = payload.pop("confusion_matrix")

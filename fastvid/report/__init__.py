@@ -82,7 +82,8 @@ def render(paths: Sequence[str | Path], out_dir: Optional[str | Path] = None,
         return {"kind": "bench", **render_report(items[0], out_dir, all_runs=all_runs)}
     out = Path(out_dir) if out_dir else _default_out(items)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*confusion*.png"):  # from an earlier render of other eval files
+    # Matrices of an earlier render (of eval files since removed) would contradict report.md.
+    for stale in [*out.glob("confusion*.png"), *(out.glob("*_confusion*.png") if len(items) > 1 else [])]:
         stale.unlink()
     runs = [p for p, k in zip(items, kinds) if k == "run"]
     evals: list[tuple[str, Path]] = []  # (prefix for its png, eval json)

@@ -153,7 +153,7 @@ def confusion_plot(ev: EvalReport, path: Path, title: str) -> dict[str, Any]:
 
     cax = make_axes_locatable(ax).append_axes("right", size=0.15, pad=0.1)  # as tall as the matrix
     bar = fig.colorbar(im, cax=cax)
-    bar.set_label("% of the true class's videos (cells: %, empty: none)", fontsize=8)
+    bar.set_label("% of the true class's videos (blank: none; grey row: class without videos)", fontsize=8)
     sub = (f"the {len(shown)} classes most involved in confusions, of {k}; "
            f"rows still sum to 100% with 'all other classes'" if cut else
            f"all {k} classes; each row sums to 100%")
