@@ -37,7 +37,9 @@ def _write_run(work: Path, epochs: int = 4, steps_per_epoch: int = 5, resumed_at
             step += 1
             recs.append({"type": "train", "epoch": e, "step": step, "loss": float(2.0 / step + rng.random() * 0.2),
                          "lr": lr, "videos_per_s": 40.0 + rng.random(), "data_wait": 0.1})
-        epoch = {"type": "epoch", "epoch": e, "step": step, "train_loss": 1.0 / e, "lr": lr,
+        # As the loop writes it: after scheduler.step(), i.e. the lr of the next epoch.
+        epoch = {"type": "epoch", "epoch": e, "step": step, "train_loss": 1.0 / e,
+                 "lr": 0.01 if e + 1 < lr_drop else 0.001,
                  "videos_per_s": 30.0 + e, "data_wait": 0.2 / e, "bad_samples": 0, "epoch_time_s": 3.0}
         if e % val_every == 0 or e == epochs:
             epoch.update(val_top1=min(1.0, 0.2 * e), val_top5=min(1.0, 0.3 * e),
@@ -87,6 +89,8 @@ def test_training_report_has_one_point_per_logged_step_and_epoch(tmp_path):
     epoch_rows = [ln for ln in md.split("## Epochs", 1)[1].split("##", 1)[0].splitlines() if ln.startswith("| ")]
     assert [ln.split(" | ")[0] for ln in epoch_rows[1:]] == ["| 1", "| 2", "| 3", "| 4", "| 5"]
     assert epoch_rows[2].startswith("| 2 | 12 | 0.5000 | 0.01 | 40.0 | 60.0 | 36.0 | 32.0 | 10.0 |")
+    # The lr each epoch trained with (epoch records hold the lr set for the next epoch).
+    assert [ln.split(" | ")[3] for ln in epoch_rows[1:]] == ["0.01", "0.01", "0.001", "0.001", "0.001"]
     for p in result["plots"]:
         assert f"]({p.name})" in md
 

@@ -345,12 +345,25 @@ def _summary_table(runs: Sequence[RunMetrics]) -> list[str]:
     return _table(header, rows)
 
 
+def epoch_lr(run: RunMetrics) -> dict[int, Optional[float]]:
+    """The lr each epoch trained with: its last logged step's, else the lr the previous epoch's
+    record holds (epoch records are written after the scheduler stepped: the next epoch's lr)."""
+    used: dict[int, Optional[float]] = {}
+    prev: Optional[float] = None
+    for e in run.epochs:
+        steps = [s for s in run.steps if s.get("epoch") == e["epoch"] and s.get("lr") is not None]
+        used[int(e["epoch"])] = float(steps[-1]["lr"]) if steps else prev
+        prev = None if e.get("lr") is None else float(e["lr"])
+    return used
+
+
 def _epoch_table(run: RunMetrics) -> list[str]:
     header = ["epoch", "step", "train loss", "lr", "val top-1 %", "val top-5 %", "mean class acc %",
               "videos/s", "data wait %", "epoch s", "bad samples"]
+    lrs = epoch_lr(run)
     rows = [[str(e["epoch"]), str(e.get("step", "–")),
              fmt(None if e.get("train_loss") is None else float(e["train_loss"]), 4),
-             "–" if e.get("lr") is None else f"{float(e['lr']):.3g}",
+             "–" if lrs.get(int(e["epoch"])) is None else f"{lrs[int(e['epoch'])]:.3g}",
              fmt_pct(e.get("val_top1")), fmt_pct(e.get("val_top5")), fmt_pct(e.get("val_mean_class_acc")),
              fmt(e.get("videos_per_s")), fmt_pct(e.get("data_wait")), fmt(e.get("epoch_time_s")),
              str(e.get("bad_samples", "–"))] for e in run.epochs]
