@@ -242,9 +242,21 @@ def _bar_plot(path: Path, bars: list[Bar], ylabel: str, title: str, ratio_of: Op
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     longest = max(len(line) for lab in labels for line in lab.split("\n"))
     lines = max(lab.count("\n") + 1 for lab in labels)
+    handles = [Patch(color=colors[i % len(colors)], label=n) for i, n in enumerate(names)] if len(names) > 1 else []
+    if ratio_of and any(b.ratio_text is not None for b in bars):
+        handles.append(Patch(facecolor="none", edgecolor="none", label=f"×N: {ratio_of}"))
+    if any(b.unstable for b in bars):
+        handles.append(Patch(facecolor="lightgrey", alpha=0.6, hatch="////", edgecolor="black",
+                             label=UNSTABLE_KEY))
+    if any(b.ratio_unreliable for b in bars):
+        handles.append(Patch(facecolor="white", edgecolor="red", linestyle="--", linewidth=1.6,
+                             label=RATIO_KEY))
     n_bars = len(labels) * max(1, len(names))
     fig_w = max(6.5, min(16.0, 0.4 * n_bars + 0.5 * len(labels) + 2.5))
-    fig, ax = plt.subplots(figsize=(fig_w, 4.6 + 0.18 * lines))
+    # The key goes below the axes: inside, it covered bars and their values.
+    key_in = 0.19 * len(handles) + 0.15 if handles else 0.0
+    fig_h = 4.6 + 0.18 * lines + key_in
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
     # Values written on narrow bars are turned upright rather than overlapping their neighbours.
     upright = (fig_w - 2.0) / n_bars < 0.45
     width = 0.8 / max(1, len(names))
@@ -274,19 +286,12 @@ def _bar_plot(path: Path, bars: list[Bar], ylabel: str, title: str, ratio_of: Op
     ax.margins(y=0.2)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    handles = [Patch(color=colors[i % len(colors)], label=n) for i, n in enumerate(names)] if len(names) > 1 else []
-    if ratio_of and any(b.ratio_text is not None for b in bars):
-        handles.append(Patch(facecolor="none", edgecolor="none", label=f"×N: {ratio_of}"))
-    if any(b.unstable for b in bars):
-        handles.append(Patch(facecolor="lightgrey", alpha=0.6, hatch="////", edgecolor="black",
-                             label=UNSTABLE_KEY))
-    if any(b.ratio_unreliable for b in bars):
-        handles.append(Patch(facecolor="white", edgecolor="red", linestyle="--", linewidth=1.6,
-                             label=RATIO_KEY))
-    if handles:
-        ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.9)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    if handles:
+        fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=1, frameon=False)
+        fig.tight_layout(rect=(0, key_in / fig_h, 1, 1))
+    else:
+        fig.tight_layout()
     return save(fig, path)
 
 
@@ -442,7 +447,7 @@ def _plots(out: Path, inference: list[dict[str, Any]], train: list[dict[str, Any
                 for lab, r in zip(labels, ok_train)]
         draw("train_throughput.png", bars, "videos/s (forward + backward + SGD step)",
              _title("Training throughput (synthetic batches)", ok_train, shared),
-             "ratio to fp32 channels-first")
+             "ratio to fp32 channels-first eager")
     ok_loader = [r for r in loader if _ok(r) and r.get("videos_per_s") is not None]
     swept = [r for r in ok_loader if r.get("threads")]
     if len({r["threads"] for r in swept}) > 1:
