@@ -273,6 +273,10 @@ def _speed_plot(out: Path, runs: Sequence[RunMetrics], drawn: Drawn) -> Optional
         if x:
             axes[0].plot(x, vps, color=color, marker="o", markersize=4, label=run.name)
             axes[1].plot(x, wait, color=color, marker="o", markersize=4, label=run.name)
+            if len(runs) == 1 and len(x) <= 20:  # on a 0-100% axis a 0.2% wait is a flat line
+                for xi, w, e in zip(x, wait, eps):
+                    axes[1].annotate(fmt_pct(e.get("data_wait")), (xi, w), textcoords="offset points",
+                                     xytext=(0, 5), ha="center", fontsize=7)
             data["videos_per_s"][run.name] = (x, vps)
             data["data_wait"][run.name] = (x, wait)
     axes[0].set_title("training videos/s per epoch\n(all processes; epoch 1 includes start-up)", fontsize=9)
