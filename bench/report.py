@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 from fastvid.errors import FastvidError
+from fastvid.report.plotting import fmt
 
 from .records import CV_MAX, RESULTS_FILE, TAIL_MAX, read_records
 
-__all__ = ["render_report", "select_run"]
+__all__ = ["render_report", "select_run", "Bar"]
 
 
 def _stability(r: dict[str, Any], samples: str) -> tuple[Optional[float], Optional[float], Optional[str]]:
@@ -63,14 +64,8 @@ def _ok(r: dict[str, Any]) -> bool:
     return (r.get("status") or ("skipped" if r.get("skipped") else "ok")) == "ok"
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
+# The one number format of the tables and of the values written on the plots.
+_fmt = fmt
 
 
 def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
@@ -214,45 +209,93 @@ def _loader_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool
     return lines
 
 
-def _label(r: dict[str, Any], *keys: str) -> str:
-    return " ".join(str(r.get(k)) for k in keys if r.get(k) is not None)
+class Bar(NamedTuple):
+    """One bar of a bench plot and why it is marked: ``text`` is the value as the table cell
+    shows it, ``ratio_text`` the ratio cell (the number only), ``unstable`` / ``ratio_unreliable``
+    the table's reasons (None when not flagged)."""
+
+    label: str
+    series: str
+    value: float
+    text: str
+    unstable: Optional[str] = None
+    ratio_text: Optional[str] = None
+    ratio_unreliable: Optional[str] = None
 
 
-def _bar_plot(path: Path, labels: list[str], series: "OrderedDict[str, list[Optional[float]]]",
-              ylabel: str, title: str) -> Path:
-    import matplotlib
+UNSTABLE_KEY = (f"hatched, faded: unstable figure (CV > {100 * CV_MAX:.0f}% or p90 > {TAIL_MAX:g}x p50; "
+                f"see report.md)")
+RATIO_KEY = "red dashed edge, ×N?: ratio unreliable (its baseline moved during the run)"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _bar_plot(path: Path, bars: list[Bar], ylabel: str, title: str, ratio_of: Optional[str] = None) -> Path:
+    """Grouped bars (x: label, colour: series), each annotated as its table cell, flagged bars
+    hatched/faded or red-edged, with a legend entry for every mark used."""
     import numpy as np
+    from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) * max(1, len(series)) + 2), 4.5))
-    width = 0.8 / max(1, len(series))
+    from fastvid.report.plotting import pyplot, save
+
+    plt = pyplot()
+    labels = list(OrderedDict.fromkeys(b.label for b in bars))
+    names = list(OrderedDict.fromkeys(b.series for b in bars))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    longest = max(len(line) for lab in labels for line in lab.split("\n"))
+    lines = max(lab.count("\n") + 1 for lab in labels)
+    handles = [Patch(color=colors[i % len(colors)], label=n) for i, n in enumerate(names)] if len(names) > 1 else []
+    if ratio_of and any(b.ratio_text is not None for b in bars):
+        handles.append(Patch(facecolor="none", edgecolor="none", label=f"×N: {ratio_of}"))
+    if any(b.unstable for b in bars):
+        handles.append(Patch(facecolor="lightgrey", alpha=0.6, hatch="////", edgecolor="black",
+                             label=UNSTABLE_KEY))
+    if any(b.ratio_unreliable for b in bars):
+        handles.append(Patch(facecolor="white", edgecolor="red", linestyle="--", linewidth=1.6,
+                             label=RATIO_KEY))
+    n_bars = len(labels) * max(1, len(names))
+    fig_w = max(6.5, min(16.0, 0.4 * n_bars + 0.5 * len(labels) + 2.5))
+    # The key goes below the axes: inside, it covered bars and their values.
+    key_in = 0.19 * len(handles) + 0.15 if handles else 0.0
+    fig_h = 4.6 + 0.18 * lines + key_in
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+    # Values written on narrow bars are turned upright rather than overlapping their neighbours.
+    upright = (fig_w - 2.0) / n_bars < 0.45
+    width = 0.8 / max(1, len(names))
     x = np.arange(len(labels))
-    for i, (name, values) in enumerate(series.items()):
-        heights = [v if v is not None else 0.0 for v in values]
-        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, heights, width, label=name)
-        for bar, v in zip(bars, values):
-            if v is not None:
-                ax.annotate(f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=7)
+    for b in bars:
+        i, j = names.index(b.series), labels.index(b.label)
+        pos = x[j] + (i - (len(names) - 1) / 2) * width
+        color = colors[i % len(colors)]
+        rect = ax.bar(pos, b.value, width, color=color, alpha=0.45 if b.unstable else 1.0,
+                      hatch="////" if b.unstable else None,
+                      edgecolor="red" if b.ratio_unreliable else ("black" if b.unstable else color),
+                      linewidth=1.6 if b.ratio_unreliable else 0.5,
+                      linestyle="--" if b.ratio_unreliable else "-")[0]
+        text = b.text
+        if b.ratio_text is not None:
+            text += f"\n×{b.ratio_text}" + ("?" if b.ratio_unreliable else "")
+        ax.annotate(text, (rect.get_x() + rect.get_width() / 2, rect.get_height()), ha="center",
+                    va="bottom", fontsize=7, color="red" if b.ratio_unreliable else "black",
+                    rotation=90 if upright else 0, textcoords="offset points", xytext=(0, 2))
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    shown = [v for values in series.values() for v in values if v]
+    flat = len(labels) * max(1, len(names)) <= 8 and longest <= 24
+    ax.set_xticklabels(labels, rotation=0 if flat else 30, ha="center" if flat else "right", fontsize=8)
+    shown = [b.value for b in bars if b.value]
     if shown and max(shown) / min(shown) > 50:  # batch 1 and batch 16 on one axis
         ax.set_yscale("log")
+        ylabel += " (log scale)"
+    ax.margins(y=0.2)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if len(series) > 1:
-        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if handles:
+        fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=1, frameon=False)
+        fig.tight_layout(rect=(0, key_in / fig_h, 1, 1))
+    else:
+        fig.tight_layout()
+    return save(fig, path)
 
 
-Plotted = dict[str, list[tuple[str, str, float]]]  # png name -> (bar label, series, value)
+Plotted = dict[str, list[Bar]]  # png name -> the bars drawn
 PLOT_NAMES = ("inference_throughput.png", "inference_latency.png", "train_throughput.png",
               "loader_throughput.png", "loader_threads.png")
 # Most telling first: what max_plots keeps.
@@ -271,93 +314,156 @@ def _unique(labels: list[str], series: Optional[list[str]] = None) -> list[str]:
     return out
 
 
-def _grid(labels: list[str], series: list[str], values: list[float]) -> "OrderedDict[str, list[Optional[float]]]":
-    """Bars as series -> one value per label (None where that series has no row)."""
-    names = list(OrderedDict.fromkeys(series))
-    order = list(OrderedDict.fromkeys(labels))
-    grid: "OrderedDict[str, list[Optional[float]]]" = OrderedDict((n, [None] * len(order)) for n in names)
-    for label, name, value in zip(labels, series, values):
-        grid[name][order.index(label)] = value
-    return grid
+def _devices(records: list[dict[str, Any]]) -> str:
+    from fastvid.report.plotting import plain_device
+
+    return "; ".join(OrderedDict.fromkeys(plain_device(r) for r in records))
+
+
+def _spelled(records: list[dict[str, Any]], fields: list[tuple[str, Any]]) -> tuple[list[str], str]:
+    """Bar labels from the fields that differ between ``records`` (spelled out, one per line),
+    and the fields they share, for the title. ``fields``: (key, formatter of a record)."""
+    labels: list[list[str]] = [[] for _ in records]
+    shared = []
+    for key, show in fields:
+        values = [show(r) for r in records]
+        if len(set(values)) > 1 or key == "backend":
+            for lab, v in zip(labels, values):
+                if v:
+                    lab.append(v)
+        elif values and values[0] and key != "device":  # the device is the title's first line
+            shared.append(values[0])
+    return ["\n".join(lab) for lab in labels], ", ".join(shared)
+
+
+def _infer_mode(r: dict[str, Any]) -> str:
+    mode = r.get("mode")
+    parts = ([] if mode in (None, "launch") else [f"mode {mode}"]) + (["channels-last"] if r.get("channels_last") else [])
+    return ", ".join(parts)
+
+
+def _loader_threads(r: dict[str, Any]) -> str:
+    """``2 DataLoader workers`` (torch) / ``2 DALI threads`` (DALI), as in the table's note."""
+    threads, workers = r.get("threads"), r.get("workers")
+    if str(r.get("backend", "")).startswith("torch"):
+        n = workers if workers is not None else threads
+        return "" if n is None else f"{n} DataLoader worker{'s' if n != 1 else ''}"
+    n = threads if threads is not None else workers
+    return "" if n is None else f"{n} DALI thread{'s' if n != 1 else ''}"
+
+
+def _title(what: str, records: list[dict[str, Any]], shared: str) -> str:
+    return f"{what}\n{_devices(records)}" + (f" · {shared}" if shared else "")
+
+
+def _ratio_flag(r: dict[str, Any], key: str) -> Optional[str]:
+    if r.get(key) is None or not r.get("ratio_unstable"):
+        return None
+    return str(r.get("ratio_unstable_reason") or "baseline moved")
 
 
 def _threads_plot(path: Path, records: list[dict[str, Any]]) -> Path:
     """videos/s against CPU threads, one line per (backend, device, batch, image size)."""
-    import matplotlib
+    from fastvid.report.plotting import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     series: "OrderedDict[str, list[tuple[int, float]]]" = OrderedDict()
     for r in records:
-        name = f"{r['backend']} · {r.get('device')} · b{r.get('batch_size')} · {r.get('image_size')} px"
+        where = "GPU" if str(r.get("device", "")).startswith("cuda") else "CPU"
+        name = (f"{r['backend']} (decoding on the {where}), batch {r.get('batch_size')}, "
+                f"{r.get('image_size')} px")
         series.setdefault(name, []).append((int(r["threads"]), float(r["videos_per_s"])))
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for name, points in series.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        for t, v in points:
+            ax.annotate(_fmt(v), (t, v), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
     ax.set_xscale("log", base=2)
     ticks = sorted({int(r["threads"]) for r in records})
     ax.set_xticks(ticks)
     ax.set_xticklabels([str(t) for t in ticks])
     ax.set_xlabel("CPU threads (torch: DataLoader workers; DALI: pipeline threads)")
     ax.set_ylabel("videos/s")
-    ax.set_title("Loader throughput against CPU threads")
+    ax.set_ylim(bottom=0)
+    ax.margins(y=0.15)
+    ax.set_title(f"Loader throughput against CPU threads\n{_devices(records)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _plots(out: Path, inference: list[dict[str, Any]], train: list[dict[str, Any]],
            loader: list[dict[str, Any]], runs: bool) -> tuple[list[Path], Plotted]:
-    """One bar per ``ok`` table row (the same rows the tables show); returns what was drawn."""
+    """One bar per ``ok`` table row (the same rows the tables show), its value written as the
+    table writes it, flagged as the table flags it; returns what was drawn."""
     paths: list[Path] = []
     plotted: Plotted = {}
+    run_field = [("run", lambda r: f"run {r.get('run_id') or '(no run id)'}" if runs else "")]
 
-    def run(r: dict[str, Any]) -> str:
-        return f" [{r.get('run_id') or 'no run id'}]" if runs else ""
-
-    def draw(name: str, labels: list[str], series: list[str], values: list[float], ylabel: str,
-             title: str) -> None:
-        paths.append(_bar_plot(out / name, list(OrderedDict.fromkeys(labels)), _grid(labels, series, values),
-                               ylabel, title))
-        plotted[name] = list(zip(labels, series, values))
+    def draw(name: str, bars: list[Bar], ylabel: str, title: str, ratio_of: Optional[str] = None) -> None:
+        paths.append(_bar_plot(out / name, bars, ylabel, title, ratio_of))
+        plotted[name] = bars
 
     ok_inf = [r for r in inference if _ok(r) and r.get("video_per_s") is not None]
     if ok_inf:
-        devices = sorted({str(r.get("device")) for r in ok_inf})
-        series = [f"batch {r['batch']}" + (f" · {r.get('device')}" if len(devices) > 1 else "") for r in ok_inf]
-        labels = _unique([_label(r, "model", "backend", "precision") + run(r) for r in ok_inf], series)
-        draw("inference_throughput.png", labels, series, [r["video_per_s"] for r in ok_inf], "video/s",
-             f"Inference throughput ({', '.join(devices)})")
+        from fastvid.report.plotting import plain_device
+
+        fields = [("model", lambda r: str(r.get("model") or "")), ("backend", lambda r: str(r.get("backend"))),
+                  ("precision", lambda r: str(r.get("precision") or "")), ("mode", _infer_mode),
+                  ("device", plain_device), *run_field]
+        names, shared = _spelled(ok_inf, fields)
+        series = [f"batch {r['batch']}" for r in ok_inf]
+        labels = _unique(names, series)
+        bars = [Bar(lab, ser, float(r["video_per_s"]), _fmt(r["video_per_s"]), _stability(r, "latency_ms")[2],
+                    None if r.get("ratio_to_eager") is None else _fmt(r["ratio_to_eager"], 2),
+                    _ratio_flag(r, "ratio_to_eager"))
+                for lab, ser, r in zip(labels, series, ok_inf)]
+        draw("inference_throughput.png", bars, "videos/s", _title("Inference throughput", ok_inf, shared),
+             "ratio to eager fp32 at the same batch")
         lat_rows = [r for r in ok_inf if (r.get("latency_ms") or {}).get("p50") is not None]
-        lat_labels = _unique([_label(r, "model", "backend", "precision") + f" b{r['batch']}" + run(r)
-                              for r in lat_rows])
-        qs = ("p50", "p90", "p99")
-        draw("inference_latency.png", [lab for lab in lat_labels for _ in qs], [q for _ in lat_rows for q in qs],
-             [r["latency_ms"].get(q) for r in lat_rows for q in qs], "latency per batch (ms)",
-             "Inference latency p50 / p90 / p99")
+        lat_names, lat_shared = _spelled(lat_rows, fields + [("batch", lambda r: f"batch {r['batch']}")])
+        lat_labels = _unique(lat_names)
+        qs = (("p50", "p50 (median)"), ("p90", "p90"), ("p99", "p99"))
+        bars = [Bar(lab, title, float(r["latency_ms"][q]), _fmt(r["latency_ms"][q], 2),
+                    _stability(r, "latency_ms")[2])
+                for lab, r in zip(lat_labels, lat_rows) for q, title in qs if r["latency_ms"].get(q) is not None]
+        draw("inference_latency.png", bars, "latency per batch (ms)",
+             _title("Inference latency per batch: p50 / p90 / p99", lat_rows, lat_shared))
     ok_train = [r for r in train if _ok(r) and r.get("videos_per_s") is not None]
     if ok_train:
-        labels = _unique([_label(r, "model", "precision")
-                          + (" channels_last" if r.get("channels_last") else " channels_first")
-                          + ("" if r.get("mode", "eager") == "eager" else f" {r['mode']}") + run(r)
-                          for r in ok_train])
-        draw("train_throughput.png", labels, ["videos/s"] * len(ok_train), [r["videos_per_s"] for r in ok_train],
-             "videos/s (forward + backward + SGD step)", "Training throughput")
+        fields = [("model", lambda r: str(r.get("model") or "")),
+                  ("precision", lambda r: str(r.get("precision") or "")),
+                  ("format", lambda r: "channels-last" if r.get("channels_last") else "channels-first"),
+                  ("mode", lambda r: "" if r.get("mode", "eager") == "eager" else f"mode {r['mode']}"),
+                  ("batch", lambda r: f"batch {r.get('batch')}"), *run_field]
+        names, shared = _spelled(ok_train, fields)
+        labels = _unique(names)
+        bars = [Bar(lab, "videos/s", float(r["videos_per_s"]), _fmt(r["videos_per_s"]),
+                    _stability(r, "step_ms")[2],
+                    None if r.get("ratio_to_fp32") is None else _fmt(r["ratio_to_fp32"], 2),
+                    _ratio_flag(r, "ratio_to_fp32"))
+                for lab, r in zip(labels, ok_train)]
+        draw("train_throughput.png", bars, "videos/s (forward + backward + SGD step)",
+             _title("Training throughput (synthetic batches)", ok_train, shared),
+             "ratio to fp32 channels-first eager")
     ok_loader = [r for r in loader if _ok(r) and r.get("videos_per_s") is not None]
     swept = [r for r in ok_loader if r.get("threads")]
     if len({r["threads"] for r in swept}) > 1:
         paths.append(_threads_plot(out / "loader_threads.png", swept))
     if ok_loader:
-        labels = _unique([_label(r, "backend", "device") + (f" t{r['threads']}" if r.get("threads") else "")
-                          + (f" w{r['workers']}" if r.get("workers") is not None else "") + run(r)
-                          for r in ok_loader])
-        draw("loader_throughput.png", labels, ["videos/s"] * len(ok_loader), [r["videos_per_s"] for r in ok_loader],
-             "videos/s", "Data loader throughput")
+        fields = [("backend", lambda r: str(r.get("backend"))), ("threads", _loader_threads),
+                  ("batch", lambda r: f"batch {r.get('batch_size')}" if r.get("batch_size") else ""),
+                  ("size", lambda r: f"{r.get('image_size')} px" if r.get("image_size") else ""), *run_field]
+        names, shared = _spelled(ok_loader, fields)
+        labels = _unique(names)
+        bars = [Bar(lab, "videos/s", float(r["videos_per_s"]), _fmt(r["videos_per_s"]),
+                    (r.get("unstable_reason") or "unstable") if r.get("unstable") else None,
+                    None if r.get("ratio_to_torch") is None else _fmt(r["ratio_to_torch"], 2))
+                for lab, r in zip(labels, ok_loader)]
+        draw("loader_throughput.png", bars, "videos/s", _title("Data loader throughput", ok_loader, shared),
+             "ratio to the torch loader with as many workers")
     return paths, plotted
 
 

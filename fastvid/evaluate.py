@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
+import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -14,7 +17,8 @@ import torch.nn as nn
 from fastvid.distributed import DistInfo
 
 __all__ = ["EvalResult", "evaluate", "evaluate_sharded", "summarize", "interleave_shards",
-           "topk_accuracy", "mean_class_accuracy", "average_views"]
+           "topk_accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix",
+           "average_views", "write_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +34,20 @@ class EvalResult:
     views: int = 1
     bad_samples: list = field(default_factory=list)
 
+    @property
+    def confusion(self) -> np.ndarray:
+        """(K, K) int64 counts, rows = true class, columns = top-1 prediction (bad samples out)."""
+        return confusion_matrix(self.scores, self.labels, self.scores.shape[1])
+
     def to_json(self) -> dict[str, Any]:
+        """The metrics, the confusion matrix (``confusion[true][predicted]``, counts) and the
+        per-class top-1 accuracy (None for a class without videos), both in class-index order."""
+        conf = self.confusion
         return {"top1": self.top1, "top5": self.top5, "mean_class_acc": self.mean_class_acc,
-                "num_videos": self.num_videos, "bad_samples": len(self.bad_samples)}
+                "num_videos": self.num_videos, "bad_samples": len(self.bad_samples),
+                "per_class_accuracy": per_class_accuracy(conf),
+                "class_videos": conf.sum(axis=1).tolist(),
+                "confusion_matrix": conf.tolist()}
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -51,6 +66,24 @@ def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     pred = scores.argmax(axis=1)
     recalls = [float((pred[labels == c] == c).mean()) for c in np.unique(labels)]
     return float(np.mean(recalls))
+
+
+def confusion_matrix(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) int64 counts of (true class, top-1 prediction); rows labelled -1 are left out."""
+    labels = np.asarray(labels, dtype=np.int64)
+    good = labels >= 0
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    if good.any():
+        pred = np.asarray(scores)[good].argmax(axis=1)
+        np.add.at(conf, (labels[good], pred), 1)
+    return conf
+
+
+def per_class_accuracy(confusion: np.ndarray) -> list[Optional[float]]:
+    """Top-1 recall per true class from a confusion matrix; None for a class without videos
+    (the mean of the others is :func:`mean_class_accuracy`)."""
+    totals = confusion.sum(axis=1)
+    return [float(confusion[c, c] / n) if n else None for c, n in enumerate(totals)]
 
 
 def average_views(logits: torch.Tensor, views: int, average: str = "prob") -> torch.Tensor:
@@ -190,3 +223,50 @@ def evaluate_sharded(model: Callable[[torch.Tensor], torch.Tensor], loader: Opti
     result = summarize(scores, labels, views, [b for p in parts for b in p[3]])
     log.info("evaluated %d val videos on %d ranks", len(labels), dist_info.world_size)
     return result
+
+
+def write_predictions(path: str | Path, result: EvalResult, records: Sequence[Any],
+                      classes: Optional[Sequence[str]] = None,
+                      root: Optional[str | Path] = None) -> Path:
+    """One CSV row per video, in list order: ``index, video, label, label_name, pred,
+    pred_name, correct, prob`` (the prediction's averaged score), ``label_prob``, ``top5``
+    (space-separated class indices). A bad sample (label -1) keeps its row with empty
+    prediction columns. ``video`` is relative to ``root`` when inside it. Written atomically.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def name(index: int) -> str:
+        return classes[index] if classes is not None and 0 <= index < len(classes) else ""
+
+    def video(i: int) -> str:
+        if i >= len(records):
+            return ""
+        p = str(getattr(records[i], "path", records[i]))
+        if root is not None:
+            try:
+                return str(Path(p).relative_to(root))
+            except ValueError:
+                pass
+        return p
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["index", "video", "label", "label_name", "pred", "pred_name", "correct",
+                             "prob", "label_prob", "top5"])
+            for i, (row, label) in enumerate(zip(result.scores, result.labels)):
+                label = int(label)
+                if label < 0:
+                    writer.writerow([i, video(i), label, "", "", "", "", "", "", ""])
+                    continue
+                top = np.argsort(-row, kind="stable")[:5]
+                pred = int(top[0])
+                writer.writerow([i, video(i), label, name(label), pred, name(pred), int(pred == label),
+                                 f"{row[pred]:.6g}", f"{row[label]:.6g}", " ".join(map(str, top))])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job end to end on a synthetic dataset: synth -> train TRN -> eval -> engine -> bench -> report.
+# The main job end to end on a synthetic dataset: synth -> train TRN -> eval -> engine -> bench -> reports
+# (the training run: curves + confusion matrix; the bench: tables + plots).
 # CPU: about 5 minutes on 2 idle cores (4.5 min measured), several times that when other jobs
 # share the cores; training takes most of it. GPU (when torch sees one): the same commands run on it.
 #   scripts/demo.sh [OUT_DIR]     (default demo_out)
@@ -21,9 +22,9 @@ step "2/6 train TRN-BNInception ($CFG)"
 fastvid train -c "$CFG" --data-root "$OUT/data" --work-dir "$OUT/run" --resume auto \
   ${EPOCHS:+--epochs "$EPOCHS"}
 
-step "3/6 evaluate best.pt"
+step "3/6 evaluate best.pt (eval.json in the run dir: its report draws the confusion matrix)"
 fastvid eval -c "$CFG" --data-root "$OUT/data" --checkpoint "$OUT/run/best.pt" \
-  --out "$OUT/eval.json" --save-scores "$OUT/scores.npy"
+  --out "$OUT/run/eval.json" --save-scores "$OUT/run/scores.npy"
 
 step "4/6 build an engine with the best backend available"
 BACKEND=$(python - <<'PY'
@@ -44,7 +45,10 @@ step "5/6 bench at batch 1 (eager vs $BACKEND)"
 fastvid bench -c "$CFG" --checkpoint "$OUT/run/best.pt" --engine "$OUT/engine/trn.$EXT" \
   --batch 1 --backends "eager,$BACKEND" --iters 20 --out "$OUT/bench"
 
-step "6/6 report (this run; \`fastvid report $OUT/bench --all\` lists earlier runs too)"
+step "6/6 reports: the training run, then the bench (\`fastvid report $OUT/bench --all\` lists earlier bench runs too)"
+fastvid report "$OUT/run"
 fastvid report "$OUT/bench"
 echo
-echo "done in $((SECONDS - START)) s: $OUT/eval.json, $OUT/engine/, $OUT/bench/report.md"
+echo "done in $((SECONDS - START)) s: $OUT/run/eval.json, $OUT/engine/"
+echo "training report (loss, accuracy, lr, speed, confusion matrix): $OUT/run/report.md"
+echo "bench report (tables and plots):                              $OUT/bench/report.md"

@@ -27,7 +27,7 @@ def main(num_videos: int, out: str) -> None:
     result = evaluate_sharded(model, loader, NUM_CLASSES, info)
     if info.is_main:
         np.savez(out, scores=result.scores, labels=result.labels, top1=result.top1,
-                 num_videos=result.num_videos)
+                 num_videos=result.num_videos, confusion=result.confusion)
     torch.distributed.destroy_process_group()
 
 

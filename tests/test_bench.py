@@ -366,8 +366,8 @@ def _assert_plots_match_tables(result: dict) -> None:
     md = result["markdown"].read_text()
     table = sorted(r["video/s"] for r in _table_rows(md, "Inference") if r["status"].startswith("ok"))
     drawn = result["plotted"]["inference_throughput.png"]
-    assert sorted(f"{v:,.1f}" for _, _, v in drawn) == table  # one bar per row, the row's value
-    bars = [(label, series) for label, series, _ in drawn]
+    assert sorted(b.text for b in drawn) == table  # one bar per row, written as the row writes it
+    bars = [(b.label, b.series) for b in drawn]
     assert len(bars) == len(set(bars)), "two rows share one bar"
 
 
@@ -435,3 +435,45 @@ def test_report_marks_unstable_figures_and_ratios(tmp_path):
     assert "**Unstable: 1 of" in md and "and 1 ratios" in md
     stable = next(r for r in _table_rows(md, "Inference") if r["backend"] == "eager" and r["batch"] == "1")
     assert stable["status"] == "ok" and stable["p90/p50"] == "1.10"  # from the recorded percentiles
+
+
+def test_plots_flag_the_rows_the_tables_flag(tmp_path):
+    """The issue's loaded machine: unstable figures and an unreliable ratio are hatched /
+    red-edged in the plots exactly where the tables flag them, each bar's value written as its
+    table cell, loader bars spelled out, the device named plainly."""
+    from bench.report import RATIO_KEY, UNSTABLE_KEY
+
+    recs = _sample_records()
+    for r in recs:
+        r["run_id"] = "r1"
+        if r["kind"] == "inference" and r["batch"] == 1 and r["backend"] in ("compile", "aoti", "trt"):
+            r.update(cv=0.4, unstable=True, unstable_reason="CV 40% > 10%; load average 6 on 2 CPUs")
+        if r["kind"] == "inference" and r["backend"] == "trt" and r["batch"] == 16:
+            r.update(ratio_unstable=True, ratio_unstable_reason="eager went from 800 to 500 video/s")
+        if r["kind"] == "train" and r["precision"] == "fp16":
+            r.update(p90_over_p50=2.6, unstable=True, unstable_reason="p90 2.6x p50 > 2x", ratio_unstable=True,
+                     ratio_unstable_reason="unstable")
+    (tmp_path / "results.json").write_text(json.dumps(recs))
+    result = render_report(tmp_path)
+    md = result["markdown"].read_text()
+    for section, png, ratio_col, value_col in (
+            ("Inference", "inference_throughput.png", "× eager fp32", "video/s"),
+            ("Training throughput", "train_throughput.png", "× fp32", "videos/s")):
+        rows = [r for r in _table_rows(md, section) if r["status"].startswith("ok")]
+        bars = result["plotted"][png]
+        assert len(bars) == len(rows)
+        flagged_rows = sorted((r[value_col], "unstable" in r["status"], "[" in r[ratio_col]) for r in rows)
+        flagged_bars = sorted((b.text, b.unstable is not None, b.ratio_unreliable is not None) for b in bars)
+        assert flagged_rows == flagged_bars  # same values, same flags
+        assert sorted(r[ratio_col].split(" ")[0] for r in rows) == sorted(b.ratio_text for b in bars)
+    inf = result["plotted"]["inference_throughput.png"]
+    assert sum(b.unstable is not None for b in inf) == 3 and sum(b.ratio_unreliable is not None for b in inf) == 1
+    lat = result["plotted"]["inference_latency.png"]
+    assert sum(b.unstable is not None for b in lat) == 3 * 3  # p50, p90, p99 of each unstable row
+    assert "CV 10%" in UNSTABLE_KEY.replace("> ", "") and "baseline moved" in RATIO_KEY
+    loader = result["plotted"]["loader_throughput.png"]
+    assert {b.label for b in loader} == {"dali\n4 DALI threads", "torch\n4 DataLoader workers"}
+    assert [b.text for b in loader] == ["900.0", "250.0"]
+    # Rounded as the table rounds: latency cells with 2 decimals, the same strings.
+    table_p50 = sorted(r["p50 ms"] for r in _table_rows(md, "Inference") if r["status"].startswith("ok"))
+    assert table_p50 == sorted(b.text for b in lat if b.series == "p50 (median)")

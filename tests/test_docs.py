@@ -44,3 +44,14 @@ def test_demo_shows_training_progress():
     train = re.search(r"fastvid train [^\n]*(?:\\\n[^\n]*)*", script).group(0)
     assert "--no-progress" not in train
     subprocess.run(["bash", "-n", str(REPO / "scripts" / "demo.sh")], check=True)
+
+
+def test_demo_ends_with_the_training_report_and_the_bench_report():
+    script = (REPO / "scripts" / "demo.sh").read_text()
+    commands = re.findall(r"^fastvid (\w[\w-]*) ([^\n]*)", script, flags=re.M)
+    assert commands[-2:] == [("report", '"$OUT/run"'), ("report", '"$OUT/bench"')]
+    # best.pt's eval.json lands in the run dir, so the training report draws its confusion matrix.
+    evals = [args for cmd, args in commands if cmd == "eval" and "best.pt" in args]
+    assert evals and '--out "$OUT/run/eval.json"' in script
+    tail = script.split('fastvid report "$OUT/bench"', 1)[1]
+    assert "$OUT/run/report.md" in tail and "$OUT/bench/report.md" in tail  # says where they are

@@ -58,6 +58,22 @@ def test_train_learns_and_eval_reports(synth_frames, trained_trn, tmp_path):
     s = np.load(scores)
     assert s.dtype == np.float32 and s.shape == (24, 4)
     np.testing.assert_allclose(s.sum(axis=1), 1.0, atol=1e-4)  # averaged probabilities
+    # What the model confuses: counts of (true, top-1) from the same scores, rows in class order.
+    labels = np.array([int(line.split()[2]) for line in
+                       (synth_frames / "val_videofolder.txt").read_text().splitlines()])
+    conf = np.asarray(res["confusion_matrix"])
+    expected = np.zeros((4, 4), np.int64)
+    np.add.at(expected, (labels, s.argmax(axis=1)), 1)
+    np.testing.assert_array_equal(conf, expected)
+    assert conf.sum(axis=1).tolist() == res["class_videos"] == np.bincount(labels, minlength=4).tolist()
+    assert res["per_class_accuracy"] == pytest.approx(np.diag(conf) / conf.sum(axis=1))
+    assert res["classes"] == ckpt["classes"] and res["predictions"].endswith("scores.predictions.csv")
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "scores.predictions.csv")))
+    assert [int(r["pred"]) for r in rows] == s.argmax(axis=1).tolist()
+    assert [int(r["label"]) for r in rows] == labels.tolist()
+    assert sum(int(r["correct"]) for r in rows) == round(res["top1"] * 24)
 
 
 def test_resume_is_bitwise_exact(synth_frames, tmp_path):
@@ -157,6 +173,9 @@ def test_sharded_eval_matches_one_process(tmp_path, nproc, num_videos):
     np.testing.assert_array_equal(merged["labels"], labels.numpy())
     np.testing.assert_allclose(merged["scores"], ref.scores, rtol=1e-5, atol=1e-6)
     assert float(merged["top1"]) == ref.top1 and int(merged["num_videos"]) == ref.num_videos
+    # The gathered confusion matrix: every scored video once (the bad sample left out).
+    np.testing.assert_array_equal(merged["confusion"], ref.confusion)
+    assert merged["confusion"].sum() == ref.num_videos == int((labels >= 0).sum())
     # The other ranks' own buffers would have given other scores: the broadcast matters.
     other = evaluate(make_model(bn_shift=1.0), [(videos, labels)], view_dims=4)
     assert not np.allclose(other.scores[labels >= 0], ref.scores[labels >= 0], atol=1e-3)
@@ -197,6 +216,9 @@ def test_eval_under_torchrun_matches_one_process(synth_frames, trained_trn, tmp_
     res_two = json.loads((tmp_path / "two.json").read_text())
     assert res_two["world_size"] == 2 and res_one["world_size"] == 1
     assert res_two["top1"] == res_one["top1"] and res_two["num_videos"] == 24
+    # Rank 0's matrix is the gathered one, not its own half of the videos.
+    assert res_two["confusion_matrix"] == res_one["confusion_matrix"]
+    assert np.asarray(res_two["confusion_matrix"]).sum() == 24
 
 
 # --- CUDA-path review: DDP step agreement, channels-last, resume details (CPU-checkable) ---

@@ -350,21 +350,32 @@ def _summary_line(r: dict[str, Any]) -> str:
 
 
 @cli.command("report")
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Where to write report.md and the PNGs (default: DIRECTORY).")
+              help="Where to write report.md and the PNGs (default: the directory reported; "
+                   "several runs: compare-<names> beside the first).")
 @click.option("--all", "all_runs", is_flag=True,
-              help="Every run in results.json, with a run column (default: the latest run only).")
+              help="Benchmarks: every run in results.json, with a run column (default: the latest run only).")
 @friendly_errors
-def report_cmd(directory: str, out_dir: Optional[str], all_runs: bool) -> None:
-    """Render DIRECTORY/results.json as report.md (Markdown tables) and PNG plots.
+def report_cmd(paths: tuple[str, ...], out_dir: Optional[str], all_runs: bool) -> None:
+    """Render report.md (Markdown tables) and PNG plots of what fastvid measured.
 
-    Shows the latest 'fastvid bench' run unless --all; tables and plots show the same rows.
+    \b
+    PATHS is one of:
+      a benchmark directory (results.json from 'fastvid bench'): tables and plots of the latest
+        run, unstable figures marked in both;
+      training run directories ('fastvid train --work-dir'): loss, validation accuracy, learning
+        rate, videos/s, data wait and time to first step; several runs are overlaid;
+        an eval*.json inside a run adds its confusion matrix;
+      eval JSONs ('fastvid eval --out'): the confusion matrix and the most confused pairs.
     """
-    from bench.report import render_report
+    from fastvid.report import render
 
-    result = render_report(directory, out_dir, all_runs=all_runs)
-    which = f"{result['runs']} runs" if all_runs else f"run {result['run_id'] or 'without run id'}"
-    click.echo(f"report: {result['markdown']} ({result['records']} records, {which})")
+    result = render(paths, out_dir, all_runs=all_runs)
+    if result["kind"] == "bench":
+        which = f"{result['runs']} runs" if all_runs else f"run {result['run_id'] or 'without run id'}"
+        click.echo(f"report: {result['markdown']} ({result['records']} records, {which})")
+    else:
+        click.echo(f"report: {result['markdown']}")
     for p in result["plots"]:
         click.echo(f"  plot: {p}")

@@ -1,7 +1,6 @@
 """``fastvid train`` and ``fastvid eval``."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -111,7 +110,8 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
               help="Autocast dtype with --amp; fp16 needs CUDA.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results JSON here.")
 @click.option("--save-scores", type=click.Path(dir_okay=False), default=None,
-              help="Write per-video scores (float32 .npy, list order) here.")
+              help="Write per-video scores (float32 .npy, list order) here, and each video's "
+                   "label, prediction and top-5 to <name>.predictions.csv beside it.")
 @friendly_errors
 def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_root: str,
              checkpoint: Optional[str], engine_path: Optional[str], clips: Optional[int],
@@ -186,13 +186,34 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
         click.echo(f"Top5: {100 * res.top5:.2f}%")
         click.echo(f"Mean class accuracy: {100 * res.mean_class_acc:.2f}%  "
                    f"({res.num_videos} videos, {n_clips} clips x {n_crops} crops)")
+        classes = dataset.categories or meta.get("classes")
+        predictions = None
+        if save_scores:
+            from fastvid.evaluate import write_predictions
+
+            Path(save_scores).parent.mkdir(parents=True, exist_ok=True)
+            np.save(save_scores, res.scores.astype(np.float32))
+            predictions = write_predictions(_predictions_path(save_scores), res, records,
+                                            classes, dataset.root)
+            click.echo(f"per-video predictions: {predictions}")
         if out:
+            from fastvid.jsonfile import write_json
+
+            # The result first, the confusion matrix (K rows of K counts) and the config last.
             payload = {**res.to_json(), "clips": n_clips, "crops": n_crops, "views": res.views,
                        "checkpoint": checkpoint, "engine": engine_path, "split": split,
                        "loader": backend, "world_size": dist_info.world_size,
-                       "config": cfg.to_dict()}
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(json.dumps(payload, indent=2))
-        if save_scores:
-            Path(save_scores).parent.mkdir(parents=True, exist_ok=True)
-            np.save(save_scores, res.scores.astype(np.float32))
+                       # np.save appends .npy to any other name
+                       "scores": save_scores and (save_scores if save_scores.endswith(".npy")
+                                                  else save_scores + ".npy"),
+                       "predictions": predictions and str(predictions),
+                       "classes": list(classes) if classes else None}
+            payload["confusion_matrix"] = payload.pop("confusion_matrix")
+            payload["config"] = cfg.to_dict()
+            write_json(out, payload)
+
+
+def _predictions_path(save_scores: str) -> Path:
+    """``scores.npy`` -> ``scores.predictions.csv`` (np.save appends .npy to a bare name)."""
+    path = Path(save_scores)
+    return path.with_name((path.stem if path.suffix == ".npy" else path.name) + ".predictions.csv")
