@@ -28,7 +28,7 @@ from .export import cast_for_precision, export_model, graph_problems, validation
 __all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENSIONS",
            "TOLERANCES", "available_backends", "build_engine", "load", "meta_path",
            "backend_versions", "require_backend", "read_meta", "check_supported", "auto_backend",
-           "tolerance", "artifact_files"]
+           "tolerance", "artifact_files", "cpu_threads_beside_loader"]
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,22 @@ def artifact_files(backend: str, artifact: Path) -> list[Path]:
     return [artifact] + [artifact.with_suffix(s) for s in companions]
 
 
-def auto_backend(device: torch.device | str, precision: str = "fp32") -> str:
-    """The engine backend ``--backend auto`` picks on ``device``: the available one of lowest
-    ``EngineBackendEntry.preference`` for the device type that can build ``precision``
-    (CUDA: trt, aoti, onnx; CPU: openvino, aoti, onnx)."""
+def cpu_threads_beside_loader(loader_threads: int) -> int:
+    """CPU threads for an engine that runs while a loader uses ``loader_threads`` (worker
+    processes or DALI threads): every core this process may use, less the loader's, but never
+    less than half of them (on a CPU, inference is most of an evaluation's work)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - min(max(0, int(loader_threads)), cores // 2))
+
+
+def auto_backend(device: torch.device | str | None = None, precision: str = "fp32") -> str:
+    """The engine backend ``--backend auto`` picks on ``device`` (default: CUDA when available,
+    else CPU): the available one of lowest ``EngineBackendEntry.preference`` for the device type
+    that can build ``precision`` (CUDA: trt, aoti, onnx; CPU: openvino, aoti, onnx)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     status = available_backends(device)
     ranked = sorted((e for e in engine_backends() if device.type in e.preference),

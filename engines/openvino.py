@@ -137,10 +137,10 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_threads(loader_threads: int = 0) -> int:
-    """Inference threads beside a loader using ``loader_threads`` CPU threads: every core the
-    process may use, less the loader's share but at most half of them (inference is most of a
-    CPU eval's work); ``$FASTVID_OPENVINO_THREADS`` overrides."""
+def default_threads() -> int:
+    """Inference threads when the caller says nothing: ``$FASTVID_OPENVINO_THREADS``, else every
+    core this process may use (``fastvid bench`` and ``predict``; ``eval`` passes its own count
+    through ``engines.load(..., cpu_threads=)`` to leave room for its loader)."""
     env = os.environ.get(THREADS_ENV, "").strip()
     if env:
         try:
@@ -149,8 +149,7 @@ def default_threads(loader_threads: int = 0) -> int:
             from .core import EngineError
 
             raise EngineError(f"${THREADS_ENV}={env!r} is not a whole number of threads") from None
-    cores = _cores()
-    return max(1, cores - min(max(0, loader_threads), cores // 2))
+    return _cores()
 
 
 def _runtime_precision(compiled: Any) -> str:
@@ -250,7 +249,9 @@ def load_runner(path: Path, device: torch.device, meta: dict[str, Any]) -> Calla
     for the engine's opt batch now, so the precision actually used is known at load.
 
     ``meta["cpu_threads"]`` (set by ``engines.load(..., cpu_threads=N)`` beside a loader): inference
-    threads, unpinned; default every core (:func:`default_threads`), pinned.
+    threads, not pinned to cores (a pinned thread stalls the whole parallel region when a loader
+    process takes its core); default :func:`default_threads`, pinned. ``$FASTVID_OPENVINO_THREADS``
+    overrides both.
     """
     from .core import EngineError
 
