@@ -115,9 +115,11 @@ def available_backends(device: torch.device | str | None = None) -> dict[str, Op
 def require_backend(backend: str, device: torch.device | str) -> None:
     """Raise :class:`BackendUnavailable` naming what is missing and which backends do work."""
     engine_backend(backend)  # an unknown name raises, listing the known ones
-    status = available_backends(device)
-    reason = status[backend]
+    # Only this backend is probed when it works: probing the others imports their toolchains
+    # (AOTInductor's config imports torch._inductor), seconds off every eval/predict start.
+    reason = _backend_module(backend).unavailable_reason(torch.device(device))
     if reason is not None:
+        status = available_backends(device)
         usable = [b for b, r in status.items() if r is None]
         raise BackendUnavailable(f"engine backend {backend!r} is unavailable on {torch.device(device)}: "
                                  f"{reason}. Available backends here: "
