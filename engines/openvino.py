@@ -260,6 +260,20 @@ def load_runner(path: Path, device: torch.device, meta: dict[str, Any]) -> Calla
     if not bin_path.is_file():
         raise EngineError(f"{path}: its weights {bin_path.name} are missing (an OpenVINO engine is the "
                           f".xml and the .bin beside it); rebuild it with `fastvid build-engine`")
+    # OpenVINO maps the .bin and reads a truncated one without an error (garbage weights): the
+    # constants the .xml places in it must fit.
+    import re
+
+    try:
+        xml = path.read_text(errors="replace")
+    except OSError as exc:
+        raise EngineError(f"{path}: cannot read it ({exc.strerror})") from None
+    need = max((int(o) + int(n) for o, n in re.findall(r'offset="(\d+)"\s+size="(\d+)"', xml)), default=0)
+    have = bin_path.stat().st_size
+    if have < need:
+        raise EngineError(f"{path}: cannot load this openvino engine, its weights {bin_path.name} hold "
+                          f"{have} bytes where the model needs {need} (truncated or overwritten); "
+                          f"rebuild it with `fastvid build-engine`")
     precision = str(meta["precision"])
     beside_loader = meta.get("cpu_threads") is not None
     threads = (default_threads() if not beside_loader or os.environ.get(THREADS_ENV)

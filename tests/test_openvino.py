@@ -166,10 +166,14 @@ def test_failed_validation_removes_the_xml_and_its_bin(monkeypatch, tmp_path):
     assert not list(tmp_path.glob(".openvino-*"))  # no scratch folder left behind
 
 
-def test_missing_bin_is_a_clear_error(tmp_path):
+def test_damaged_or_missing_bin_is_a_clear_error(tmp_path):
     model = Tiny2D(width=4).eval()
     path = engines.build_engine(model, torch.zeros(1, 2, 3, 16, 16), "openvino", "fp32",
                                 out_path=tmp_path / "tiny")
+    weights = path.with_suffix(".bin").read_bytes()
+    path.with_suffix(".bin").write_bytes(weights[: len(weights) // 2])  # a half-copied engine
+    with pytest.raises(EngineError, match=r"cannot load this openvino engine.*rebuild"):
+        engines.load(path, CPU)
     path.with_suffix(".bin").unlink()
     with pytest.raises(EngineError, match=r"tiny\.bin are missing"):
         engines.load(path, CPU)
