@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # Stamps are keyed to setup.py so that a changed dependency list re-installs.
 $(VENV)/.demo-installed: setup.py | $(BIN)/python
-	$(BIN)/pip install -e ".[dali,onnx,video]"
+	$(BIN)/pip install -e ".[dali,onnx,openvino,video]"
 	touch $@
 
 $(VENV)/.test-installed: setup.py | $(BIN)/python

@@ -27,6 +27,8 @@ EXTRAS = {
     # tensorrt-cu13-libs is a placeholder that downloads the libraries from NVIDIA's index.
     "trt": ["torch-tensorrt==2.14.*"],
     "onnx": ["onnx", "onnxscript", "onnxruntime"],
+    # CPU engines (engines/openvino.py); 2026.4 is the release the engine tests and figures used.
+    "openvino": ["openvino>=2026.4"],
     "video": ["av<19"],
     "tensorboard": ["tensorboard"],
 }
@@ -44,6 +46,7 @@ EXTRAS["test"] = [
     "opencv-python-headless",
     *EXTRAS["dali"],
     *EXTRAS["onnx"],
+    *EXTRAS["openvino"],
     *EXTRAS["video"],
 ]
 

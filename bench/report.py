@@ -139,10 +139,18 @@ def _flop_lines(records: list[dict[str, Any]]) -> list[str]:
             f"those FLOPs / 1000; % peak: of the dense peak named in the footnote.", ""]
 
 
+def _precision_cell(r: dict[str, Any]) -> str:
+    """The precision asked for, and what the runtime reports computing in when it says (OpenVINO)."""
+    used = (r.get("runtime") or {}).get("inference_precision")
+    return f"{r.get('precision')} (runtime {used})" if used else _fmt(r.get("precision"))
+
+
 def _inference_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool) -> list[str]:
+    peer = next((r["peer_backend"] for r in records if r.get("peer_backend")), None)
     header = (["run"] if runs else []) + [
         "model", "device", "backend", "mode", "precision", "batch", "video/s", "p50 ms", "p90 ms",
-        "p99 ms", "CV %", "p90/p50", "load", *_FLOP_HEADER, "peak mem MB", "× eager fp32", "status"]
+        "p99 ms", "CV %", "p90/p50", "load", *_FLOP_HEADER, "peak mem MB", "× eager fp32",
+        *([f"× {peer}"] if peer else []), "status"]
     rows = []
     for r in records:
         lat = r.get("latency_ms") or {}
@@ -151,10 +159,10 @@ def _inference_section(records: list[dict[str, Any]], notes: _Footnotes, runs: b
         mem = _mem_cell(r, notes)
         rows.append((_run_cell(r) if runs else []) + [
             _fmt(r.get("model")), _fmt(r.get("device")), _fmt(r.get("backend")), _mode_cell(r),
-            _fmt(r.get("precision")), _fmt(r.get("batch")), _fmt(r.get("video_per_s")),
+            _precision_cell(r), _fmt(r.get("batch")), _fmt(r.get("video_per_s")),
             _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2), _pct(cv),
             _fmt(tail, 2), _load(r), *_flop_cells(r, notes), mem, _ratio(r, "ratio_to_eager", notes),
-            status])
+            *([_fmt(r.get("ratio_to_peer"), 2)] if peer else []), status])
     return ["## Inference", "", *_flop_lines(records), *_table(header, rows), ""]
 
 

@@ -1,4 +1,4 @@
-"""Inference benchmark: eager, torch.compile, AOTInductor, ONNX Runtime and TensorRT side by side.
+"""Inference benchmark: eager, torch.compile, the engine backends and a peer side by side.
 
 Shaped like timm's ``benchmark.py`` runner: warm-up iterations, then timed iterations with the
 device synchronised before the clock is read (CUDA events per iteration on GPU, ``perf_counter``
@@ -16,6 +16,11 @@ input, or not: channels_last_3d made TPN-SlowOnly fp16 slower at batch 8 on an H
 input is cast and laid out before timing, and every record says so (``channels_last``,
 ``input_dtype``, ``input_memory_format``, ``input_prepared``). Records of runs that finished
 also carry the FLOP figures of :mod:`bench.flops` (achieved TFLOP/s, % of the dense peak).
+
+``mmaction2`` times the peer implementation of the model (:mod:`bench.peers`: mmaction2's own
+TPN recognizer, eager fp32, fastvid's weights) in the same run; it is measured right after the
+eager baselines, and every record of that batch gets ``ratio_to_peer``. Engine records say the
+precision the runtime actually computes in (``precision_used``; OpenVINO reports it).
 """
 from __future__ import annotations
 
@@ -50,11 +55,14 @@ GRAPH_SUFFIX = "+cudagraph"
 
 def inference_backends() -> tuple[str, ...]:
     """What ``fastvid bench --backends`` takes: eager and torch.compile, each also replayed from
-    CUDA graphs, and every engine backend, followed by ``<name>+cudagraph`` for those whose
-    runner can be captured (``EngineBackendEntry.cuda_graphs``)."""
+    CUDA graphs, the peer (``mmaction2``, :mod:`bench.peers`), and every engine backend,
+    followed by ``<name>+cudagraph`` for those whose runner can be captured
+    (``EngineBackendEntry.cuda_graphs``)."""
     from engines.backends import engine_backends
 
-    names = ["eager", "eager" + GRAPH_SUFFIX, "compile", "compile" + GRAPH_SUFFIX]
+    from .peers import PEER_BACKEND
+
+    names = ["eager", "eager" + GRAPH_SUFFIX, "compile", "compile" + GRAPH_SUFFIX, PEER_BACKEND]
     for entry in engine_backends():
         names += [entry.name] + ([entry.name + GRAPH_SUFFIX] if entry.cuda_graphs else [])
     return tuple(names)
@@ -90,10 +98,17 @@ RecordCallback = Callable[[dict[str, Any]], None]
 def inference_plan(backends: Sequence[str], batches: Sequence[int],
                    precisions: Sequence[str] = ("fp32",)) -> list[Variant]:
     """(backend, precision, batch) in the order measured: eager fp32 at every batch first (the
-    baseline of ``ratio_to_eager``), then backend by backend in the given order, each backend's
-    batches together (a shared engine is built once, at its first batch)."""
+    baseline of ``ratio_to_eager``), then the peer (mmaction2) when asked for (the baseline of
+    ``ratio_to_peer``), then backend by backend in the given order, each backend's batches
+    together (a shared engine is built once, at its first batch)."""
+    from .peers import PEER_BACKEND
+
     plan: list[Variant] = [("eager", "fp32", b) for b in batches]
+    if PEER_BACKEND in backends:
+        plan += [(PEER_BACKEND, "fp32", b) for b in batches]
     for backend in backends:
+        if backend == PEER_BACKEND:
+            continue
         for precision in precisions:
             plan += [(backend, precision, b) for b in batches if (backend, precision) != ("eager", "fp32")]
     return plan
@@ -178,6 +193,7 @@ class InferenceBenchmarkRunner:
         self._built: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
         self._loaded: dict[tuple[tuple[str, str], bool], Any] = {}
         self._formats: dict[tuple[str, int], tuple[bool, Optional[dict[str, Any]]]] = {}
+        self._peer_runner: Optional[tuple[Runner, dict[str, Any]]] = None
 
     # ----------------------------------------------------------------- building the callables
     def _typed_model(self, precision: str, channels_last: bool) -> nn.Module:
@@ -249,6 +265,15 @@ class InferenceBenchmarkRunner:
         self._loaded[(key, cuda_graph)] = eng
         return eng, info
 
+    def _peer(self) -> tuple[Runner, dict[str, Any]]:
+        """The peer implementation (mmaction2) of this model, built once per run."""
+        if self._peer_runner is None:
+            from .peers import build_peer
+
+            example = self._input(1, "fp32")
+            self._peer_runner = build_peer(self.model_name, self.model, self.device, example)
+        return self._peer_runner
+
     def skip_reason(self, backend: str, precision: str) -> Optional[str]:
         """Why (backend, precision) cannot run here (package, device, precision), or None."""
         import engines
@@ -261,6 +286,10 @@ class InferenceBenchmarkRunner:
         known = inference_backends()
         if backend not in known:
             return f"unknown backend {backend!r}; known: {', '.join(known)}"
+        from .peers import PEER_BACKEND, peer_unavailable
+
+        if backend == PEER_BACKEND:
+            return peer_unavailable(self.model_name, precision)
         backend, mode = split_backend(backend)
         if mode != "launch":
             reason = cuda_graph_unsupported(self.device)
@@ -366,7 +395,12 @@ class InferenceBenchmarkRunner:
             t0 = time.perf_counter()
             runner, mode = split_backend(backend)
             channels_last = False
-            if runner in ("eager", "compile"):
+            from .peers import PEER_BACKEND
+
+            if runner == PEER_BACKEND:
+                fn, info = self._peer()
+                extra.update(info)
+            elif runner in ("eager", "compile"):
                 channels_last, trial = self.memory_format(precision, batch)
                 if trial:
                     extra["memory_format_trial"] = trial
@@ -375,9 +409,18 @@ class InferenceBenchmarkRunner:
             else:
                 fn, info = self._engine(runner, precision, batch, cuda_graph=mode == "cudagraph")
                 extra.update(info)
+                runtime = getattr(fn, "runtime_info", None) or {}
+                if runtime:
+                    extra["runtime"] = runtime
+                # What the runtime computes in, as it reports it (OpenVINO); else the engine's.
+                extra["precision_used"] = runtime.get("inference_precision", precision)
             if mode == "cudagraph":
                 fn = GraphedRunner(fn, self.device, warmup=self.graph_warmup)
             x = self._input(batch, precision, channels_last)
+            engine_dtype = getattr(fn, "dtype", None)
+            if isinstance(engine_dtype, torch.dtype) and engine_dtype != x.dtype:
+                # An engine that applies its precision itself (OpenVINO) takes float32 input.
+                x = self._input(batch, "fp32", channels_last).to(engine_dtype)
             extra.update(self._input_fields(x, channels_last, mode))
             with PeakMemory(self.device) as mem:
                 # The first call compiles (torch.compile), initialises the runtime or captures
@@ -454,8 +497,11 @@ class InferenceBenchmarkRunner:
                 again at the end for every batch and ratios whose baseline moved by more than
                 10% are flagged (:meth:`_check_baseline`).
         """
+        from .peers import PEER_BACKEND
+
         records: list[dict[str, Any]] = []
         baselines: dict[int, float] = {}
+        peers: dict[int, float] = {}
         self._max_batch = max_batch or 1
         try:
             for backend, precision, batch in variants:
@@ -464,12 +510,21 @@ class InferenceBenchmarkRunner:
                     rec["baseline"] = True
                     if rec.get("status") == "ok":
                         baselines.setdefault(batch, rec["video_per_s"])
+                if backend == PEER_BACKEND and rec.get("status") == "ok":
+                    peers.setdefault(batch, rec["video_per_s"])
                 base = baselines.get(batch)
                 if rec.get("status") == "ok" and base:
                     rec["ratio_to_eager"] = round(rec["video_per_s"] / base, 3)
+                if rec.get("status") == "ok" and peers.get(batch):
+                    rec["ratio_to_peer"] = round(rec["video_per_s"] / peers[batch], 3)
+                    rec["peer_backend"] = PEER_BACKEND
                 records.append(rec)
                 if on_record is not None:
                     on_record(rec)
+            for rec in records:  # the eager baselines were measured before the peer
+                if rec.get("status") == "ok" and peers.get(int(rec["batch"])) and "ratio_to_peer" not in rec:
+                    rec["ratio_to_peer"] = round(rec["video_per_s"] / peers[int(rec["batch"])], 3)
+                    rec["peer_backend"] = PEER_BACKEND
             if on_record is None:
                 # Records not handed over yet: time each batch's baseline again and flag ratios
                 # whose baseline moved (a streamed record is already written; no second pass).
@@ -482,6 +537,7 @@ class InferenceBenchmarkRunner:
             self._built.clear()
             self._loaded.clear()
             self._typed.clear()
+            self._peer_runner = None
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None

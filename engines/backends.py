@@ -9,9 +9,9 @@ lists are derived from this registry.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Optional, Protocol, runtime_checkable
 
 import torch
 
@@ -56,6 +56,11 @@ class EngineBackendEntry:
     ``cuda_graphs``: its runner can be captured in a CUDA graph and replayed (it launches work on
     the caller's stream and never waits for the host), so ``fastvid bench`` offers
     ``<name>+cudagraph``; its ``load_runner`` then gets ``meta["cuda_graph"] = True``.
+    ``cast_graph``: fp16/bf16 engines are exported from the model and input cast as a whole
+    (strongly typed engines); False: the backend always gets the float32 graph and input and
+    applies the precision itself when compiling (OpenVINO's INFERENCE_PRECISION_HINT).
+    ``preference``: ``{device type: rank}`` for ``build-engine --backend auto`` (lowest available
+    wins); a device type not listed is never chosen automatically.
     """
 
     name: str
@@ -64,6 +69,8 @@ class EngineBackendEntry:
     description: str
     tuned_per_batch: bool = False
     cuda_graphs: bool = False
+    cast_graph: bool = True
+    preference: Mapping[str, int] = field(default_factory=dict)
 
     def load(self) -> EngineBackend:
         """Import the backend module and check that it fulfils :class:`EngineBackend`."""
@@ -106,11 +113,15 @@ def engine_backend(name: str) -> EngineBackendEntry:
 register_engine(EngineBackendEntry(
     "trt", ".ep", "engines.tensorrt",
     "Torch-TensorRT: TensorRT engines inside a saved ExportedProgram (CUDA only)",
-    tuned_per_batch=True, cuda_graphs=True))
+    tuned_per_batch=True, cuda_graphs=True, preference={"cuda": 10}))
 register_engine(EngineBackendEntry(
     "aoti", ".pt2", "engines.aoti",
     "AOTInductor: a .pt2 package of generated C++/Triton kernels (CPU or CUDA)",
-    cuda_graphs=True))
+    cuda_graphs=True, preference={"cuda": 20, "cpu": 20}))
 register_engine(EngineBackendEntry(
     "onnx", ".onnx", "engines.onnx_rt",
-    "ONNX Runtime (CPU, or CUDA with onnxruntime-gpu)"))
+    "ONNX Runtime (CPU, or CUDA with onnxruntime-gpu)", preference={"cuda": 30, "cpu": 30}))
+register_engine(EngineBackendEntry(
+    "openvino", ".xml", "engines.openvino",
+    "OpenVINO: IR (.xml + .bin) compiled by OpenVINO's CPU plugin (CPU only; fp32, bf16)",
+    cast_graph=False, preference={"cpu": 10}))

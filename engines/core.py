@@ -1,4 +1,4 @@
-"""Build, validate, save and load inference engines (AOTInductor, ONNX Runtime, TensorRT).
+"""Build, validate, save and load inference engines (AOTInductor, ONNX Runtime, TensorRT, OpenVINO).
 
 An engine is an artifact file plus ``<artifact>.json`` with what it was built for. Every build
 goes model -> :func:`engines.export.export_model` -> backend compile -> save -> load the saved
@@ -27,7 +27,8 @@ from .export import cast_for_precision, export_model, graph_problems, validation
 
 __all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENSIONS",
            "TOLERANCES", "available_backends", "build_engine", "load", "meta_path",
-           "backend_versions", "require_backend", "read_meta", "check_supported"]
+           "backend_versions", "require_backend", "read_meta", "check_supported", "auto_backend",
+           "tolerance", "artifact_files", "cpu_threads_beside_loader"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ EXTENSIONS = {e.name: e.extension for e in engine_backends()}
 
 # Allowed max |engine - eager fp32| divided by the logit scale max |eager fp32 logits|. fp32 on CUDA is
 # looser because cuDNN convolutions may run in TF32 (10-bit mantissa) in the engine; fp16 keeps
-# 10 mantissa bits and bf16 only 7, through ~100 layers.
+# 10 mantissa bits and bf16 only 7, through ~100 layers. A backend module may define its own
+# ``TOLERANCES = {precision: rel}`` (OpenVINO: fp32 1e-4, bf16 5e-2), which :func:`tolerance` prefers.
 TOLERANCES = {("fp32", "cpu"): 1e-3, ("fp32", "cuda"): 5e-3,
               ("fp16", "cpu"): 3e-2, ("fp16", "cuda"): 3e-2,
               ("bf16", "cpu"): 1e-1, ("bf16", "cuda"): 1e-1}
@@ -57,6 +59,48 @@ def _backend_module(backend: str) -> EngineBackend:
     return engine_backend(backend).load()
 
 
+def tolerance(backend: str, precision: str, device: torch.device) -> float:
+    """The validation tolerance (relative to the logit scale) of a ``backend`` engine."""
+    own = getattr(_backend_module(backend), "TOLERANCES", None) or {}
+    return float(own[precision]) if precision in own else TOLERANCES[(precision, device.type)]
+
+
+def artifact_files(backend: str, artifact: Path) -> list[Path]:
+    """The artifact and its companion files (the backend module's ``ARTIFACT_COMPANIONS``
+    suffixes, e.g. OpenVINO's ``.bin``): what is hashed, renamed and removed together."""
+    companions = getattr(_backend_module(backend), "ARTIFACT_COMPANIONS", ()) or ()
+    return [artifact] + [artifact.with_suffix(s) for s in companions]
+
+
+def cpu_threads_beside_loader(loader_threads: int) -> int:
+    """CPU threads for an engine that runs while a loader uses ``loader_threads`` (worker
+    processes or DALI threads): every core this process may use, less the loader's, but never
+    less than half of them (on a CPU, inference is most of an evaluation's work)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - min(max(0, int(loader_threads)), cores // 2))
+
+
+def auto_backend(device: torch.device | str | None = None, precision: str = "fp32") -> str:
+    """The engine backend ``--backend auto`` picks on ``device`` (default: CUDA when available,
+    else CPU): the available one of lowest ``EngineBackendEntry.preference`` for the device type
+    that can build ``precision`` (CUDA: trt, aoti, onnx; CPU: openvino, aoti, onnx)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    status = available_backends(device)
+    ranked = sorted((e for e in engine_backends() if device.type in e.preference),
+                    key=lambda e: e.preference[device.type])
+    tried = []
+    for entry in ranked:
+        reason = status[entry.name] or _backend_module(entry.name).precision_unsupported(precision, device)
+        if reason is None:
+            return entry.name
+        tried.append(f"{entry.name}: {reason}")
+    raise BackendUnavailable(f"no engine backend can build {precision} on {device}: " + "; ".join(tried))
+
+
 def available_backends(device: torch.device | str | None = None) -> dict[str, Optional[str]]:
     """``{backend: None if usable on device else the reason}`` for every registered backend.
 
@@ -71,9 +115,11 @@ def available_backends(device: torch.device | str | None = None) -> dict[str, Op
 def require_backend(backend: str, device: torch.device | str) -> None:
     """Raise :class:`BackendUnavailable` naming what is missing and which backends do work."""
     engine_backend(backend)  # an unknown name raises, listing the known ones
-    status = available_backends(device)
-    reason = status[backend]
+    # Only this backend is probed when it works: probing the others imports their toolchains
+    # (AOTInductor's config imports torch._inductor), seconds off every eval/predict start.
+    reason = _backend_module(backend).unavailable_reason(torch.device(device))
     if reason is not None:
+        status = available_backends(device)
         usable = [b for b, r in status.items() if r is None]
         raise BackendUnavailable(f"engine backend {backend!r} is unavailable on {torch.device(device)}: "
                                  f"{reason}. Available backends here: "
@@ -128,11 +174,18 @@ class Engine:
         self.runner = runner
         self.meta = meta
         self.device = device
-        self.dtype: torch.dtype = DTYPES[meta["precision"]]
+        # Backends that apply the precision themselves (OpenVINO) take float32 at every precision.
+        self.dtype: torch.dtype = _input_dtype(meta)
         self.sample_shape: tuple[int, ...] = tuple(meta["input_shape"][1:])
         self.min_batch, self.max_batch = (int(b) for b in meta["batch_range"])
         self.num_classes: int = int(meta["num_classes"])
         self.input_layout: str = meta.get("input_layout", "")
+
+    @property
+    def runtime_info(self) -> dict[str, Any]:
+        """What the backend's runtime reports about this engine (OpenVINO: the precision it
+        actually computes in, threads, streams); empty for backends that report nothing."""
+        return dict(getattr(self.runner, "runtime_info", None) or {})
 
     def __repr__(self) -> str:
         return (f"Engine({self.meta['backend']}, {self.meta['precision']}, input "
@@ -161,10 +214,15 @@ class Engine:
         return logits.float()
 
 
+def _input_dtype(meta: dict[str, Any]) -> torch.dtype:
+    name = meta.get("input_dtype")
+    return getattr(torch, name) if isinstance(name, str) and hasattr(torch, name) else DTYPES[meta["precision"]]
+
+
 def _validate(runner: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, batch: torch.Tensor,
-              precision: str, device: torch.device) -> dict[str, Any]:
-    """Compare engine and fp32 eager logits on ``batch`` and on its first sample alone."""
-    dtype = DTYPES[precision]
+              precision: str, device: torch.device, dtype: torch.dtype, tol: float) -> dict[str, Any]:
+    """Compare engine and fp32 eager logits on ``batch`` and on its first sample alone
+    (``dtype``: the engine's input dtype; ``tol``: the allowed relative error)."""
     errs, agree, total, scale = [], 0, 0, 1e-6
     # The reference is true fp32: TF32 would put the eager model's own error into the comparison.
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -184,7 +242,6 @@ def _validate(runner: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, 
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     max_err = max(errs)
-    tol = TOLERANCES[(precision, device.type)]
     finite = all(e == e and e != float("inf") for e in errs)
     return {"max_abs_err": max_err, "logit_scale": scale, "rel_err": max_err / scale,
             "tolerance_rel": tol, "top1_agreement": agree / total,
@@ -220,8 +277,9 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     device = next(iter(model.parameters()), example_input).device
     check_supported(backend, precision, device)
     mod = _backend_module(backend)
+    entry = engine_backend(backend)
     out = Path(out_path)
-    ext = engine_backend(backend).extension
+    ext = entry.extension
     if out.suffix != ext:
         out = out.with_name(out.name + ext)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +296,8 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     t0 = time.perf_counter()
     log.info("%s %s engine -> %s: exporting %s with torch.export", backend, precision, out,
              type(model).__name__)
-    typed_model, typed_example = cast_for_precision(model, example_input.to(device), precision)
+    typed_model, typed_example = cast_for_precision(model, example_input.to(device),
+                                                    precision if entry.cast_graph else "fp32")
     exported = export_model(typed_model, typed_example, max_batch)
     problems = graph_problems(exported)
     if problems:
@@ -257,7 +316,7 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     info: dict[str, Any] = {
         "format": META_FORMAT, "artifact": out.name, "backend": backend, "precision": precision,
         "device": device.type, "input_shape": input_shape, "batch_range": [1, max_batch],
-        "opt_batch": batch, "input_layout": layout, "input_dtype": str(DTYPES[precision]).replace("torch.", ""),
+        "opt_batch": batch, "input_layout": layout, "input_dtype": str(typed_example.dtype).replace("torch.", ""),
         "num_classes": num_classes, "model_class": type(model).__name__,
         "versions": backend_versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -269,15 +328,19 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     log.info("validating the saved engine against the eager model on %d seeded inputs",
              int(validation_input.shape[0]))
     runner = mod.load_runner(out, device, info)
+    runtime = dict(getattr(runner, "runtime_info", None) or {})
+    if runtime:  # e.g. the precision OpenVINO actually computes in: recorded, never assumed
+        info["runtime"] = runtime
     try:
-        check = _validate(runner, model, validation_input, precision, device)
+        check = _validate(runner, model, validation_input, precision, device, typed_example.dtype,
+                          tolerance(backend, precision, device))
     except EngineValidationError as exc:
         check = {"passed": False, "error": str(exc)}
     info["validation"] = check
     info["valid"] = check["passed"]
     meta_path(out).write_text(json.dumps(info, indent=2, default=str))
     if not check["passed"]:
-        _remove_artifact(out)
+        _remove_artifact(out, artifact_files(backend, out)[1:])
         detail = check.get("error") or (
             f"max |engine - eager| = {check['max_abs_err']:.3g} at logit scale {check['logit_scale']:.3g} "
             f"(relative {check['rel_err']:.3g} > tolerance {check['tolerance_rel']:g} for {precision}); "
@@ -289,7 +352,9 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     return out
 
 
-def _remove_artifact(path: Path) -> None:
+def _remove_artifact(path: Path, companions: Sequence[Path] = ()) -> None:
+    for extra in companions:  # e.g. OpenVINO's .bin beside the .xml
+        extra.unlink(missing_ok=True)
     if path.is_dir():
         import shutil
 
@@ -329,13 +394,18 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return path, meta
 
 
-def load(path: str | Path, device: torch.device | str | None = None, *, cuda_graph: bool = False) -> Engine:
+def load(path: str | Path, device: torch.device | str | None = None, *, cuda_graph: bool = False,
+         cpu_threads: Optional[int] = None) -> Engine:
     """Load an engine built by :func:`build_engine` onto ``device`` (default: where it was built).
 
     ``cuda_graph``: the engine will be captured in a CUDA graph (``bench.graphed``); its backend
     must support that (``EngineBackendEntry.cuda_graphs``) and may load it differently.
+    ``cpu_threads``: CPU threads the engine may use because a loader runs beside it (OpenVINO
+    honours it as ``meta["cpu_threads"]``; other backends ignore it).
     """
     path, meta = read_meta(path)
+    if cpu_threads is not None:
+        meta = dict(meta, cpu_threads=int(cpu_threads))
     if cuda_graph:
         if not engine_backend(meta["backend"]).cuda_graphs:
             raise EngineError(f"{path}: {meta['backend']} engines cannot be captured in a CUDA graph")

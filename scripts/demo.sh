@@ -27,16 +27,15 @@ fastvid eval -c "$CFG" --data-root "$OUT/data" --checkpoint "$OUT/run/best.pt" \
   --out "$OUT/run/eval.json" --save-scores "$OUT/run/scores.npy"
 
 step "4/6 build an engine with the best backend available"
-BACKEND=$(python - <<'PY'
+# engines.auto_backend is what `build-engine --backend auto` picks: on a GPU trt, aoti, onnx;
+# on a CPU openvino (when installed), aoti, onnx.
+read -r BACKEND EXT < <(python - <<'PY'
 import engines
-avail = engines.available_backends()
-for name in ("trt", "aoti", "onnx"):
-    if avail.get(name) is None:
-        print(name)
-        break
+name = engines.auto_backend()
+print(name, engines.EXTENSIONS[name].lstrip("."))
 PY
 )
-case "$BACKEND" in trt) EXT=ep ;; aoti) EXT=pt2 ;; onnx) EXT=onnx ;; *) echo "no engine backend available" >&2; exit 1 ;; esac
+[[ -n "${BACKEND:-}" ]] || { echo "no engine backend available" >&2; exit 1; }
 fastvid build-engine -c "$CFG" --checkpoint "$OUT/run/best.pt" --backend "$BACKEND" \
   --batch 1 --max-batch 8 --out "$OUT/engine/trn.$EXT"
 fastvid eval -c "$CFG" --data-root "$OUT/data" --engine "$OUT/engine/trn.$EXT" --out "$OUT/eval_engine.json"

@@ -65,12 +65,16 @@ def _model_for(cfg: Any, checkpoint: Optional[str], device: Any) -> tuple[Any, d
 @config_options
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="Trained checkpoint (fastvid, TRN-pytorch or mmaction2) to export.")
-@click.option("--backend", required=True, type=click.Choice(ENGINE_BACKENDS),
+@click.option("--backend", required=True, type=click.Choice(("auto",) + ENGINE_BACKENDS),
               help="trt: Torch-TensorRT (.ep, CUDA only); aoti: AOTInductor (.pt2, CPU or CUDA); "
-                   "onnx: ONNX Runtime (.onnx).")
+                   "onnx: ONNX Runtime (.onnx); openvino: OpenVINO IR (.xml + .bin, CPU only); "
+                   "auto: the fastest available for the device and precision (CUDA: trt, aoti, "
+                   "onnx; CPU: openvino, aoti, onnx).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Engine precision; model and input are cast as a whole. fp16 needs CUDA; bf16 works "
-                   "with aoti on CPU and aoti/trt on GPU; ONNX Runtime takes fp32 (and fp16 on CUDA).")
+              help="Engine precision; model and input are cast as a whole (OpenVINO: the graph "
+                   "stays fp32, the runtime computes in the precision). fp16 needs CUDA; bf16 works "
+                   "with aoti and openvino (CPUs with native bf16) on CPU and aoti/trt on GPU; ONNX "
+                   "Runtime takes fp32 (and fp16 on CUDA).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size to optimise for (TensorRT's opt shape).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None,
@@ -93,6 +97,9 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
     if batch > max_batch:
         raise click.BadParameter(f"--batch {batch} is larger than --max-batch {max_batch}",
                                  param_hint="--batch")
+    if backend == "auto":
+        backend = engines.auto_backend(dev, precision)
+        log.info("--backend auto: %s", backend)
     # Fail on a missing backend before spending time loading the checkpoint.
     engines.check_supported(backend, precision, dev)
     log.info("loading %s into %s", checkpoint, cfg.model_name)
@@ -111,6 +118,10 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
                f"built in {info['build_s']:.1f} s")
     click.echo(f"  validation: max |engine - eager| {val['max_abs_err']:.3g} (relative {val['rel_err']:.3g}, "
                f"tolerance {val['tolerance_rel']:g}), top-1 agreement {100 * val['top1_agreement']:.1f}%")
+    runtime = info.get("runtime") or {}
+    if runtime.get("inference_precision"):
+        click.echo(f"  runtime: computes in {runtime['inference_precision']}"
+                   + (f", {runtime['num_threads']} threads" if runtime.get("num_threads") else ""))
 
 
 @cli.command("bench")
@@ -331,10 +342,14 @@ def _summary_line(r: dict[str, Any]) -> str:
     if kind == "inference":
         lat = r["latency_ms"]
         ratio = f", x{r['ratio_to_eager']:.2f} eager" if r.get("ratio_to_eager") else ""
+        if r.get("ratio_to_peer") and r.get("backend") != r.get("peer_backend"):
+            ratio += f", x{r['ratio_to_peer']:.2f} {r['peer_backend']}"
         if ratio and r.get("ratio_unstable"):
             ratio += f" (unreliable: {r.get('ratio_unstable_reason')})"
         cl = ", channels_last" if r.get("channels_last") else ""
-        return (f"  inference {r['backend']:8s} {r['precision']} batch {r['batch']} (mode {r.get('mode')}{cl}): "
+        used = (f" (computes in {r['precision_used']})"
+                if r.get("runtime", {}).get("inference_precision") else "")
+        return (f"  inference {r['backend']:8s} {r['precision']}{used} batch {r['batch']} (mode {r.get('mode')}{cl}): "
                 f"{r['video_per_s']:.1f} video/s, "
                 f"p50/p90/p99 {lat['p50']:.1f}/{lat['p90']:.1f}/{lat['p99']:.1f} ms, "
                 f"peak {r.get('peak_mem_mb')} MB{ratio}{_flop_text(r)}{flag}")

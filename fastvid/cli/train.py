@@ -95,7 +95,7 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="fastvid, TRN-pytorch or mmaction2 checkpoint.")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
-              help="An engine from 'fastvid build-engine' (.pt2, .onnx, .ep).")
+              help="An engine from 'fastvid build-engine' (.pt2, .onnx, .ep, .xml).")
 @click.option("--clips", type=click.IntRange(min=1), default=None,
               help="Test clips per video (default: data.test_clips).")
 @click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None,
@@ -163,7 +163,10 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
             check_engine_fits(engines.read_meta(engine_path)[1],
                               expected_from_config(cfg, (dataset.num_classes, cats),
                                                    (dataset.categories, cats)), engine_path)
-            model = engines.load(engine_path, dev)
+            # On a CPU the loader's workers decode beside the engine: leave them cores.
+            threads = (engines.cpu_threads_beside_loader(cfg.train.workers)
+                       if dev.type == "cpu" and loader_obj is not None else None)
+            model = engines.load(engine_path, dev, cpu_threads=threads)
             meta = model.meta
             num_classes = int(meta["num_classes"])
             max_batch = model.max_batch
