@@ -28,7 +28,7 @@ from fastvid.data.transforms import SamplePlanner
 from fastvid.errors import BackendUnavailable, DataError
 
 __all__ = ["VideoLoader", "LoaderBackend", "register_loader", "loader_backends", "loader_backend",
-           "loader_names",
+           "loader_names", "close_loader",
            "build_loader", "resolve_loader_name", "dali_available", "planner_for"]
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,21 @@ class VideoLoader(Protocol):
     # Begin ``epoch`` at batch ``first_batch`` in the background (workers/pipelines start now);
     # the next ``iter()`` yields batches first_batch .. end without decoding the skipped ones.
     def start(self, epoch: int, first_batch: int = 0) -> None: ...
+
+    # Shut down workers / pipelines (and their processes) now; idempotent. Loaders are also
+    # context managers (``with build_loader(...) as loader:``) that close on exit.
+    def close(self) -> None: ...
+
+
+def close_loader(loader: Optional[Any]) -> None:
+    """``loader.close()`` when there is a loader and it has one (a caller's own loader may not).
+
+    Every command closes the loaders it built, on success, error and Ctrl-C alike, so no
+    worker process outlives it (or prints a traceback when its parent's resources vanish).
+    """
+    close = getattr(loader, "close", None)
+    if close is not None:
+        close()
 
 
 # The factory's keyword arguments, the same for every backend (see build_loader).
