@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from fastvid.errors import BackendUnavailable, FastvidError, write_error_message
+from fastvid.errors import BackendUnavailable, FastvidError, is_write_failure, write_error_message
 from fastvid.models import input_layout
 from fastvid.precision import DTYPES
 from fastvid.version import __version__
@@ -276,7 +276,9 @@ def _build_into(model: nn.Module, example_input: torch.Tensor, backend: str, mod
     try:
         mod.compile_and_save(exported, typed_example, precision=precision, batch=batch,
                              max_batch=max_batch, out_path=tmp, device=device)
-    except OSError as exc:
+    except Exception as exc:  # exporters wrap the OSError of a full disk in their own errors
+        if not is_write_failure(exc, tmp):
+            raise
         raise EngineError(write_error_message("engine", out, exc)) from exc
     t_build = time.perf_counter() - t0
 

@@ -13,7 +13,8 @@ from pathlib import Path as _Path
 from typing import Optional as _Optional
 
 __all__ = ["FastvidError", "ConfigError", "ListError", "DataError", "WeightsError",
-           "CheckpointError", "BackendUnavailable", "TrainingAborted", "write_error_message"]
+           "CheckpointError", "BackendUnavailable", "TrainingAborted", "write_error_message",
+           "is_write_failure"]
 
 
 
@@ -72,6 +73,22 @@ def _oserror_in(exc: BaseException) -> _Optional[OSError]:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def is_write_failure(exc: BaseException, path: "str | _Path", needed: _Optional[int] = None) -> bool:
+    """Whether ``exc``, raised while writing ``path``, is the machine's state (disk full,
+    read-only, permission) rather than a bug: true for such an errno in ``exc`` or its causes,
+    and for any error when the folder has less than ``needed`` (or 1 MB) free."""
+    os_exc = _oserror_in(exc)
+    if os_exc is not None:
+        return os_exc.errno in _ERRNO_TEXT
+    probe = _Path(path).parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return _shutil.disk_usage(probe).free < max(needed or 0, 1 << 20)
+    except OSError:
+        return False
 
 
 def write_error_message(what: str, path: "str | _Path", exc: BaseException,
