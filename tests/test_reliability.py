@@ -246,6 +246,31 @@ def test_eval_with_a_damaged_engine_closes_the_dali_loader(synth_frames, trn_onn
     assert left == []  # ... and none outlived the command
 
 
+@pytest.mark.dali
+@pytest.mark.slow
+def test_ctrl_c_in_eval_leaves_no_dali_worker_and_no_worker_traceback(few_frames, trn_state, tmp_path):
+    """Ctrl-C in a terminal signals the whole process group: DALI's Python workers printed a
+    KeyboardInterrupt traceback each. They ignore SIGINT now; the command closes them."""
+    log_file = tmp_path / "stderr.txt"
+    with open(log_file, "w") as err:
+        proc = subprocess.Popen(fastvid("-v", "eval", "-c", CONFIG, *SMALL, "--set", "train.workers=2",
+                                        "--data-root", str(few_frames), "--checkpoint", str(trn_state),
+                                        "--loader", "dali-cpu", "--device", "cpu", "--split", "train",
+                                        "--batch-size", "1", "--clips", "4"),
+                                env=ENV, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        _wait_for(lambda: "python workers [2]" in log_file.read_text()
+                  and "1/16" in log_file.read_text(), proc, 300, "evaluation batches")
+        os.killpg(proc.pid, signal.SIGINT)  # as the terminal does
+        proc.wait(timeout=120)
+    deadline = time.time() + 3  # the resource tracker ends as the command exits (see above)
+    while (left := _group_members(proc.pid)) and time.time() < deadline:
+        time.sleep(0.1)
+    stderr = log_file.read_text()
+    assert proc.returncode == 1 and "Aborted!" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    assert left == []
+
+
 def test_loaders_close_their_workers(synth_frames):
     from fastvid.config import load_config
     from fastvid.data.lists import resolve_dataset
