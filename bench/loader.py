@@ -189,7 +189,7 @@ def _dali_stages(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.
                  batches: int, batch_size: int, records: list, opts: dict[str, Any],
                  workers: int) -> dict[str, Any]:
     """Per-batch ms of the graph cut after each stage, and the source/loader Python timers."""
-    from fastvid.loaders import build_loader
+    from fastvid.loaders import build_loader, close_loader
 
     cumulative: dict[str, float] = {}
     python: dict[str, float] = {}
@@ -212,7 +212,9 @@ def _dali_stages(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.
                 python[f"source_{k}"] = 1e3 * (v - before_src.get(k, 0.0)) / batches
             for k in ("run_s", "to_torch_s", "python_s"):
                 python[f"loader_{k[:-2]}"] = 1e3 * (loader.timings[k] - before[k]) / batches
-        del stream, loader
+        del stream
+        close_loader(loader)  # its workers / pipelines end now, not at garbage collection
+        del loader
     names = {"source": "source (plan + read + checks)", "decode": "decode",
              "resize": "crop/resize", "all": "normalize + layout"}
     increments, prev = {}, 0.0

@@ -46,7 +46,7 @@ import torch
 
 __all__ = ["RESULTS_FILE", "CV_MAX", "TAIL_MAX", "RUN_ID_ENV", "device_name", "versions", "now",
            "stamp", "percentiles", "new_run_id", "load_average", "stability", "append_records",
-           "read_records"]
+           "read_records", "ResultsWriter"]
 
 RESULTS_FILE = "results.json"
 # A timed figure is flagged unstable above these: coefficient of variation of the per-iteration
@@ -188,18 +188,61 @@ def read_records(directory: str | Path) -> list[dict[str, Any]]:
     return [r for r in data if isinstance(r, dict)]
 
 
+def _write_records(directory: Path, records: list[dict[str, Any]]) -> Path:
+    """Replace ``directory/results.json`` with ``records`` atomically (temp file + rename)."""
+    from fastvid.errors import FastvidError, write_error_message
+
+    path = directory / RESULTS_FILE
+    tmp = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(records, fh, indent=1, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise FastvidError(write_error_message("benchmark results", path, exc)) from exc
+    finally:  # an interrupted write leaves results.json as it was, and no stray file
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return path
+
+
 def append_records(directory: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """Extend ``directory/results.json`` with ``records`` (atomic rewrite); returns the file."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / RESULTS_FILE
-    merged = read_records(path) + list(records)
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(merged, fh, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:  # an interrupted write leaves results.json as it was, and no stray file
-        os.unlink(tmp)
-        raise
-    return path
+    return _write_records(directory, read_records(directory / RESULTS_FILE) + list(records))
+
+
+class ResultsWriter:
+    """``results.json`` kept current record by record during one ``fastvid bench`` call.
+
+    :meth:`add` writes the file (atomically) with every record of the call so far, so an
+    interrupted call keeps what it measured; :meth:`flush` writes it again after records were
+    updated in place (e.g. ratios flagged once the baseline was timed again). The records that
+    were in the file when the writer was made are kept ahead of the call's.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / RESULTS_FILE
+        self._before = read_records(self.path)
+        self.records: list[dict[str, Any]] = []
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self.flush()
+
+    def extend(self, records: Iterable[dict[str, Any]]) -> None:
+        self.records.extend(r for r in records if not any(r is x for x in self.records))
+        self.flush()
+
+    def flush(self) -> None:
+        if self.records:
+            _write_records(self.directory, self._before + self.records)

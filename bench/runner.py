@@ -477,13 +477,15 @@ class InferenceBenchmarkRunner:
                 rec["ratio_unstable_reason"] = why
 
     def run(self, backends: Sequence[str], batches: Sequence[int], precisions: Sequence[str] = ("fp32",),
-            on_record: Optional[RecordCallback] = None) -> list[dict[str, Any]]:
+            on_record: Optional[RecordCallback] = None,
+            check_baseline: Optional[bool] = None) -> list[dict[str, Any]]:
         """Records for every (backend, batch, precision) in :func:`inference_plan` order."""
         return self.run_variants(inference_plan(backends, batches, precisions), max_batch=max(batches),
-                                 on_record=on_record)
+                                 on_record=on_record, check_baseline=check_baseline)
 
     def run_variants(self, variants: Iterable[Variant], *, max_batch: Optional[int] = None,
-                     on_record: Optional[RecordCallback] = None) -> list[dict[str, Any]]:
+                     on_record: Optional[RecordCallback] = None,
+                     check_baseline: Optional[bool] = None) -> list[dict[str, Any]]:
         """One record per (backend, precision, batch), with ``ratio_to_eager`` filled in.
 
         Args:
@@ -496,9 +498,14 @@ class InferenceBenchmarkRunner:
                 results when a time limit cuts the run short). Without it, eager fp32 is timed
                 again at the end for every batch and ratios whose baseline moved by more than
                 10% are flagged (:meth:`_check_baseline`).
+            check_baseline: time the baselines again at the end even with ``on_record`` (the
+                records handed over are then updated in place; the caller writes them again).
+                Default: only without ``on_record``.
         """
         from .peers import PEER_BACKEND
 
+        if check_baseline is None:
+            check_baseline = on_record is None
         records: list[dict[str, Any]] = []
         baselines: dict[int, float] = {}
         peers: dict[int, float] = {}
@@ -525,7 +532,7 @@ class InferenceBenchmarkRunner:
                 if rec.get("status") == "ok" and peers.get(int(rec["batch"])) and "ratio_to_peer" not in rec:
                     rec["ratio_to_peer"] = round(rec["video_per_s"] / peers[int(rec["batch"])], 3)
                     rec["peer_backend"] = PEER_BACKEND
-            if on_record is None:
+            if check_baseline:
                 # Records not handed over yet: time each batch's baseline again and flag ratios
                 # whose baseline moved (a streamed record is already written; no second pass).
                 for batch in dict.fromkeys(int(r["batch"]) for r in records):

@@ -242,6 +242,26 @@ class DaliVideoLoader:
         for pipe in pipes:
             self._shutdown(pipe)
 
+    def close(self) -> None:
+        """Shut the pipelines and their Python worker processes down now (idempotent).
+
+        A build still running in the background (:meth:`start`) is waited for first, so that
+        it cannot leave pipelines behind; its error, if any, is dropped (closing is not using).
+        The loader can be iterated again afterwards: it builds new pipelines.
+        """
+        thread, self._building = self._building, None
+        if thread is not None:
+            thread.join()
+        self._build_error = None
+        self._clean = False
+        self._close()
+
+    def __enter__(self) -> "DaliVideoLoader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __del__(self) -> None:
         try:
             self._close()

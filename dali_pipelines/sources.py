@@ -128,6 +128,24 @@ class _Item:
     path: str = ""  # the file or folder read (videos: the stand-in for padding/failed items)
 
 
+def _ignore_sigint_in_worker() -> None:
+    """In a DALI Python worker process (where a source is unpickled): ignore SIGINT.
+
+    Ctrl-C signals the terminal's whole process group; each worker would print a
+    KeyboardInterrupt traceback from its task queue. The process owning the loader handles
+    Ctrl-C and shuts the workers down (``DaliVideoLoader.close``).
+    """
+    import multiprocessing
+    import signal
+
+    if multiprocessing.parent_process() is None:
+        return
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the worker's main thread
+        pass
+
+
 @dataclass
 class BatchSource:
     """``source(batch_info)`` for a frames or a videos pipeline (see the module docstring).
@@ -169,6 +187,10 @@ class BatchSource:
         state = dict(self.__dict__)
         state["_order_epoch"], state["_order"], state["_stand_in"] = None, np.zeros(0, np.int64), None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _ignore_sigint_in_worker()
 
     @property
     def num_views(self) -> int:

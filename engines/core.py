@@ -8,8 +8,11 @@ precision's tolerance is removed and raises :class:`EngineValidationError`.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
+import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -17,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from fastvid.errors import BackendUnavailable, FastvidError
+from fastvid.errors import BackendUnavailable, FastvidError, is_write_failure, write_error_message
 from fastvid.models import input_layout
 from fastvid.precision import DTYPES
 from fastvid.version import __version__
@@ -28,7 +31,8 @@ from .export import cast_for_precision, export_model, graph_problems, validation
 __all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENSIONS",
            "TOLERANCES", "available_backends", "build_engine", "load", "meta_path",
            "backend_versions", "require_backend", "read_meta", "check_supported", "auto_backend",
-           "tolerance", "artifact_files", "cpu_threads_beside_loader"]
+           "tolerance", "artifact_files", "cpu_threads_beside_loader",
+           "artifact_companions", "artifact_digest", "verify_artifact"]
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +70,9 @@ def tolerance(backend: str, precision: str, device: torch.device) -> float:
 
 
 def artifact_files(backend: str, artifact: Path) -> list[Path]:
-    """The artifact and its companion files (the backend module's ``ARTIFACT_COMPANIONS``
-    suffixes, e.g. OpenVINO's ``.bin``): what is hashed, renamed and removed together."""
-    companions = getattr(_backend_module(backend), "ARTIFACT_COMPANIONS", ()) or ()
-    return [artifact] + [artifact.with_suffix(s) for s in companions]
+    """The artifact and its companion files (:func:`artifact_companions`, e.g. OpenVINO's
+    ``.bin``): what is hashed, renamed and removed together."""
+    return [artifact, *_companion_paths(artifact, artifact_companions(backend))]
 
 
 def cpu_threads_beside_loader(loader_threads: int) -> int:
@@ -277,9 +280,8 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     device = next(iter(model.parameters()), example_input).device
     check_supported(backend, precision, device)
     mod = _backend_module(backend)
-    entry = engine_backend(backend)
     out = Path(out_path)
-    ext = entry.extension
+    ext = engine_backend(backend).extension
     if out.suffix != ext:
         out = out.with_name(out.name + ext)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -293,11 +295,31 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
                           f"input {tuple(example_input.shape)}")
     validation_input = validation_input[:max_batch].to(device)
 
+    companions = artifact_companions(backend)
+    _remove_stale_partials(out, companions)
+    # Built, loaded and validated under a temporary name beside the target; renamed into place
+    # only after validation passed (docs/design.md, "Engine"): an interrupted build leaves no
+    # engine at the final path, and a rebuild never puts an unvalidated file beside the old JSON.
+    tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}-{secrets.token_hex(3)}{out.suffix}")
+    try:
+        return _build_into(model, example_input, backend, mod, precision, batch, max_batch, out, tmp,
+                           companions, meta, device, layout, sample_shape, validation_input)
+    finally:
+        _remove_artifact(tmp, companions)
+        _remove_artifact(Path(f"{tmp}.json"), ())
+
+
+def _build_into(model: nn.Module, example_input: torch.Tensor, backend: str, mod: EngineBackend,
+                precision: str, batch: int, max_batch: int, out: Path, tmp: Path,
+                companions: tuple[str, ...], meta: dict[str, Any], device: torch.device, layout: str,
+                sample_shape: tuple[int, ...], validation_input: torch.Tensor) -> Path:
+    """:func:`build_engine`'s work: compile to ``tmp``, validate, then move the pair to ``out``."""
     t0 = time.perf_counter()
     log.info("%s %s engine -> %s: exporting %s with torch.export", backend, precision, out,
              type(model).__name__)
     typed_model, typed_example = cast_for_precision(model, example_input.to(device),
-                                                    precision if entry.cast_graph else "fp32")
+                                                    precision if engine_backend(backend).cast_graph
+                                                    else "fp32")
     exported = export_model(typed_model, typed_example, max_batch)
     problems = graph_problems(exported)
     if problems:
@@ -309,8 +331,13 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     input_shape = [batch, *sample_shape]
     log.info("compiling with %s for %s, batch 1-%d%s", backend, device, max_batch,
              " (AOTInductor on a CPU: a minute or more)" if backend == "aoti" and device.type == "cpu" else "")
-    mod.compile_and_save(exported, typed_example, precision=precision, batch=batch, max_batch=max_batch,
-                         out_path=out, device=device)
+    try:
+        mod.compile_and_save(exported, typed_example, precision=precision, batch=batch,
+                             max_batch=max_batch, out_path=tmp, device=device)
+    except Exception as exc:  # exporters wrap the OSError of a full disk in their own errors
+        if not is_write_failure(exc, tmp):
+            raise
+        raise EngineError(write_error_message("engine", out, exc)) from exc
     t_build = time.perf_counter() - t0
 
     info: dict[str, Any] = {
@@ -327,7 +354,7 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
         info["device_name"] = torch.cuda.get_device_name(device)
     log.info("validating the saved engine against the eager model on %d seeded inputs",
              int(validation_input.shape[0]))
-    runner = mod.load_runner(out, device, info)
+    runner = mod.load_runner(tmp, device, info)
     runtime = dict(getattr(runner, "runtime_info", None) or {})
     if runtime:  # e.g. the precision OpenVINO actually computes in: recorded, never assumed
         info["runtime"] = runtime
@@ -336,33 +363,172 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
                           tolerance(backend, precision, device))
     except EngineValidationError as exc:
         check = {"passed": False, "error": str(exc)}
+    del runner  # the session/package may hold the temporary file open
     info["validation"] = check
     info["valid"] = check["passed"]
-    meta_path(out).write_text(json.dumps(info, indent=2, default=str))
     if not check["passed"]:
-        _remove_artifact(out, artifact_files(backend, out)[1:])
+        # An engine already at ``out`` stays usable: the numbers go beside it, not over its JSON.
+        kept = out.exists() and meta_path(out).is_file()
+        numbers = out.with_name(out.name + ".failed.json") if kept else meta_path(out)
+        _write_text_atomic(numbers, json.dumps(info, indent=2, default=str), "engine description")
         detail = check.get("error") or (
             f"max |engine - eager| = {check['max_abs_err']:.3g} at logit scale {check['logit_scale']:.3g} "
             f"(relative {check['rel_err']:.3g} > tolerance {check['tolerance_rel']:g} for {precision}); "
             f"top-1 agreement {100 * check['top1_agreement']:.1f}%")
+        where = f"; the engine already at {out} is unchanged" if kept else ""
         raise EngineValidationError(f"{backend} {precision} engine failed validation and was removed "
-                                    f"({meta_path(out)} keeps the numbers): {detail}")
+                                    f"({numbers} keeps the numbers{where}): {detail}")
+    info.update(artifact_digest(tmp, companions))
+    _install(tmp, out, companions, json.dumps(info, indent=2, default=str))
     log.info("built %s: max |engine - eager| %.3g (relative %.3g), top-1 agreement %.1f%%, %.1f s",
              out, check["max_abs_err"], check["rel_err"], 100 * check["top1_agreement"], t_build)
     return out
 
 
-def _remove_artifact(path: Path, companions: Sequence[Path] = ()) -> None:
-    for extra in companions:  # e.g. OpenVINO's .bin beside the .xml
-        extra.unlink(missing_ok=True)
+def artifact_companions(backend: str) -> tuple[str, ...]:
+    """Suffixes of the files an artifact of ``backend`` comes with (its module's
+    ``ARTIFACT_COMPANIONS``, e.g. OpenVINO's ``(".bin",)`` beside ``model.xml``); () by default."""
+    found = getattr(_backend_module(backend), "ARTIFACT_COMPANIONS", ())
+    return tuple(str(s) for s in found)
+
+
+def _companion_paths(path: Path, companions: Sequence[str]) -> list[Path]:
+    return [path.with_suffix(suffix) for suffix in companions]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_digest(path: Path, companions: Sequence[str] = ()) -> dict[str, Any]:
+    """``artifact_size``, ``artifact_sha256`` and ``companions`` (``{suffix: {size, sha256}}``)
+    of an artifact file and its companion files, as recorded in ``<artifact>.json``."""
+    if path.is_dir():  # a backend that saves a folder: not hashed (none of the built-in ones)
+        return {}
+    out: dict[str, Any] = {"artifact_size": path.stat().st_size, "artifact_sha256": _sha256(path)}
+    if companions:
+        out["companions"] = {suffix: {"size": p.stat().st_size, "sha256": _sha256(p)}
+                             for suffix, p in zip(companions, _companion_paths(path, companions))}
+    return out
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _write_text_atomic(path: Path, text: str, what: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EngineError(write_error_message(what, path, exc, needed=len(text.encode()))) from exc
+
+
+def _install(tmp: Path, out: Path, companions: Sequence[str], meta_text: str) -> None:
+    """Move a validated artifact (and its companions) from ``tmp`` to ``out``, then its JSON.
+
+    The old JSON goes first: at every instant the final path holds either no description (the
+    engine is refused: "description missing") or a description whose size and hash are those of
+    the files beside it. Never an old JSON that vouches for a new file.
+    """
+    json_tmp = Path(f"{tmp}.json")
+    try:
+        with open(json_tmp, "w") as fh:
+            fh.write(meta_text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for p in [tmp, *_companion_paths(tmp, companions)]:
+            if p.is_file():
+                with open(p, "rb") as fh:
+                    os.fsync(fh.fileno())
+        meta_path(out).unlink(missing_ok=True)
+        for src, dst in zip(_companion_paths(tmp, companions), _companion_paths(out, companions)):
+            os.replace(src, dst)
+        if out.is_dir() and not tmp.is_dir():
+            import shutil
+
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        os.replace(json_tmp, meta_path(out))
+    except OSError as exc:
+        raise EngineError(write_error_message("engine", out, exc,
+                                              needed=sum(p.stat().st_size for p in
+                                                         [tmp, *_companion_paths(tmp, companions)]
+                                                         if p.is_file()))) from exc
+    _fsync_dir(out.parent)
+
+
+def _remove_stale_partials(out: Path, companions: Sequence[str]) -> None:
+    """Temporary files of builds of ``out`` whose process is gone (killed with -9)."""
+    for p in out.parent.glob(f".{out.stem}.partial-*{out.suffix}"):
+        try:
+            pid = int(p.name[len(f".{out.stem}.partial-"):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            log.info("removing %s, left by an interrupted build (PID %d)", p, pid)
+            _remove_artifact(p, companions)
+            _remove_artifact(Path(f"{p}.json"), ())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_artifact(path: Path, companions: Sequence[str] = ()) -> None:
     if path.is_dir():
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+    for extra in _companion_paths(path, companions):
+        extra.unlink(missing_ok=True)
     for extra in path.parent.glob(path.name + ".data"):  # ONNX external weights
         extra.unlink(missing_ok=True)
+
+
+def verify_artifact(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse an artifact whose files are not the ones ``meta`` was written for (size, sha256).
+
+    Descriptions from before the hash was recorded are not checked.
+    """
+    if "artifact_sha256" not in meta or path.is_dir():
+        return
+    companions = tuple((meta.get("companions") or {}).keys())
+    files = [(path, meta.get("artifact_size"), meta["artifact_sha256"])]
+    for suffix, p in zip(companions, _companion_paths(path, companions)):
+        rec = meta["companions"][suffix] or {}
+        files.append((p, rec.get("size"), rec.get("sha256")))
+    for p, size, sha in files:
+        if not p.is_file():
+            raise EngineError(f"engine {path}: {p.name} is missing (its {meta_path(path).name} lists "
+                              f"it); rebuild it with `fastvid build-engine`")
+        if (size is not None and p.stat().st_size != int(size)) or _sha256(p) != sha:
+            raise EngineError(f"engine {p} was changed after it was built (size/hash differ from "
+                              f"{meta_path(path).name}): rebuild it with `fastvid build-engine`")
 
 
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -391,6 +557,14 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
                           f"rebuild it")
     if not path.exists():
         raise EngineError(f"engine not found: {path} (its {mpath.name} exists)")
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list)
+                                or len(classes) != int(meta["num_classes"])):
+        got = f"{len(classes)} names" if isinstance(classes, list) else type(classes).__name__
+        raise EngineError(f"{mpath}: \"classes\" has {got} but the engine outputs "
+                          f"{meta['num_classes']} classes (was the file edited?); rebuild it with "
+                          f"`fastvid build-engine`")
+    verify_artifact(path, meta)
     return path, meta
 
 

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from fastvid.errors import CheckpointError
+from fastvid.errors import CheckpointError, write_error_message
 from fastvid.version import __version__
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng",
@@ -32,7 +32,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
+        raise CheckpointError(write_error_message("checkpoint", path, exc)) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
@@ -46,7 +46,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             pass
         if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, CheckpointError):
             kept = "the previous file is intact" if path.exists() else "no earlier file existed"
-            raise CheckpointError(f"cannot write checkpoint {path} ({exc}); {kept}") from exc
+            msg = write_error_message("checkpoint", path, exc, needed=state_nbytes(state))
+            raise CheckpointError(f"{msg}; {kept}") from exc
         raise
     try:  # make the rename durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -57,6 +58,17 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     except OSError:
         pass
     return path
+
+
+def state_nbytes(state: Any) -> int:
+    """Bytes of the tensors in ``state`` (nested dicts/lists): about the size of its file."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_nbytes(v) for v in state)
+    return 0
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

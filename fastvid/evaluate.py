@@ -118,13 +118,22 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, *,
     if isinstance(model, torch.nn.Module):
         model.eval()
     ctx = autocast or contextlib.nullcontext
-    all_scores, all_labels = [], []
-    views = 1
     iterator = loader
+    redirect: Any = contextlib.nullcontext()
     if progress:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         iterator = tqdm(loader, desc="eval", unit="batch", leave=False)
+        redirect = logging_redirect_tqdm()  # log lines above the bar, not glued to it
+    with redirect:
+        return _score_batches(iterator, loader, model, ctx, view_dims, max_batch, average)
+
+
+def _score_batches(iterator: Any, loader: Any, model: Any, ctx: Any, view_dims: int,
+                   max_batch: Optional[int], average: str) -> Any:
+    all_scores, all_labels = [], []
+    views = 1
     for video, label in iterator:
         if video.dim() == view_dims + 2:
             n, views = video.shape[:2]

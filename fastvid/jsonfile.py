@@ -6,11 +6,11 @@ it reads as a matrix.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from fastvid.atomic import write_text_atomic
 
 __all__ = ["dumps", "write_json"]
 
@@ -25,16 +25,7 @@ def dumps(obj: Any, indent: int = 2) -> str:
                                                       if x.strip()) + "]", text)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(dumps(obj) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+def write_json(path: str | Path, obj: Any, what: str = "file") -> Path:
+    """Write ``obj`` to ``path`` atomically (:func:`fastvid.atomic.write_text_atomic`: temp file in
+    the same folder, fsync, rename; a failed write names the file and the cause)."""
+    return write_text_atomic(path, dumps(obj) + "\n", what)

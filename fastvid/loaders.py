@@ -28,7 +28,7 @@ from fastvid.data.transforms import SamplePlanner
 from fastvid.errors import BackendUnavailable, DataError
 
 __all__ = ["VideoLoader", "LoaderBackend", "register_loader", "loader_backends", "loader_backend",
-           "loader_names",
+           "loader_names", "close_loader",
            "build_loader", "resolve_loader_name", "dali_available", "planner_for"]
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,21 @@ class VideoLoader(Protocol):
     # Begin ``epoch`` at batch ``first_batch`` in the background (workers/pipelines start now);
     # the next ``iter()`` yields batches first_batch .. end without decoding the skipped ones.
     def start(self, epoch: int, first_batch: int = 0) -> None: ...
+
+    # Shut down workers / pipelines (and their processes) now; idempotent. Loaders are also
+    # context managers (``with build_loader(...) as loader:``) that close on exit.
+    def close(self) -> None: ...
+
+
+def close_loader(loader: Optional[Any]) -> None:
+    """``loader.close()`` when there is a loader and it has one (a caller's own loader may not).
+
+    Every command closes the loaders it built, on success, error and Ctrl-C alike, so no
+    worker process outlives it (or prints a traceback when its parent's resources vanish).
+    """
+    close = getattr(loader, "close", None)
+    if close is not None:
+        close()
 
 
 # The factory's keyword arguments, the same for every backend (see build_loader).
@@ -202,6 +217,39 @@ def planner_for(cfg: Config, split: str, views: Optional[tuple[int, int]]) -> Sa
                          None if train else views, cfg.train.seed)
 
 
+_UPSCALE_WARNED: set[tuple[int, int, int]] = set()
+
+
+def _frame_size(record: VideoRecord, frame_tmpl: str) -> Optional[tuple[int, int]]:
+    """(height, width) of a record's frames from its first JPEG's or the video's headers."""
+    import os
+
+    try:
+        if record.is_video:
+            from fastvid.data.video_headers import probe_video_headers
+
+            info = probe_video_headers(record.path)
+            return int(info.height), int(info.width)
+        from fastvid.data.video_io import jpeg_size
+
+        with open(os.path.join(record.path, frame_tmpl.format(1)), "rb") as fh:
+            return jpeg_size(fh.read(1 << 16))
+    except (OSError, ValueError, DataError):
+        return None  # unreadable: reported as a bad sample when it is loaded
+
+
+def _warn_upscaling(record: VideoRecord, crop: int, frame_tmpl: str) -> None:
+    """One warning (per process and frame size) when the crop is larger than the frames: every
+    sample would be upscaled, which costs compute and adds no detail."""
+    size = _frame_size(record, frame_tmpl)
+    if size is None or min(size) >= crop or (crop, *size) in _UPSCALE_WARNED:
+        return
+    _UPSCALE_WARNED.add((crop, *size))
+    log.warning("data.image_size %d is larger than the frames (%dx%d, e.g. %s): every crop is "
+                "upscaled x%.2g; lower data.image_size (and data.scale_size) or use larger frames",
+                crop, size[1], size[0], record.path, crop / min(size))
+
+
 def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str = "auto",
                  device: torch.device, batch_size: Optional[int] = None,
                  views: Optional[tuple[int, int]] = None, shard_id: int = 0, num_shards: int = 1,
@@ -225,6 +273,7 @@ def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str =
     if not records:
         raise DataError(f"no samples to load for split {split!r}")
     train = split == "train"
+    _warn_upscaling(records[0], cfg.data.image_size, cfg.data.frame_tmpl)
     planner = planner_for(cfg, split, views)
     spec = cfg.input_spec
     common = dict(

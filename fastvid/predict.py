@@ -53,16 +53,32 @@ def detect_input(path: str | Path) -> list[InputSpec]:
     if not path.exists():
         raise DataError(f"input not found: {path}")
     if path.is_file():
+        if path.suffix.lower() in IMAGE_EXTS:
+            # One picture holds no motion: the models recognise actions over time.
+            raise DataError(f"{path} is a single image; fastvid predict needs a video file or a "
+                            f"folder of its frames (00001.jpg, 00002.jpg, ...)")
         return [InputSpec(path, "video")]
     entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     images = [p for p in entries if p.suffix.lower() in IMAGE_EXTS]
     videos = [p for p in entries if p.suffix.lower() in VIDEO_EXTS]
     if images and not videos:
+        _note_skipped(path, [p for p in entries if p not in images], "frame folder")
         return [InputSpec(path, "frames")]
     if videos:
+        _note_skipped(path, [p for p in entries if p not in videos], "folder of videos")
         return [InputSpec(p, "video") for p in videos]
     raise DataError(f"{path}: neither a video file, a folder of frames ({', '.join(sorted(IMAGE_EXTS))}) "
                     f"nor a folder of videos ({', '.join(sorted(VIDEO_EXTS))})")
+
+
+def _note_skipped(folder: Path, skipped: list[Path], taken_as: str) -> None:
+    """Say which entries of an input folder are not used (a user may expect them to be)."""
+    if not skipped:
+        return
+    names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in skipped[:10])
+    more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    log.warning("%s: read as a %s; skipping %d other entr%s: %s%s", folder, taken_as, len(skipped),
+                "y" if len(skipped) == 1 else "ies", names, more)
 
 
 def parse_span(text: Optional[str], fps: float) -> Optional[int]:
@@ -254,7 +270,7 @@ def _predict_whole(cfg: Config, model: Callable, spec: InputSpec, source: FrameS
                    loader: str) -> np.ndarray:
     """One prediction through the evaluation loader (the path ``fastvid eval`` takes)."""
     from fastvid.data.lists import DatasetInfo, VideoRecord
-    from fastvid.loaders import build_loader
+    from fastvid.loaders import build_loader, close_loader
 
     if spec.kind == "frames":
         tmpl = _frame_template(spec.path, source)
@@ -264,12 +280,22 @@ def _predict_whole(cfg: Config, model: Callable, spec: InputSpec, source: FrameS
         record = VideoRecord(str(spec.path), 0, -1, is_video=True)
     fmt = "frames" if spec.kind == "frames" else "videos"
     dataset = DatasetInfo(spec.path.parent, fmt, Path(), Path(), spec.path.parent, None)
+    # One input, not a dataset: a failure is this command's error, said once below in its own
+    # words - not the loaders' "N of M samples this epoch ... remove them from the list".
+    cfg = _with_data(cfg, max_bad_fraction=1.0)
+    bad_log = logging.getLogger("fastvid.data.bad_samples")
+    level = bad_log.level
+    bad_log.setLevel(logging.ERROR)
     batches = build_loader(cfg, dataset, "predict", loader=loader, device=device, batch_size=1,
                            views=views, records=[record], workers=0)
-    (video, label), = list(batches)
+    try:
+        (video, label), = list(batches)
+    finally:
+        bad_log.setLevel(level)
+        close_loader(batches)
     if int(label[0]) < 0:
-        reasons = "; ".join(r for _, r in batches.bad_samples) or "decode failed"
-        raise DataError(f"{spec.path}: cannot read input: {reasons}")
+        reasons = "; ".join(dict.fromkeys(r for _, r in batches.bad_samples)) or "decode failed"
+        raise DataError(f"{spec.path}: cannot read this input: {reasons}")
     flat = video.reshape(-1, *video.shape[2:])
     return _probs(model, flat, views[0] * views[1], cfg.model.average_clips, chunk)[0]
 
@@ -277,18 +303,45 @@ def _predict_whole(cfg: Config, model: Callable, spec: InputSpec, source: FrameS
 def _frame_template(folder: Path, source: FrameSource) -> str:
     """The loaders read ``tmpl.format(i)`` for i = 1..n; a folder of other names is refused."""
     names = [p.name for p in source._files]
+    present = set(names)
     for tmpl in ("{:05d}.jpg", "{:06d}.jpg", "img_{:05d}.jpg", "{:04d}.jpg", "{:05d}.png"):
         if names == [tmpl.format(i) for i in range(1, len(names) + 1)]:
             return tmpl
+    for tmpl in ("{:05d}.jpg", "{:06d}.jpg", "img_{:05d}.jpg", "{:04d}.jpg", "{:05d}.png"):
+        numbered = [n for n in names if _numbered(n, tmpl)]
+        if tmpl.format(1) in present or len(numbered) > len(names) // 2:
+            # The folder follows this numbering, with frames missing: name the first gap.
+            missing = next(tmpl.format(i) for i in range(1, len(names) + 2)
+                           if tmpl.format(i) not in present)
+            last = max(numbered, key=lambda n: int("".join(c for c in n if c.isdigit())))
+            others = [n for n in names if n not in numbered]
+            extra = f"; {len(others)} file(s) named otherwise, e.g. {others[0]}" if others else ""
+            raise DataError(f"{folder}: frame {missing} is missing ({len(numbered)} frames numbered "
+                            f"up to {last}{extra}); the frames must be numbered 1, 2, 3, ... "
+                            f"without gaps - renumber them or pass a video file")
     raise DataError(f"{folder}: frames must be numbered from 1 like 00001.jpg (or img_00001.jpg); "
-                    f"found {names[0]}, ... — rename them or pass a video file")
+                    f"found {names[0]}, ... - rename them or pass a video file")
+
+
+def _numbered(name: str, tmpl: str) -> bool:
+    """Whether ``name`` is ``tmpl.format(i)`` for some i >= 1."""
+    head, _, tail = tmpl.partition("{")
+    tail = tail.partition("}")[2]
+    digits = name[len(head):len(name) - len(tail)] if name.startswith(head) and name.endswith(tail) else ""
+    return digits.isdigit() and tmpl.format(int(digits)) == name and int(digits) >= 1
 
 
 def _with_frame_tmpl(cfg: Config, tmpl: str) -> Config:
+    return _with_data(cfg, frame_tmpl=tmpl)
+
+
+def _with_data(cfg: Config, **values: Any) -> Config:
+    """A copy of ``cfg`` with ``data.<key> = value`` set."""
     import copy
 
     out = copy.deepcopy(cfg)
-    out.data.frame_tmpl = tmpl
+    for key, value in values.items():
+        setattr(out.data, key, value)
     return out
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -26,8 +27,16 @@ class _DropNoCudaRuntime(logging.Filter):
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """Train, evaluate, export and benchmark TRN/TPN video action recognition."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Under torchrun every rank would print every line: only rank 0 logs (others their errors),
+    # unless --verbose, where each line says its rank.
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank and not verbose:
+        level = logging.ERROR
+    else:
+        level = logging.DEBUG if verbose else logging.INFO
+    prefix = f"[rank {rank}] " if rank else ""
+    logging.basicConfig(level=level, format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     cpp_ext = logging.getLogger("torch.utils.cpp_extension")
     if not any(isinstance(f, _DropNoCudaRuntime) for f in cpp_ext.filters):
         cpp_ext.addFilter(_DropNoCudaRuntime())

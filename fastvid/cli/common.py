@@ -1,8 +1,11 @@
 """Options shared by the CLI commands, and the conversion of library errors to click errors."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
-from typing import Any, Callable
+import signal
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -71,14 +74,50 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 USER_ERRORS = _user_errors
 
 
+# Causes of a failed write that are the machine's state, not a bug: said in one line.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    # SIGTERM's default action ends the process without unwinding: no ``finally``, so loaders'
+    # worker processes and temporary engine files would be left behind. As an exception, every
+    # cleanup runs, and the exit status is the conventional 128 + 15.
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (a test calling the command from a thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn the library's input errors into ``click.ClickException`` (exit code 1, no traceback)."""
+    """Turn the library's input errors into ``click.ClickException`` (exit code 1, no traceback).
+
+    Also: a write that fails for lack of space, a read-only file system or permissions is one
+    line naming the file (:func:`fastvid.errors.write_error_message`), and SIGTERM unwinds the
+    command like Ctrl-C does, so that it closes its loaders and removes its temporary files.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_unwinds():
+                return fn(*args, **kwargs)
         except _user_errors() as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS or not exc.filename:
+                raise
+            from fastvid.errors import write_error_message
+
+            raise click.ClickException(write_error_message("file", exc.filename, exc)) from exc
 
     return wrapper

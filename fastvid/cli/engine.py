@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import click
 
@@ -193,7 +193,7 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
     Every record gets the run's id and, for timed figures, their dispersion (CV, p90/p50) and the
     load average; a figure with CV > 10% or p90 > 2x p50 is flagged unstable.
     """
-    from bench.records import append_records, new_run_id
+    from bench.records import ResultsWriter, new_run_id
 
     cfg = load_cli_config(config_path, overrides)
     dev = resolve_device(device)
@@ -211,31 +211,35 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
         backend_list = _split(backends, BENCH_BACKENDS, "--backends")
     if loaders and not data_root:
         raise click.UsageError("--loader needs --data-root ROOT")
-    records: list[dict[str, Any]] = []
     run_id = run_id or new_run_id()
     common = {"config": config_path, "config_model": cfg.model_name, "run_id": run_id}
     log.info("bench run %s -> %s", run_id, Path(out_dir) / "results.json")
 
     if not (backend_list or engine_paths or train_bench or loaders):
         raise click.UsageError("nothing to benchmark: give --backends, --train or --loader")
-    path = Path(out_dir) / "results.json"
-
-    def save(section: list[dict[str, Any]]) -> None:
-        # Each section is written when measured: a later one failing loses none of it.
-        if section:
-            append_records(out_dir, section)
-
-    if backend_list or engine_paths or train_bench:
-        records += _bench_models(cfg, dev, checkpoint, engine_paths, batches, backend_list, precisions,
-                                 train_bench, train_batch, iters, warmup, common,
-                                 train_modes, save)
-    if loaders:
-        measured = _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
-                                  train_batch or cfg.train.batch_size, common,
-                                  threads=loader_threads, stages=loader_stages,
-                                  train_steps=loader_train_steps, options=loader_options)
-        save(measured)
-        records += measured
+    # Each record is written to results.json as soon as it is measured: Ctrl-C (or a failure
+    # in a later section) keeps everything measured before it.
+    writer = ResultsWriter(out_dir)
+    path = writer.path
+    try:
+        if backend_list or engine_paths or train_bench:
+            _bench_models(cfg, dev, checkpoint, engine_paths, batches, backend_list, precisions,
+                          train_bench, train_batch, iters, warmup, common, train_modes, writer)
+        if loaders:
+            _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
+                           train_batch or cfg.train.batch_size, common,
+                           threads=loader_threads, stages=loader_stages,
+                           train_steps=loader_train_steps, options=loader_options,
+                           writer=writer)
+    except KeyboardInterrupt:
+        n = len(writer.records)
+        stopped = click.ClickException(
+            f"interrupted: {n} record{'' if n == 1 else 's'} measured before Ctrl-C "
+            f"{'are' if n != 1 else 'is'} kept in {path}" + (f" (run {run_id}); render with "
+                                                            f"`fastvid report {out_dir}`" if n else ""))
+        stopped.exit_code = 130  # 128 + SIGINT, as the shell reports an interrupted command
+        raise stopped from None
+    records = writer.records
     for r in records:
         click.echo(_summary_line(r))
     unstable = sum(bool(r.get("unstable")) for r in records)
@@ -249,9 +253,9 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
 def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: tuple[str, ...],
                   batches: list[int], backend_list: list[str], precisions: list[str], train_bench: bool,
                   train_batch: Optional[int], iters: int, warmup: int,
-                  common: dict[str, Any], train_modes: list[str],
-                  save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
-    """Inference and training records; each section's are handed to ``save`` when measured."""
+                  common: dict[str, Any], train_modes: list[str], writer: Any) -> None:
+    """Inference and training records, each written by ``writer`` (a
+    :class:`bench.records.ResultsWriter`) as soon as it is measured."""
     import engines
     from bench.runner import InferenceBenchmarkRunner
     from engines.compat import check_engine_fits, expected_from_config
@@ -273,33 +277,28 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
             backend_list.append(info["backend"])
         if info["precision"] not in precisions:  # measure a given engine in its own precision
             precisions.append(info["precision"])
-    records: list[dict[str, Any]] = []
     if backend_list:
         runner = InferenceBenchmarkRunner(model, sample, dev, model_name=cfg.model_name, warmup=warmup,
                                           iters=iters, engines=prebuilt, extra=extra, mean=spec["mean"],
                                           std=spec["std"])
-        measured = runner.run(backend_list, batches, precisions)
-        save(measured)
-        records += measured
+        runner.run(backend_list, batches, precisions, on_record=writer.add, check_baseline=True)
+        writer.flush()  # the baselines' second timing may have flagged ratios
     if train_bench:
         from bench.train import bench_training, default_variants
 
         variants = [(p, cl, mode) for mode in train_modes for p, cl in default_variants(dev)]
-        measured = bench_training(model, sample, int(meta["num_classes"]), dev,
+        bench_training(model, sample, int(meta["num_classes"]), dev,
                                   batch=train_batch or cfg.train.batch_size,
                                   warmup=min(warmup, 3) or 1, iters=min(iters, 20),
                                   model_name=cfg.model_name, extra=extra, variants=variants,
                                   aux_loss_weight=cfg.model.aux_loss_weight,
-                                  clip_grad_norm=cfg.train.clip_grad_norm)
-        save(measured)
-        records += measured
-    return records
+                                  clip_grad_norm=cfg.train.clip_grad_norm, on_record=writer.add)
 
 
 def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loader_batches: int,
                    batch_size: int, common: dict[str, Any], threads: Optional[str] = None,
                    stages: bool = False, train_steps: int = 0,
-                   options: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+                   options: tuple[str, ...] = (), writer: Any = None) -> list[dict[str, Any]]:
     try:
         from bench.loader import bench_loaders
     except ModuleNotFoundError as exc:
@@ -314,14 +313,19 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loade
     dataset = resolve_dataset(data_root, cfg.data)
     from bench.loader import dali_option_values, thread_counts
 
-    out = bench_loaders(cfg, dataset, loaders, dev, loader_batches, batch_size,
-                        threads=thread_counts(threads) if threads else None, stages=stages,
-                        train_steps=train_steps, amp=train_steps > 0 and dev.type == "cuda",
-                        dali_options=dali_option_values(options))
-    for rec in out:
+    def finish(rec: dict[str, Any]) -> None:
         for k, v in common.items():
             rec.setdefault(k, v)
         stamp(rec, dev)
+        if writer is not None:
+            writer.add(rec)
+
+    out = bench_loaders(cfg, dataset, loaders, dev, loader_batches, batch_size,
+                        threads=thread_counts(threads) if threads else None, stages=stages,
+                        train_steps=train_steps, amp=train_steps > 0 and dev.type == "cuda",
+                        dali_options=dali_option_values(options), on_record=finish)
+    if writer is not None:
+        writer.extend(out)  # records bench_loaders completed after handing them over
     return out
 
 

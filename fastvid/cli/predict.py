@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import click
@@ -100,6 +99,7 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
                           *[f"{t['label']} {100 * t['prob']:.1f}%" for t in win["topk"]])
         console.print(table)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        from fastvid.atomic import write_text_atomic
+
         payload = results[0] if len(results) == 1 else results
-        Path(out).write_text(json.dumps(payload, indent=2))
+        write_text_atomic(out, json.dumps(payload, indent=2), "predictions")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -127,7 +128,7 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
 
     from fastvid.checkpoint import load_model_for_inference
     from fastvid.data.lists import resolve_dataset
-    from fastvid.loaders import build_loader
+    from fastvid.loaders import build_loader, close_loader
     from fastvid.precision import resolve_precision
     from fastvid.distributed import process_group
     from fastvid.evaluate import evaluate_sharded
@@ -135,7 +136,9 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
     if (checkpoint is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --checkpoint or --engine")
     cfg = load_cli_config(config_path, overrides)
-    with process_group(device) as dist_info:
+    # The loader is closed (workers and pipelines shut down) however the command ends: an
+    # engine that fails to load must not leave DALI's worker processes behind.
+    with process_group(device) as dist_info, ExitStack() as resources:
         dev = dist_info.device
         n_clips = clips or cfg.data.test_clips
         n_crops = int(crops) if crops else cfg.data.test_crops
@@ -147,6 +150,7 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
             loader_obj = build_loader(cfg, dataset, split, loader=loader, device=dev,
                                       batch_size=batch_size, views=(n_clips, n_crops),
                                       records=shard)
+            resources.callback(close_loader, loader_obj)
             loader_obj.start(0)  # decoding starts while the model or engine loads
         max_batch = None
         if checkpoint:
@@ -213,7 +217,7 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
                        "classes": list(classes) if classes else None}
             payload["confusion_matrix"] = payload.pop("confusion_matrix")
             payload["config"] = cfg.to_dict()
-            write_json(out, payload)
+            write_json(out, payload, "eval results")
 
 
 def _predictions_path(save_scores: str) -> Path:

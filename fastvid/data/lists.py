@@ -6,6 +6,7 @@ Every error names the file and the 1-based line.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -33,6 +34,21 @@ def _check_label(label: int, num_classes: Optional[int], where: str) -> None:
     if label < 0 or (num_classes is not None and label >= num_classes):
         limit = f" (dataset has {num_classes} classes)" if num_classes is not None else ""
         raise ListError(f"{where}: class index {label} out of range{limit}")
+
+
+def _inside_root(root: Path, name: str, where: str) -> Path:
+    """``root / name`` for a list path; a relative path that climbs out of ``root`` with
+    ``..`` is refused (a list is data, it must not open ``../../../../etc/passwd``).
+    Absolute paths are taken as given: they say where they point. Symlinks inside the root
+    (a frames folder linked from another disk) are followed as usual."""
+    if os.path.isabs(name):
+        return Path(name)
+    joined = os.path.normpath(os.path.join(root, name))
+    base = os.path.normpath(root)
+    if os.path.commonpath([base, joined]) != base:
+        raise ListError(f"{where}: path {name!r} leads outside the data folder {root}; list paths "
+                        f"are relative to it (write an absolute path to use a file elsewhere)")
+    return root / name
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -71,7 +87,7 @@ def parse_frame_list(list_file: str | Path, frames_root: str | Path,
         if num_frames <= 0:
             raise ListError(f"{where}: '{name}' has num_frames={num_frames}; expected > 0")
         _check_label(label, num_classes, where)
-        folder = frames_root / name
+        folder = _inside_root(frames_root, name, where)
         if check_frames:
             if not folder.is_dir():
                 raise ListError(f"{where}: frame folder not found: {folder}")
@@ -105,7 +121,7 @@ def parse_video_list(list_file: str | Path, videos_root: str | Path,
         except ValueError:
             raise ListError(f"{where}: class index must be an integer, got {parts[1]!r}") from None
         _check_label(label, num_classes, where)
-        path = videos_root / parts[0]
+        path = _inside_root(videos_root, parts[0], where)
         if check_files and not path.is_file():
             raise ListError(f"{where}: video file not found: {path}")
         records.append(VideoRecord(str(path), label, -1, is_video=True))

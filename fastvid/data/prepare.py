@@ -32,7 +32,7 @@ import shutil
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -207,13 +207,28 @@ def count_frames(folder: str | Path, frame_tmpl: str = "{:05d}.jpg") -> int:
     return n
 
 
+def read_csv_rows(path: Path, delimiter: str = ";") -> Iterator[tuple[int, list[str]]]:
+    """``(line number, stripped fields)`` of a CSV file, read with the csv module's quoting
+    rules (``"quoted"`` fields lose their quotes, ``""`` is a quote) - the one reader of every
+    Jester CSV, so labels.csv and train.csv agree on what a class name is."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            for fields in reader:
+                yield reader.line_num, [f.strip() for f in fields]
+    except UnicodeDecodeError as exc:
+        raise ListError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
+    except csv.Error as exc:
+        raise ListError(f"{path}: {exc}") from None
+
+
 def _read_labels_csv(path: Path) -> list[str]:
     if not path.is_file():
         raise ListError(f"label file not found: {path} (one class name per line)")
     names: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
-        name = raw.strip()
+    for lineno, fields in read_csv_rows(path):
+        name = ";".join(fields).strip()  # one field per line; a ';' inside a name is kept
         if not name:
             continue
         if not names and name.lower() in _LABEL_HEADERS:
@@ -232,20 +247,18 @@ def _read_split_csv(path: Path, class_index: dict[str, int]) -> list[tuple[str, 
     if not path.is_file():
         raise ListError(f"split file not found: {path} (lines 'id;Label')")
     rows: list[tuple[str, int]] = []
-    with path.open(newline="") as handle:
-        for lineno, fields in enumerate(csv.reader(handle, delimiter=";"), 1):
-            fields = [f.strip() for f in fields]
-            if not any(fields):
-                continue
-            where = f"{path}:{lineno}"
-            if len(fields) != 2 or not fields[0]:
-                raise ListError(f"{where}: expected 'id;Label', got {';'.join(fields)!r}")
-            vid, label = fields
-            if label not in class_index:
-                if not rows and vid.lower() in _ID_HEADERS:
-                    continue  # a header row
-                raise ListError(f"{where}: unknown class {label!r} (not in labels.csv)")
-            rows.append((vid, class_index[label]))
+    for lineno, fields in read_csv_rows(path):
+        if not any(fields):
+            continue
+        where = f"{path}:{lineno}"
+        if len(fields) != 2 or not fields[0]:
+            raise ListError(f"{where}: expected 'id;Label', got {';'.join(fields)!r}")
+        vid, label = fields
+        if label not in class_index:
+            if not rows and vid.lower() in _ID_HEADERS:
+                continue  # a header row
+            raise ListError(f"{where}: unknown class {label!r} (not in labels.csv)")
+        rows.append((vid, class_index[label]))
     return rows
 
 

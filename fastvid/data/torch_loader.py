@@ -213,6 +213,22 @@ class TorchVideoLoader:
         self.sampler.skip = int(first_batch) * self.batch_size
         self._pending = iter(self._dl)
 
+    def close(self) -> None:
+        """Shut the worker processes down now (idempotent; the loader can be iterated again,
+        starting new workers). Persistent workers otherwise live until garbage collection."""
+        self._pending = None
+        workers = getattr(self._dl, "_iterator", None)
+        self._dl._iterator = None
+        shutdown = getattr(workers, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+    def __enter__(self) -> "TorchVideoLoader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __len__(self) -> int:
         if self.drop_last:
             return self.num_samples // self.batch_size

@@ -14,13 +14,13 @@ from .bn import recompute_bn_stats
 from .cuda_graphs import CudaGraphBackend, GraphBackend, GraphedTrainStep, cuda_graphs_unsupported
 from .loop import (EpochSetup, MetricsLog, StopFlag, TrainOptions, compile_unsupported,
                    configure_compile_cache,
-                   process_start_time, train, train_one_epoch)
+                   process_start_time, train, train_one_epoch, truncate_metrics)
 from .optim import build_lr_scheduler, build_optimizer, load_optimizer_state, lr_factor
 from .step import NonFiniteMonitor, StepOutput, TrainStep, to_input_format
 
 __all__ = ["TrainOptions", "train", "train_one_epoch", "EpochSetup", "MetricsLog", "StopFlag",
            "GraphedTrainStep", "GraphBackend", "CudaGraphBackend", "cuda_graphs_unsupported",
            "configure_compile_cache", "compile_unsupported",
-           "process_start_time",
+           "process_start_time", "truncate_metrics",
            "TrainStep", "StepOutput", "NonFiniteMonitor", "to_input_format", "build_optimizer",
            "build_lr_scheduler", "load_optimizer_state", "lr_factor", "recompute_bn_stats"]

@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -25,12 +25,14 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from fastvid.atomic import write_text_atomic
 from fastvid.checkpoint import (capture_rng, check_config_matches, load_checkpoint, restore_rng,
                                 save_checkpoint)
 from fastvid.config import Config, save_config
 from fastvid.distributed import DistInfo, any_rank, init_distributed, unwrap
 from fastvid.errors import FastvidError, TrainingAborted
 from fastvid.evaluate import evaluate_sharded
+from fastvid.loaders import close_loader
 from fastvid.models import create_model_from_config, load_pretrained, to_channels_last
 from fastvid.precision import resolve_precision
 from fastvid.version import __version__
@@ -40,7 +42,8 @@ from .cuda_graphs import GraphedTrainStep, cuda_graphs_unsupported, lr_to_floats
 from .optim import build_lr_scheduler, build_optimizer, load_optimizer_state
 from .step import NonFiniteMonitor, TrainStep
 
-__all__ = ["TrainOptions", "train", "train_one_epoch", "EpochSetup", "MetricsLog", "StopFlag"]
+__all__ = ["TrainOptions", "train", "train_one_epoch", "EpochSetup", "MetricsLog", "StopFlag",
+           "truncate_metrics"]
 
 log = logging.getLogger("fastvid.train")
 
@@ -265,6 +268,37 @@ def _resume_path(opts: TrainOptions, work_dir: Path) -> Optional[Path]:
     return path
 
 
+def truncate_metrics(path: Path, step: int, epochs_done: int) -> int:
+    """Cut ``metrics.jsonl`` back to what a run resumed at ``step`` has already done.
+
+    The records written after the checkpoint (a killed rank, Ctrl-C between a log line and the
+    next save) are written again by the resumed run; kept, they would appear twice. Kept: every
+    record of a step before ``step``, and those of ``step`` itself except an epoch record of an
+    epoch the checkpoint has not completed (``epochs_done``). A torn last line (a kill during
+    the write) goes too. Returns how many records were dropped.
+    """
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            at = int(rec.get("step", 0))
+        except (ValueError, TypeError, AttributeError):
+            dropped += 1
+            continue
+        if at < step or (at == step and not (rec.get("type") == "epoch"
+                                             and int(rec.get("epoch", 0)) > epochs_done)):
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept), "metrics log")
+        log.info("%s: %d record(s) after step %d removed (the resumed run writes them again)",
+                 path, dropped, step)
+    return dropped
+
+
 def _finished_summary(work_dir: Path, ckpt: dict[str, Any], cfg: Config) -> Optional[dict[str, Any]]:
     """The run's summary when ``ckpt`` ends the configured training (resuming it is a no-op)."""
     if int(ckpt.get("epoch", 0)) < cfg.train.epochs or int(ckpt.get("batch_in_epoch", 0)):
@@ -288,7 +322,38 @@ def _finished_summary(work_dir: Path, ckpt: dict[str, Any], cfg: Config) -> Opti
 
 
 def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
-    """Train as configured; returns the run summary (also written to ``summary.json``)."""
+    """Train as configured; returns the run summary (also written to ``summary.json``).
+
+    Rank 0 holds the run directory's lock (:class:`fastvid.workdir_lock.WorkDirLock`) for the
+    whole run, and the loaders are closed (workers and pipelines shut down) however it ends.
+    """
+    with ExitStack() as resources:
+        return _train(cfg, opts, resources)
+
+
+def _lock_work_dir(work_dir: Path, dist_info: DistInfo, resources: ExitStack) -> None:
+    """Rank 0 takes the run directory's lock; every rank stops when it could not."""
+    from fastvid.workdir_lock import WorkDirLock
+
+    error: Optional[FastvidError] = None
+    if dist_info.is_main:
+        lock = WorkDirLock(work_dir)
+        try:
+            resources.enter_context(lock)
+        except FastvidError as exc:
+            error = exc
+        else:
+            if lock.took_over:
+                log.warning("%s was left by PID %s (%s, started %s), which is no longer running; "
+                            "taking it over", lock.path, lock.took_over.get("pid", "?"),
+                            lock.took_over.get("command", "?"), lock.took_over.get("started", "?"))
+    if any_rank(error is not None, dist_info):  # under DDP all ranks stop together
+        if error is None:
+            error = FastvidError(f"rank 0 could not lock the work dir {work_dir}")
+        raise error
+
+
+def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, Any]:
     from fastvid.data.lists import resolve_dataset
     from fastvid.loaders import build_loader
 
@@ -323,6 +388,9 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                                f"{num_classes} classes (model.num_classes)")
     cfg.model.num_classes = num_classes
     classes = dataset.categories
+    # Before anything is read from or written to the run directory (lists checked first, so a
+    # bad list still creates nothing).
+    _lock_work_dir(work_dir, dist_info, resources)
 
     resume_path = _resume_path(opts, work_dir)
     ckpt = None
@@ -333,18 +401,23 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
         if finished is not None:
             if dist_info.is_main:
                 if not (work_dir / "summary.json").is_file():
-                    (work_dir / "summary.json").write_text(json.dumps(finished, indent=2))
+                    write_text_atomic(work_dir / "summary.json", json.dumps(finished, indent=2),
+                                      "run summary")
                 log.info("%s: this run already finished its %d epochs; nothing to do (raise "
                          "--epochs to train on)", resume_path, cfg.train.epochs)
             if dist_info.distributed:
                 dist.destroy_process_group()
             return finished
 
+    if ckpt is not None and dist_info.is_main:
+        truncate_metrics(work_dir / "metrics.jsonl", int(ckpt.get("step", 0)),
+                         int(ckpt.get("epoch", 0)))
     start_epoch = int(ckpt["epoch"]) if ckpt is not None else 0
     skip_batches = int(ckpt.get("batch_in_epoch", 0)) if ckpt is not None else 0
     train_loader = build_loader(cfg, dataset, "train", loader=opts.loader, device=device,
                                 shard_id=dist_info.rank, num_shards=dist_info.world_size,
                                 records=train_records)
+    resources.callback(close_loader, train_loader)
     # Workers/pipelines start now and decode the first batches while the model is built,
     # moved, compiled; a resumed run starts at its batch without decoding the ones before.
     train_loader.start(start_epoch, skip_batches)
@@ -355,6 +428,7 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     if val_shard:
         val_loader = build_loader(cfg, dataset, "val", loader=opts.loader, device=device,
                                   records=val_shard)
+        resources.callback(close_loader, val_loader)
 
     torch.manual_seed(cfg.train.seed + dist_info.rank)
     model = create_model_from_config(cfg.model, num_classes)
@@ -494,7 +568,7 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
                "world_size": dist_info.world_size, "time_s": time.time() - t_start,
                "final": history[-1] if history else None, "fastvid_version": __version__}
     if dist_info.is_main:
-        (work_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text_atomic(work_dir / "summary.json", json.dumps(summary, indent=2), "run summary")
     metrics.close()
     if dist_info.distributed:
         dist.barrier()
@@ -513,6 +587,7 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
     batches as ``[(video,), ...]`` when this call saw all of them and they fit the cache, else None.
     """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     cfg, dist_info, monitor = setup.cfg, setup.dist_info, setup.monitor
     train_step.model.train()
@@ -520,8 +595,19 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
     if setup.max_steps:
         total = min(total, setup.max_steps)
     main = dist_info.is_main
+    show_bar = setup.progress and main
     bar = tqdm(total=total, initial=skip_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-               unit="batch", disable=not (setup.progress and main), leave=False)
+               unit="batch", disable=not show_bar, leave=False)
+    with logging_redirect_tqdm() if show_bar else nullcontext():
+        # Log lines go through tqdm.write while the bar is shown: written above the bar
+        # instead of glued to its end ("...batch/s]21:30:45 INFO ...").
+        return _epoch_steps(train_step, loader, epoch, step, skip_batches, setup, bar, total)
+
+
+def _epoch_steps(train_step: TrainStep, loader: Any, epoch: int, step: int, skip_batches: int,
+                 setup: EpochSetup, bar: Any, total: int) -> dict[str, Any]:
+    cfg, dist_info, monitor = setup.cfg, setup.dist_info, setup.monitor
+    main = dist_info.is_main
     loss_sum = torch.zeros((), device=dist_info.device)
     n_loss = torch.zeros((), dtype=torch.int64, device=dist_info.device)
     videos, wait, t_epoch = 0, 0.0, time.time()
