@@ -322,8 +322,15 @@ def write_dataset_info(root: Path, dataset: str, class_order: str, source: Optio
     (a foreign checkpoint's class order is matched against it; ``docs/design.md``)."""
     from fastvid.version import __version__
 
+    if source is not None:
+        # relative to ROOT where inside it: the same download gives the same bytes wherever it is
+        try:
+            source = Path(os.path.relpath(source, root)) if source.resolve().is_relative_to(
+                root.resolve()) else source
+        except (OSError, ValueError):
+            pass
     info = {"dataset": dataset, "class_order": class_order,
-            "class_source": str(source) if source is not None else None,
+            "class_source": source.as_posix() if source is not None else None,
             "layout": layout, "fastvid_version": __version__}
     path = root / DATASET_INFO
     _write_atomic(path, [json.dumps(info, indent=1)])
