@@ -73,8 +73,12 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
         work_dir = str(Path("work_dirs") / Path(config_path).stem)
     if loader == "auto":
         # Resolved (and logged) once here: the train and val loaders would each log it again.
+        # The training list's codecs decide too (H.264 on a CPU: not DALI-on-CPU).
+        from fastvid.data.lists import resolve_dataset
+
         cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-        loader = resolve_loader_name("auto", torch.device("cuda" if cuda else "cpu"))
+        records = resolve_dataset(data_root, cfg.data).records("train", check=False)
+        loader = resolve_loader_name("auto", torch.device("cuda" if cuda else "cpu"), records)
     opts = TrainOptions(data_root=Path(data_root), work_dir=Path(work_dir), loader=loader,
                         device=device, amp=amp, amp_dtype=amp_dtype, resume=resume,
                         pretrained=pretrained or cfg.model.pretrained, compile=compile_,
