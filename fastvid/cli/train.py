@@ -9,7 +9,8 @@ from typing import Optional
 import click
 
 from fastvid.cli import cli
-from fastvid.cli.common import config_options, friendly_errors, load_cli_config, loader_option
+from fastvid.cli.common import (class_order_option, config_options, friendly_errors,
+                                load_cli_config, load_inference_config, loader_option)
 
 log = logging.getLogger("fastvid")
 
@@ -114,11 +115,13 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results JSON here.")
 @click.option("--save-scores", type=click.Path(dir_okay=False), default=None,
               help="Write per-video scores (float32 .npy, list order) here.")
+@class_order_option
 @friendly_errors
 def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_root: str,
              checkpoint: Optional[str], engine_path: Optional[str], clips: Optional[int],
              crops: Optional[str], loader: str, split: str, batch_size: Optional[int], amp: bool,
-             amp_dtype: str, out: Optional[str], save_scores: Optional[str]) -> None:
+             amp_dtype: str, out: Optional[str], save_scores: Optional[str],
+             class_order: str) -> None:
     """Evaluate a checkpoint or an engine: top-1, top-5, mean class accuracy.
 
     Under torchrun (e.g. 'torchrun --nproc_per_node 8 -m fastvid eval ...') every process
@@ -136,7 +139,8 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
 
     if (checkpoint is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --checkpoint or --engine")
-    cfg = load_cli_config(config_path, overrides)
+    # The checkpoint's (engine's) data geometry over the YAML's, before the loader is built.
+    cfg, raw = load_inference_config(config_path, overrides, checkpoint, engine_path)
     with process_group(device) as dist_info:
         dev = dist_info.device
         n_clips = clips or cfg.data.test_clips
@@ -152,8 +156,12 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
             loader_obj.start(0)  # decoding starts while the model or engine loads
         max_batch = None
         if checkpoint:
+            from fastvid.data.prepare import read_dataset_info
+
             model, meta = load_model_for_inference(
-                cfg, checkpoint, dev, num_classes=cfg.model.num_classes or dataset.num_classes)
+                cfg, checkpoint, dev, num_classes=cfg.model.num_classes or dataset.num_classes,
+                raw=raw, target_classes=dataset.categories, class_order=class_order,
+                dataset_info=read_dataset_info(dataset.root))
             num_classes = meta["num_classes"]
         else:
             import engines
