@@ -84,6 +84,7 @@ def test_jester_as_downloaded(tmp_path, caplog):
     assert res["checkpoint"]["data_geometry"]["model.num_segments"] == 4
 
 
+@pytest.mark.slow  # TSM-R50 + TPN: the largest of the four to train
 def test_sthv1_as_downloaded(tmp_path, caplog):
     root = sthv1_replica(tmp_path / "sthv1")
     _workflow(tmp_path, caplog, root, "fastvid data prepare-sthv1 ~/data/sthv1",
