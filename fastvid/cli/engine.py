@@ -111,6 +111,11 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
     engines.check_supported(backend, precision, dev)
     log.info("loading %s into %s", checkpoint, cfg.model_name)
     model, meta = _model_for(cfg, checkpoint, dev, raw, labels, class_order)
+    if meta.get("origin") not in (None, "fastvid") and meta.get("classes") is None:
+        # A foreign file's rows are in its own class order, which nothing records here.
+        log.warning("%s is a %s checkpoint: the engine's outputs keep its class order (%s) and "
+                    "it records no class names; pass --labels CATEGORIES.txt to map its rows "
+                    "onto the dataset's classes", checkpoint, meta["origin"], meta["class_order"])
     if out is None:
         ckpt = Path(checkpoint)
         out = str(ckpt.with_name(f"{ckpt.stem}.{backend}.{precision}.b{batch}-{max_batch}"))
