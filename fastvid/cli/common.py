@@ -75,8 +75,9 @@ def load_cli_config(config_path: str, overrides: tuple[str, ...]):
 def load_inference_config(config_path: str, overrides: tuple[str, ...],
                           checkpoint: Optional[str] = None, engine: Optional[str] = None):
     """The config for running a trained model: the YAML + ``--set``, with the data geometry the
-    checkpoint (or engine) was trained with taking the YAML's place for every key not ``--set``
-    (:func:`fastvid.checkpoint.apply_checkpoint_geometry`; differences are logged in one line).
+    checkpoint (or an engine of the configured model) was trained with taking the YAML's place
+    for every key not ``--set`` (:func:`fastvid.checkpoint.apply_checkpoint_geometry`;
+    differences are logged in one line).
 
     Returns ``(cfg, raw)``: ``raw`` is the checkpoint read (for
     :func:`fastvid.checkpoint.load_model_for_inference`, so it is read once), or None.
@@ -92,7 +93,10 @@ def load_inference_config(config_path: str, overrides: tuple[str, ...],
         import engines
 
         info = engines.read_meta(engine)[1]
-        cfg = apply_checkpoint_geometry(cfg, info, overrides, str(engine), what="engine")
+        # Only for the same model: an engine of another model is refused naming every field
+        # that differs (engines/compat.py), its normalisation included.
+        if info.get("model_name") == cfg.model_name:
+            cfg = apply_checkpoint_geometry(cfg, info, overrides, str(engine), what="engine")
     return cfg, raw
 
 
