@@ -101,7 +101,9 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
     import torch
 
     import engines
-    cfg, raw = load_inference_config(config_path, overrides, checkpoint)
+    from fastvid.cli.common import load_cli_config
+
+    load_cli_config(config_path, overrides)  # a bad config or --set is named first
     dev = resolve_device(device)
     max_batch = max_batch or batch
     if batch > max_batch:
@@ -109,6 +111,8 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
                                  param_hint="--batch")
     # Fail on a missing backend before spending time loading the checkpoint.
     engines.check_supported(backend, precision, dev)
+    # The checkpoint's data geometry (crop size, segments, ...) is what the engine is built for.
+    cfg, raw = load_inference_config(config_path, overrides, checkpoint)
     log.info("loading %s into %s", checkpoint, cfg.model_name)
     model, meta = _model_for(cfg, checkpoint, dev, raw, labels, class_order)
     if meta.get("origin") not in (None, "fastvid") and meta.get("classes") is None:
