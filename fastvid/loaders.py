@@ -29,7 +29,8 @@ from fastvid.errors import BackendUnavailable, DataError
 
 __all__ = ["VideoLoader", "LoaderBackend", "register_loader", "loader_backends", "loader_backend",
            "loader_names", "close_loader",
-           "build_loader", "resolve_loader_name", "dali_available", "planner_for"]
+           "build_loader", "resolve_loader_name", "dali_available", "planner_for", "list_codecs",
+           "DALI_GPU_CODECS"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ class LoaderBackend:
     factory: LoaderFactory
     preference: int = 100
     threads_option: Optional[str] = None
+    # The video codecs it decodes on a device (FFmpeg names, as the container headers give
+    # them); None: any codec (PyAV). Frame folders (JPEG) every backend reads.
+    video_codecs: Optional[Callable[[torch.device], frozenset]] = None
 
 
 _BACKENDS: dict[str, LoaderBackend] = {}
@@ -166,26 +170,78 @@ def _dali_gpu_reason(device: torch.device) -> Optional[str]:
     return reason
 
 
+# What NVDEC (DALI's GPU video decoder) takes; MPEG-4 part 2 and others it does not.
+DALI_GPU_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
+
+
+def _dali_cpu_codecs(device: torch.device) -> frozenset:
+    from dali_pipelines.sources import DALI_CPU_CODECS  # no nvidia.dali import
+
+    return DALI_CPU_CODECS
+
+
 register_loader(LoaderBackend(
     "dali", "NVIDIA DALI on the GPU: nvJPEG / NVDEC decode, crop, resize and normalize on the device",
-    _dali_gpu_reason, _dali_factory(use_gpu=True), preference=0, threads_option="num_threads"))
+    _dali_gpu_reason, _dali_factory(use_gpu=True), preference=0, threads_option="num_threads",
+    video_codecs=lambda device: DALI_GPU_CODECS))
 register_loader(LoaderBackend(
     "dali-cpu", "NVIDIA DALI on the CPU (JPEG frames; VP8/VP9/MJPEG videos)",
-    _dali_reason, _dali_factory(use_gpu=False), preference=10, threads_option="num_threads"))
+    _dali_reason, _dali_factory(use_gpu=False), preference=10, threads_option="num_threads",
+    video_codecs=_dali_cpu_codecs))
 register_loader(LoaderBackend(
     "torch", "PyTorch DataLoader workers: libjpeg-turbo / PyAV decode, augment on the target device",
     lambda device: None, _torch_factory, preference=20))
 
 
-def resolve_loader_name(name: str, device: torch.device) -> str:
-    """``auto`` -> the first available backend in order of preference; an explicit name is
-    checked, and :class:`BackendUnavailable` says what is missing and what else works."""
+# How many of a list's videos auto reads the container headers of: datasets come in one codec
+# (Kinetics: H.264, Sth-v2: VP9), so a spread sample finds it without opening 240k files.
+CODEC_SAMPLE = 16
+
+
+def list_codecs(records: Sequence[VideoRecord], sample: int = CODEC_SAMPLE) -> dict[str, str]:
+    """``{codec: an example path}`` of up to ``sample`` video records spread over the list,
+    from their container headers (:mod:`fastvid.data.video_headers`, no decoding, no PyAV).
+    Frame folders and files whose headers cannot be read (bad samples, reported when loaded)
+    add nothing."""
+    from fastvid.data.video_headers import probe_video_headers
+
+    videos = [r for r in records if r.is_video]
+    if not videos:
+        return {}
+    step = max(1, len(videos) // sample)
+    found: dict[str, str] = {}
+    for record in videos[::step][:sample]:
+        try:
+            codec = probe_video_headers(record.path).codec
+        except (DataError, OSError):
+            continue
+        found.setdefault(codec, record.path)
+    return found
+
+
+def resolve_loader_name(name: str, device: torch.device,
+                        records: Optional[Sequence[VideoRecord]] = None) -> str:
+    """``auto`` -> the first available backend in order of preference that decodes the codecs
+    of ``records`` (their container headers, sampled by :func:`list_codecs`): H.264 videos on
+    a CPU go to the torch loader rather than to DALI-on-CPU, which cannot decode them. An
+    explicit name is checked, and :class:`BackendUnavailable` says what is missing and what
+    else works."""
     device = torch.device(device)
     if name == "auto":
+        codecs = list_codecs(records) if records else {}
         for backend in loader_backends():
             reason = backend.unavailable_reason(device)
+            if reason is None and codecs and backend.video_codecs is not None:
+                can = backend.video_codecs(device)
+                cannot = sorted(c for c in codecs if c not in can)
+                if cannot:
+                    log.info("loader auto: not %s: it cannot decode %s videos (e.g. %s); it "
+                              "decodes %s", backend.name, ", ".join(cannot), codecs[cannot[0]],
+                              ", ".join(sorted(can)))
+                    continue
             if reason is None:
-                log.info("loader auto -> %s (%s)", backend.name, backend.description)
+                what = f" for {', '.join(sorted(codecs))} videos" if codecs else ""
+                log.info("loader auto -> %s%s (%s)", backend.name, what, backend.description)
                 return backend.name
             log.debug("loader auto: not %s: %s", backend.name, reason)
         raise BackendUnavailable("no loader backend can run here")  # torch always can
@@ -266,10 +322,10 @@ def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str =
     ``hw_decoder_load``, ``decoder_pipelines``); the torch loader ignores them.
     """
     device = torch.device(device)
-    name = resolve_loader_name(loader, device)
     if records is None:
         records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
     records = list(records)
+    name = resolve_loader_name(loader, device, records)
     if not records:
         raise DataError(f"no samples to load for split {split!r}")
     train = split == "train"

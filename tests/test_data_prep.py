@@ -497,3 +497,116 @@ def test_prepare_sthv2_videos_load(sthv2_videos, backend):
             assert [label.tolist()] == labels
         else:
             assert set(label.tolist()) <= {0, 2}
+
+
+# --- official download layouts -------------------------------------------------------------
+
+@pytest.mark.parametrize("where", [".", "labels", "annotations"])
+def test_prepare_jester_reads_the_download_names(tmp_path, where):
+    """jester-v1-*.csv as downloaded, beside the frames or under labels/ / annotations/."""
+    root = _jester_root(tmp_path / "j", header=False)
+    folder = root if where == "." else root / where
+    folder.mkdir(exist_ok=True)
+    for short in ("labels", "train", "validation"):
+        (root / "labels" / f"{short}.csv").rename(folder / f"jester-v1-{short}.csv")
+    (folder / "jester-v1-test.csv").write_text("301\n302\n")
+    summary = prepare_jester(root, progress=False)
+    assert summary["labels"] == str(folder / "jester-v1-labels.csv")
+    assert read_categories(root / "categories.txt") == CLASSES
+    assert (summary["train"], summary["val"]) == (2, 2)
+    info = json.loads((root / "dataset.json").read_text())
+    assert info["dataset"] == "jester" and info["class_order"] == "label-file"
+
+
+def test_prepare_frames_missing_files_name_the_places_and_options(tmp_path):
+    root = _jester_root(tmp_path / "j", header=False)
+    (root / "labels" / "labels.csv").unlink()
+    with pytest.raises(ListError) as err:
+        prepare_jester(root, progress=False)
+    text = str(err.value)
+    assert "jester-v1-labels.csv or labels.csv" in text and "--labels-dir" in text
+    assert str(root / "annotations") in text
+    root = _jester_root(tmp_path / "k", header=False)
+    (root / "labels" / "validation.csv").unlink()
+    with pytest.raises(ListError, match=r"validation split not found: looked for "
+                                        r"jester-v1-validation\.csv or validation\.csv"):
+        prepare_jester(root, progress=False)
+    root = _jester_root(tmp_path / "m", header=False)
+    (root / "20bn-jester-v1").rename(root / "frames")
+    with pytest.raises(ListError, match=r"20bn-jester-v1 \(expected .*\); pass --frames-dir"):
+        prepare_jester(root, progress=False)
+    assert prepare_jester(root, frames_dir="frames", progress=False)["train"] == 2
+
+
+def test_prepare_sthv1_download_names_crlf_and_cli(tmp_path):
+    from fastvid.data.prepare import prepare_sthv1
+
+    root = tmp_path / "s1"
+    names = ["Pushing something from left to right", "Putting something, something and something on the table"]
+    root.mkdir()
+    (root / "something-something-v1-labels.csv").write_bytes("\r\n".join(names).encode() + b"\r\n")
+    (root / "something-something-v1-train.csv").write_bytes(f"1;{names[1]}\r\n".encode())
+    (root / "something-something-v1-validation.csv").write_bytes(f"2;{names[0]}\r\n".encode())
+    for vid in ("1", "2"):
+        _jpeg(root / "20bn-something-something-v1" / vid / "00001.jpg")
+    summary = prepare_sthv1(root, progress=False)
+    assert read_categories(root / "categories.txt") == names
+    assert (root / "train_videofolder.txt").read_text() == "1 1 1\n"
+    assert summary["dataset"] == "sthv1"
+    res = CliRunner().invoke(cli, ["data", "prepare-sthv1", str(root), "--no-progress"])
+    assert res.exit_code == 0 and "2 classes, 1 train + 1 val videos" in res.output
+    res = CliRunner().invoke(cli, ["data", "prepare-sthv1", str(tmp_path / "s1"), "--no-progress",
+                                   "--labels-dir", "nowhere"])
+    assert res.exit_code == 1 and "something-something-v1-labels.csv" in res.output
+
+
+@pytest.mark.parametrize("labels_name", ["labels.json", "something-something-v2-labels.json"])
+def test_prepare_sthv2_current_download_names(tmp_path, labels_name):
+    """labels/{labels,train,validation,test}.json as the current download names them."""
+    root = tmp_path / "sth"
+    meta = root / "labels"
+    _write_json(meta / labels_name, STH_LABELS)
+    _write_json(meta / "train.json", _sth_entries(STH_TRAIN))
+    _write_json(meta / "validation.json", _sth_entries(STH_VAL))
+    _write_json(meta / "test.json", [{"id": "31"}])
+    for vid, _ in STH_TRAIN + STH_VAL:
+        _touch(root / STH_VIDEOS / f"{vid}.webm")
+    summary = prepare_sthv2(root, progress=False)
+    assert (root / "categories.txt").read_text() == "".join(f"{c}\n" for c in STH_CLASSES)
+    assert (summary["train"], summary["val"]) == (4, 2)
+    (meta / "validation.json").unlink()
+    with pytest.raises(ListError, match=r"validation\.json or something-something-v2-validation"
+                                        r"\.json not found in .*--annotations-dir"):
+        prepare_sthv2(root, progress=False)
+
+
+@pytest.mark.parametrize("flat_val", [False, True])
+def test_prepare_videos_kinetics_as_downloaded(tmp_path, flat_val, caplog):
+    """ROOT/annotations/{train,val}.csv + ROOT/{train,val}/<label>/<id>_<s>_<e>.mp4 (or flat),
+    no options: quoted labels with commas-free punctuation, ids starting with '-'."""
+    root = tmp_path / "k400"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        '"massaging person\'s head",-abc,5,15,train\n'
+        '"passing American football (in game)",xyz,0,10,train\n'
+        '"passing American football (in game)",gone,0,10,train\n')
+    (root / "annotations" / "val.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        '"massaging person\'s head",-v1,1,11,val\n')
+    _touch(root / "train" / "massaging person's head" / "-abc_000005_000015.mp4")
+    _touch(root / "train" / "passing American football (in game)" / "xyz_000000_000010.mp4")
+    val = root / "val" / ("" if flat_val else "massaging person's head")
+    _touch(val / "-v1_000001_000011.mp4")
+    with caplog.at_level(logging.WARNING, logger="fastvid.data.prepare"):
+        summary = prepare_videos(root)
+    assert summary["layout"] == "kinetics-csv" and summary["missing"] == ["gone_000000_000010"]
+    assert "gone_000000_000010" in caplog.text
+    assert read_categories(root / "categories.txt") == ["massaging person's head",
+                                                        "passing American football (in game)"]
+    train = parse_video_list(root / "train_list.txt", root, 2, check_files=True)
+    assert [(Path(r.path).name, r.label) for r in train] == [("-abc_000005_000015.mp4", 0),
+                                                             ("xyz_000000_000010.mp4", 1)]
+    assert json.loads((root / "dataset.json").read_text())["dataset"] == "kinetics"
+    res = CliRunner().invoke(cli, ["data", "prepare-videos", str(tmp_path / "empty")])
+    assert res.exit_code == 1 and "--videos-dir" in res.output

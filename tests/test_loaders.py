@@ -249,6 +249,34 @@ def test_resolve_loader_name(monkeypatch):
             resolve_loader_name(name, CPU)
 
 
+def test_auto_picks_a_loader_that_decodes_the_lists_codecs(tmp_path, monkeypatch, caplog):
+    """auto reads the container headers of the list: H.264/HEVC on a CPU go to the torch loader
+    (DALI-on-CPU cannot decode them), VP9 may stay on DALI-on-CPU; said in one line."""
+    import fastvid.loaders as loaders
+    from fastvid.data.lists import VideoRecord
+    from fastvid.loaders import list_codecs
+
+    h264 = write_video(tmp_path / "a", 4, 32, 32, "h264")
+    vp9 = write_video(tmp_path / "b", 4, 32, 32, "vp9")
+    rec = lambda p: VideoRecord(str(p), 0, -1, is_video=True)  # noqa: E731
+    assert list_codecs([rec(h264), rec(vp9)]) == {"h264": str(h264), "vp9": str(vp9)}
+    assert list_codecs([VideoRecord(str(tmp_path), 0, 3)]) == {}  # frame folders: no codec
+    # As if DALI were installed (it is not everywhere): only the codec check can refuse it.
+    monkeypatch.setattr(loaders, "dali_available", lambda: True)
+    with caplog.at_level(logging.INFO, logger="fastvid.loaders"):
+        assert resolve_loader_name("auto", CPU, [rec(vp9)] * 3) == "dali-cpu"
+        caplog.clear()
+        assert resolve_loader_name("auto", CPU, [rec(vp9), rec(h264)]) == "torch"
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "not dali-cpu" in m]) == 1, said
+    assert "h264" in said[0] and str(h264) in said[0]
+    assert any("loader auto -> torch for h264, vp9 videos" in m for m in said), said
+    # A GPU target keeps DALI for H.264 (NVDEC) when CUDA is there.
+    monkeypatch.setattr(loaders.torch.cuda, "is_available", lambda: True)
+    assert resolve_loader_name("auto", torch.device("cuda"), [rec(h264)]) == "dali"
+    assert resolve_loader_name("auto", CPU) == "dali-cpu"  # no records: no codec to check
+
+
 @pytest.mark.dali
 def test_h264_on_dali_cpu_is_a_clear_error(tmp_path):
     root = write_videos_dataset(tmp_path, "h264", num_videos=2, num_frames=12, height=H, width=W)

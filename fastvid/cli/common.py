@@ -5,12 +5,13 @@ import contextlib
 import errno
 import functools
 import signal
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import click
 
-__all__ = ["config_options", "device_option", "loader_option", "load_cli_config",
-           "resolve_device", "friendly_errors", "USER_ERRORS", "int_list"]
+__all__ = ["config_options", "class_order_option", "device_option", "loader_option", "load_cli_config",
+           "load_inference_config", "resolve_device", "friendly_errors", "USER_ERRORS",
+           "int_list"]
 
 
 
@@ -24,6 +25,28 @@ def loader_option(fn: Callable) -> Callable:
 
     return click.option("--loader", type=click.Choice(loader_names()), default="auto", show_default=True,
                         help="Data loader: auto picks DALI on GPU, then DALI on CPU, then torch.")(fn)
+
+
+def _class_order(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from fastvid.errors import ConfigError
+    from fastvid.models.class_order import check_class_order
+
+    try:
+        return check_class_order(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def class_order_option(fn: Callable) -> Callable:
+    """``--class-order``: which class each row of a checkpoint's classifier is."""
+    return click.option(
+        "--class-order", default="auto", show_default=True, callback=_class_order,
+        metavar="auto|as-is|sorted|file:PATH",
+        help="Class of each classifier row of the checkpoint, mapped by name onto the dataset's "
+             "categories.txt: auto = the names a fastvid checkpoint saved, sorted names for "
+             "TRN-pytorch/TSM, mmaction2's label map for the dataset (Kinetics: sorted); "
+             "sorted; file:PATH (names in row order: a label map, category.txt or labels.json); "
+             "as-is (already in categories.txt's order).")(fn)
 
 
 def config_options(fn: Callable) -> Callable:
@@ -50,6 +73,34 @@ def load_cli_config(config_path: str, overrides: tuple[str, ...]):
     from fastvid.config import load_config
 
     return load_config(config_path, overrides)
+
+
+def load_inference_config(config_path: str, overrides: tuple[str, ...],
+                          checkpoint: Optional[str] = None, engine: Optional[str] = None):
+    """The config for running a trained model: the YAML + ``--set``, with the data geometry the
+    checkpoint (or an engine of the configured model) was trained with taking the YAML's place
+    for every key not ``--set`` (:func:`fastvid.checkpoint.apply_checkpoint_geometry`;
+    differences are logged in one line).
+
+    Returns ``(cfg, raw)``: ``raw`` is the checkpoint read (for
+    :func:`fastvid.checkpoint.load_model_for_inference`, so it is read once), or None.
+    """
+    from fastvid.checkpoint import apply_checkpoint_geometry, load_checkpoint
+
+    cfg = load_cli_config(config_path, overrides)
+    raw = None
+    if checkpoint:
+        raw = load_checkpoint(checkpoint)
+        cfg = apply_checkpoint_geometry(cfg, raw, overrides, str(checkpoint))
+    elif engine:
+        import engines
+
+        info = engines.read_meta(engine)[1]
+        # Only for the same model: an engine of another model is refused naming every field
+        # that differs (engines/compat.py), its normalisation included.
+        if info.get("model_name") == cfg.model_name:
+            cfg = apply_checkpoint_geometry(cfg, info, overrides, str(engine), what="engine")
+    return cfg, raw
 
 
 def resolve_device(name: str):

@@ -22,7 +22,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
 
 @cli.group("data")
 def data() -> None:
-    """Make synthetic datasets and prepare downloaded ones (Jester, Kinetics videos, Sth-v2)."""
+    """Make synthetic datasets and prepare downloaded ones (Jester, Sth-v1, Sth-v2, Kinetics)."""
 
 
 @data.command("synth")
@@ -88,47 +88,75 @@ def unpack_jester_cmd(zip_dir: str, target: str, parts: int, progress: bool) -> 
         click.echo(f"warning: label files not found: {', '.join(res['labels_missing'])}", err=True)
 
 
-@data.command("prepare-jester")
-@click.argument("root", type=click.Path(file_okay=False))
-@click.option("--frames-dir", default="20bn-jester-v1", show_default=True,
-              help="Folder of the frame folders, relative to ROOT.")
-@click.option("--frame-tmpl", default="{:05d}.jpg", show_default=True,
-              help="Frame file names (1-based).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
-@friendly_errors
-def prepare_jester_cmd(root: str, frames_dir: str, frame_tmpl: str, progress: bool) -> None:
-    """ROOT/labels/*.csv + frame folders -> categories.txt, train/val_videofolder.txt."""
-    from fastvid.data.prepare import prepare_jester
+def _frames_command(dataset: str):
+    """``prepare-jester`` / ``prepare-sthv1``: the same reader with the dataset's official names."""
+    from fastvid.data.prepare import FRAME_DATASETS
 
-    res = prepare_jester(root, frames_dir=frames_dir, frame_tmpl=frame_tmpl, progress=progress)
-    click.echo(f"{res['classes']} classes, {res['train']} train + {res['val']} val videos listed "
-               f"in {root}; {res['num_skipped']} left out (missing or empty frame folders)")
+    ds = FRAME_DATASETS[dataset]
+    doc = (f"{ds.title} as downloaded -> categories.txt, train/val_videofolder.txt.\n\n"
+           f"Reads {ds.prefix}-{{labels,train,validation}}.csv (or labels.csv, train.csv, "
+           f"validation.csv) from ROOT, ROOT/labels or ROOT/annotations and counts the frames "
+           f"of ROOT/{ds.frames_dir}/<id>/. Classes keep the label file's order.")
+
+    @data.command(ds.command, help=doc)
+    @click.argument("root", type=click.Path(file_okay=False))
+    @click.option("--frames-dir", default=ds.frames_dir, show_default=True,
+                  help="Folder of the frame folders (<id>/00001.jpg ...), relative to ROOT.")
+    @click.option("--labels-dir", default=None,
+                  help=f"Folder of the label CSVs, relative to ROOT or absolute (default: the "
+                       f"first of ROOT, ROOT/labels, ROOT/annotations holding "
+                       f"{ds.prefix}-labels.csv or labels.csv).")
+    @click.option("--frame-tmpl", default="{:05d}.jpg", show_default=True,
+                  help="Frame file names (1-based).")
+    @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+    @friendly_errors
+    def command(root: str, frames_dir: str, labels_dir: Optional[str], frame_tmpl: str,
+                progress: bool) -> None:
+        from fastvid.data.prepare import prepare_frames
+
+        res = prepare_frames(root, dataset, frames_dir=frames_dir, labels_dir=labels_dir,
+                             frame_tmpl=frame_tmpl, progress=progress)
+        click.echo(f"{res['classes']} classes, {res['train']} train + {res['val']} val videos "
+                   f"listed in {root}; {res['num_skipped']} left out (missing or empty frame "
+                   f"folders)")
+
+    return command
+
+
+prepare_jester_cmd = _frames_command("jester")
+prepare_sthv1_cmd = _frames_command("sthv1")
 
 
 @data.command("prepare-videos")
 @click.argument("root", type=click.Path(file_okay=False))
-@click.option("--videos-dir", default="videos", show_default=True,
-              help="Folder holding the videos, relative to ROOT.")
+@click.option("--videos-dir", default=None,
+              help="Folder holding the videos, relative to ROOT ('.' for ROOT). Default: "
+                   "ROOT/videos, else ROOT itself when it holds Kinetics' train/ and val/ or "
+                   "annotations/.")
 @click.option("--ext", "exts", multiple=True, metavar="EXT",
               help="Video suffix to take (repeatable; default mp4 webm avi mkv mov m4v).")
 @click.option("--split-file", "split_files", multiple=True, type=click.Path(dir_okay=False),
               help="Kinetics annotation CSV (label,youtube_id,time_start,time_end,split); "
-                   "repeatable. Without it the split comes from train/ and val/ folders, or "
-                   "from --val-fraction.")
+                   "repeatable. Default: ROOT/annotations/{train,val}.csv when present (as "
+                   "downloaded); else the split comes from train/ and val/ folders, or from "
+                   "--val-fraction.")
 @click.option("--categories", type=click.Path(dir_okay=False), default=None,
               help="categories.txt fixing the class order (default: sorted class names).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
               show_default=True, help="Share of each class held out when nothing gives the split.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of that split.")
 @friendly_errors
-def prepare_videos_cmd(root: str, videos_dir: str, exts: tuple[str, ...],
+def prepare_videos_cmd(root: str, videos_dir: Optional[str], exts: tuple[str, ...],
                        split_files: tuple[str, ...], categories: Optional[str],
                        val_fraction: float, seed: int) -> None:
     """Video files under ROOT -> train_list.txt, val_list.txt ('path label'), categories.txt.
 
-    Layouts: ROOT/VIDEOS_DIR/<class>/<file> (as Kinetics is distributed),
-    ROOT/VIDEOS_DIR/{train,val}/<class>/<file>, or any tree of files named by an annotation
-    CSV (<youtube_id>_<start:06d>_<end:06d>.mp4 or <youtube_id>.mp4).
+    Kinetics-400 as downloaded works without options: ROOT/annotations/{train,val}.csv and
+    ROOT/{train,val}/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4 (or flat in train/ and
+    val/, as the CVDF archives unpack); a video the CSV lists but that is missing is counted
+    and left out. Other layouts: ROOT/VIDEOS_DIR/<class>/<file>,
+    ROOT/VIDEOS_DIR/{train,val}/<class>/<file>. Classes are sorted by name (mmaction2's
+    Kinetics label map) unless --categories fixes them.
     """
     from fastvid.data.prepare import VIDEO_EXTS, prepare_videos
 
@@ -145,9 +173,9 @@ def prepare_videos_cmd(root: str, videos_dir: str, exts: tuple[str, ...],
 @click.option("--videos-dir", default="20bn-something-something-v2", show_default=True,
               help="Folder of the <id>.webm videos, relative to ROOT.")
 @click.option("--annotations-dir", default=None,
-              help="Folder of the something-something-v2-*.json files, relative to ROOT or "
-                   "absolute (default: the first of ROOT, ROOT/labels, ROOT/annotations "
-                   "holding them).")
+              help="Folder of labels.json, train.json, validation.json (or the older "
+                   "something-something-v2-*.json), relative to ROOT or absolute (default: the "
+                   "first of ROOT, ROOT/labels, ROOT/annotations holding them).")
 @click.option("--frames-dir", default=None,
               help="Folder of extracted frames (<id>/00001.jpg ...), relative to ROOT: list the "
                    "frame folders (train/val_videofolder.txt) instead of the videos.")
@@ -160,7 +188,8 @@ def prepare_sthv2_cmd(root: str, videos_dir: str, annotations_dir: Optional[str]
                       frames_dir: Optional[str], frame_tmpl: str, ext: str, progress: bool) -> None:
     """Something-Something V2 under ROOT -> categories.txt + train/val lists.
 
-    Reads something-something-v2-{labels,train,validation}.json; writes train_list.txt and
+    Reads labels/{labels,train,validation}.json as downloaded (or the older
+    something-something-v2-*.json names); writes train_list.txt and
     val_list.txt ('<videos-dir>/<id>.webm label'), or with --frames-dir train_videofolder.txt
     and val_videofolder.txt ('<id> <num_frames> label').
     """

@@ -10,8 +10,8 @@ import click
 from bench.runner import inference_backends
 from engines.backends import engine_names
 from fastvid.cli import cli
-from fastvid.cli.common import (config_options, friendly_errors, int_list, load_cli_config,
-                                resolve_device)
+from fastvid.cli.common import (class_order_option, config_options, friendly_errors, int_list,
+                                load_inference_config, resolve_device)
 from fastvid.loaders import loader_names
 
 log = logging.getLogger("fastvid.cli.engine")
@@ -38,18 +38,28 @@ def _batches(value: str) -> list[int]:
 
 
 def _engine_meta(cfg: Any, meta: dict[str, Any], checkpoint: Optional[str]) -> dict[str, Any]:
+    from fastvid.checkpoint import data_geometry
+
     spec = cfg.input_spec
     return {"model_name": cfg.model_name, "classes": meta.get("classes"), "checkpoint": checkpoint,
             "config": cfg.to_dict(), "color": spec["color"], "mean": spec["mean"], "std": spec["std"],
-            "image_size": cfg.data.image_size}
+            "image_size": cfg.data.image_size, "data_geometry": data_geometry(cfg)}
 
 
-def _model_for(cfg: Any, checkpoint: Optional[str], device: Any) -> tuple[Any, dict[str, Any]]:
-    """The eval model from a checkpoint, or with random weights (said so in ``meta['weights']``)."""
+def _model_for(cfg: Any, checkpoint: Optional[str], device: Any,
+               raw: Optional[dict[str, Any]] = None, labels: Optional[str] = None,
+               class_order: str = "auto") -> tuple[Any, dict[str, Any]]:
+    """The eval model from a checkpoint (its rows mapped onto ``labels``, a categories.txt,
+    when given), or with random weights (said so in ``meta['weights']``)."""
     if checkpoint:
         from fastvid.checkpoint import load_model_for_inference
+        from fastvid.data.lists import read_categories
+        from fastvid.data.prepare import read_dataset_info
 
-        model, meta = load_model_for_inference(cfg, checkpoint, device)
+        model, meta = load_model_for_inference(
+            cfg, checkpoint, device, raw=raw,
+            target_classes=read_categories(labels) if labels else None, class_order=class_order,
+            dataset_info=read_dataset_info(Path(labels).parent) if labels else None)
         meta["weights"] = str(checkpoint)
         return model, meta
     from fastvid.models import create_model_from_config
@@ -83,15 +93,21 @@ def _model_for(cfg: Any, checkpoint: Optional[str], device: Any) -> tuple[Any, d
               help="Artifact path (extension added); default next to the checkpoint, "
                    "<checkpoint>.<backend>.<precision>.b<batch>-<max>.<ext>. A .json description "
                    "with the validation numbers is written beside it.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="The dataset's categories.txt: the engine's outputs follow it (a foreign "
+                   "checkpoint's rows mapped by name, see --class-order) and it records the names.")
+@class_order_option
 @friendly_errors
 def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpoint: str,
                      backend: str, precision: str, batch: int, max_batch: Optional[int],
-                     out: Optional[str]) -> None:
+                     out: Optional[str], labels: Optional[str], class_order: str) -> None:
     """Export a checkpoint to an inference engine, validated against the eager model."""
     import torch
 
     import engines
-    cfg = load_cli_config(config_path, overrides)
+    from fastvid.cli.common import load_cli_config
+
+    load_cli_config(config_path, overrides)  # a bad config or --set is named first
     dev = resolve_device(device)
     max_batch = max_batch or batch
     if batch > max_batch:
@@ -102,8 +118,15 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
         log.info("--backend auto: %s", backend)
     # Fail on a missing backend before spending time loading the checkpoint.
     engines.check_supported(backend, precision, dev)
+    # The checkpoint's data geometry (crop size, segments, ...) is what the engine is built for.
+    cfg, raw = load_inference_config(config_path, overrides, checkpoint)
     log.info("loading %s into %s", checkpoint, cfg.model_name)
-    model, meta = _model_for(cfg, checkpoint, dev)
+    model, meta = _model_for(cfg, checkpoint, dev, raw, labels, class_order)
+    if meta.get("origin") not in (None, "fastvid") and meta.get("classes") is None:
+        # A foreign file's rows are in its own class order, which nothing records here.
+        log.warning("%s is a %s checkpoint: the engine's outputs keep its class order (%s) and "
+                    "it records no class names; pass --labels CATEGORIES.txt to map its rows "
+                    "onto the dataset's classes", checkpoint, meta["origin"], meta["class_order"])
     if out is None:
         ckpt = Path(checkpoint)
         out = str(ckpt.with_name(f"{ckpt.stem}.{backend}.{precision}.b{batch}-{max_batch}"))
@@ -195,7 +218,8 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
     """
     from bench.records import ResultsWriter, new_run_id
 
-    cfg = load_cli_config(config_path, overrides)
+    # With --checkpoint, its data geometry (crop size, segments, ...) is what is timed.
+    cfg, raw = load_inference_config(config_path, overrides, checkpoint)
     dev = resolve_device(device)
     batches = _batches(batch_text)
     precisions = _split(precision_text, PRECISIONS, "--precision") or ["fp32"]
@@ -224,7 +248,8 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
     try:
         if backend_list or engine_paths or train_bench:
             _bench_models(cfg, dev, checkpoint, engine_paths, batches, backend_list, precisions,
-                          train_bench, train_batch, iters, warmup, common, train_modes, writer)
+                          train_bench, train_batch, iters, warmup, common, train_modes, writer,
+                          raw)
         if loaders:
             _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
                            train_batch or cfg.train.batch_size, common,
@@ -253,13 +278,15 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
 def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: tuple[str, ...],
                   batches: list[int], backend_list: list[str], precisions: list[str], train_bench: bool,
                   train_batch: Optional[int], iters: int, warmup: int,
-                  common: dict[str, Any], train_modes: list[str], writer: Any) -> None:
+                  common: dict[str, Any], train_modes: list[str], writer: Any,
+                  raw: Optional[dict[str, Any]] = None) -> None:
     """Inference and training records, each written by ``writer`` (a
-    :class:`bench.records.ResultsWriter`) as soon as it is measured."""
+    :class:`bench.records.ResultsWriter`) as soon as it is measured; ``raw``: the checkpoint
+    already read by :func:`load_inference_config`, if any."""
     import engines
     from bench.runner import InferenceBenchmarkRunner
     from engines.compat import check_engine_fits, expected_from_config
-    model, meta = _model_for(cfg, checkpoint, dev)
+    model, meta = _model_for(cfg, checkpoint, dev, raw)
     sample = cfg.input_shape(1)[1:]
     spec = cfg.input_spec
     extra = dict(common, weights=meta["weights"])

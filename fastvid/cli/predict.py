@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import click
 
 from fastvid.cli import cli
-from fastvid.cli.common import config_options, friendly_errors, load_cli_config
+from fastvid.cli.common import (class_order_option, config_options, friendly_errors,
+                                load_inference_config)
 from fastvid.loaders import loader_names
 
 
@@ -21,7 +23,8 @@ from fastvid.loaders import loader_names
 @click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,
               help="Classes listed per prediction.")
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="categories.txt (default: the class names saved in the checkpoint).")
+              help="The dataset's categories.txt: a checkpoint's classes are mapped onto it by "
+                   "name (see --class-order). Default: the names saved in the checkpoint.")
 @click.option("--window", default=None, metavar="N|Ns",
               help="Sliding window length in frames (48) or seconds (4s); default: the whole input.")
 @click.option("--stride", default=None, metavar="M|Ms",
@@ -39,12 +42,13 @@ from fastvid.loaders import loader_names
               help="Decoder of the input, whole or windowed: auto is DALI (NVDEC/nvJPEG) on a GPU, "
                    "else torch (PyAV: any codec); dali-cpu decodes VP8/VP9/MJPEG videos.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write predictions JSON here.")
+@class_order_option
 @friendly_errors
 def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], device: str,
                 checkpoint: Optional[str], engine_path: Optional[str], topk: int,
                 labels: Optional[str], window: Optional[str], stride: Optional[str],
                 fps: Optional[float], clips: Optional[int], crops: Optional[str], batch_size: int,
-                loader: str, out: Optional[str]) -> None:
+                loader: str, out: Optional[str], class_order: str) -> None:
     """Predict the actions in INPUT (video file, frame folder, or folder of videos)."""
     from rich.console import Console
     from rich.table import Table
@@ -56,12 +60,19 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
 
     if (checkpoint is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --checkpoint or --engine")
-    cfg = load_cli_config(config_path, overrides)
+    cfg, raw = load_inference_config(config_path, overrides, checkpoint, engine_path)
     dev = resolve_device(device)
     loader = predict_loader(loader, dev)
     max_batch = None
     if checkpoint:
-        model, meta = load_model_for_inference(cfg, checkpoint, dev)
+        from fastvid.data.prepare import read_dataset_info
+
+        # --labels is the dataset's categories.txt: the checkpoint's rows are mapped onto it.
+        model, meta = load_model_for_inference(
+            cfg, checkpoint, dev, raw=raw,
+            target_classes=read_categories(labels) if labels else None,
+            class_order=class_order,
+            dataset_info=read_dataset_info(Path(labels).parent) if labels else None)
         num_classes, classes, name = meta["num_classes"], meta["classes"], meta.get("model_name")
     else:
         import engines

@@ -9,7 +9,8 @@ from typing import Optional
 import click
 
 from fastvid.cli import cli
-from fastvid.cli.common import config_options, friendly_errors, load_cli_config, loader_option
+from fastvid.cli.common import (class_order_option, config_options, friendly_errors,
+                                load_cli_config, load_inference_config, loader_option)
 
 log = logging.getLogger("fastvid")
 
@@ -75,8 +76,12 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
         work_dir = str(Path("work_dirs") / Path(config_path).stem)
     if loader == "auto":
         # Resolved (and logged) once here: the train and val loaders would each log it again.
+        # The training list's codecs decide too (H.264 on a CPU: not DALI-on-CPU).
+        from fastvid.data.lists import resolve_dataset
+
         cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-        loader = resolve_loader_name("auto", torch.device("cuda" if cuda else "cpu"))
+        records = resolve_dataset(data_root, cfg.data).records("train", check=False)
+        loader = resolve_loader_name("auto", torch.device("cuda" if cuda else "cpu"), records)
     opts = TrainOptions(data_root=Path(data_root), work_dir=Path(work_dir), loader=loader,
                         device=device, amp=amp, amp_dtype=amp_dtype, resume=resume,
                         pretrained=pretrained or cfg.model.pretrained, compile=compile_,
@@ -113,11 +118,13 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
 @click.option("--save-scores", type=click.Path(dir_okay=False), default=None,
               help="Write per-video scores (float32 .npy, list order) here, and each video's "
                    "label, prediction and top-5 to <name>.predictions.csv beside it.")
+@class_order_option
 @friendly_errors
 def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_root: str,
              checkpoint: Optional[str], engine_path: Optional[str], clips: Optional[int],
              crops: Optional[str], loader: str, split: str, batch_size: Optional[int], amp: bool,
-             amp_dtype: str, out: Optional[str], save_scores: Optional[str]) -> None:
+             amp_dtype: str, out: Optional[str], save_scores: Optional[str],
+             class_order: str) -> None:
     """Evaluate a checkpoint or an engine: top-1, top-5, mean class accuracy.
 
     Under torchrun (e.g. 'torchrun --nproc_per_node 8 -m fastvid eval ...') every process
@@ -135,7 +142,8 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
 
     if (checkpoint is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --checkpoint or --engine")
-    cfg = load_cli_config(config_path, overrides)
+    # The checkpoint's (engine's) data geometry over the YAML's, before the loader is built.
+    cfg, raw = load_inference_config(config_path, overrides, checkpoint, engine_path)
     # The loader is closed (workers and pipelines shut down) however the command ends: an
     # engine that fails to load must not leave DALI's worker processes behind.
     with process_group(device) as dist_info, ExitStack() as resources:
@@ -154,8 +162,12 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
             loader_obj.start(0)  # decoding starts while the model or engine loads
         max_batch = None
         if checkpoint:
+            from fastvid.data.prepare import read_dataset_info
+
             model, meta = load_model_for_inference(
-                cfg, checkpoint, dev, num_classes=cfg.model.num_classes or dataset.num_classes)
+                cfg, checkpoint, dev, num_classes=cfg.model.num_classes or dataset.num_classes,
+                raw=raw, target_classes=dataset.categories, class_order=class_order,
+                dataset_info=read_dataset_info(dataset.root))
             num_classes = meta["num_classes"]
         else:
             import engines

@@ -3,21 +3,27 @@
 * :func:`unpack_jester` - 20BN-Jester ships as 23 parts of one ``tar.gz``
   (``20bn-jester-v1-00`` ... ``-22``) plus label CSVs; the parts are streamed into
   :mod:`tarfile` one after the other, so the 22 GB archive is never written out whole.
-* :func:`prepare_jester` - ``labels/*.csv`` (``id;Label``) + frame folders ->
-  ``categories.txt``, ``train_videofolder.txt``, ``val_videofolder.txt``
-  (``<id> <num_frames> <class_index>``), TRN-pytorch's lists. Something-Something v1 has the
-  same layout and works too.
-* :func:`prepare_videos` - video files (Kinetics as distributed: class-per-folder, or an
-  annotation CSV ``label,youtube_id,time_start,time_end,split``) -> ``train_list.txt``,
-  ``val_list.txt`` (``relative/path.ext class_index``, mmaction2's format) and ``categories.txt``.
-* :func:`prepare_sthv2` - Something-Something V2 as distributed (``20bn-something-something-v2/
-  <id>.webm`` + ``something-something-v2-{labels,train,validation}.json``) -> ``categories.txt``
+* :func:`prepare_frames` (:func:`prepare_jester`, :func:`prepare_sthv1`) - Jester v1 /
+  Something-Something V1 as downloaded (``jester-v1-{labels,train,validation}.csv`` /
+  ``something-something-v1-*.csv``, ``id;Label``, beside the frames or under ``labels/``; the
+  short ``labels/{labels,train,validation}.csv`` too) + frame folders -> ``categories.txt``,
+  ``train_videofolder.txt``, ``val_videofolder.txt`` (``<id> <num_frames> <class_index>``),
+  TRN-pytorch's lists.
+* :func:`prepare_videos` - video files (Kinetics as downloaded: ``annotations/{train,val}.csv``
+  ``label,youtube_id,time_start,time_end,split`` + ``train/``/``val/`` videos in class folders
+  or flat; or any class-per-folder tree) -> ``train_list.txt``, ``val_list.txt``
+  (``relative/path.ext class_index``, mmaction2's format) and ``categories.txt``.
+* :func:`prepare_sthv2` - Something-Something V2 as downloaded (``20bn-something-something-v2/
+  <id>.webm`` + ``labels/{labels,train,validation}.json``, or the older
+  ``something-something-v2-*.json``) -> ``categories.txt``
   and either ``train_list.txt``/``val_list.txt`` (the videos) or, when frames were extracted,
   ``train_videofolder.txt``/``val_videofolder.txt``.
 
 Bad input raises :class:`~fastvid.data.lists.ListError` (naming file and line, or file and JSON
 entry) or a :class:`~fastvid.errors.FastvidError`; samples that cannot be used (an empty frame
 folder, a Kinetics clip that failed to download) are logged, left out and counted in the summary.
+Every prepare writes ``dataset.json`` beside the lists: which dataset and where its class order
+came from (matched against a foreign checkpoint's, :mod:`fastvid.models.class_order`).
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import re
 import shutil
 import tarfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -40,8 +47,9 @@ from fastvid.data.lists import ListError, read_categories
 from fastvid.errors import DataError, FastvidError
 
 __all__ = ["JESTER_PARTS", "JESTER_PART_PREFIX", "JESTER_LABEL_FILES", "VIDEO_EXTS",
-           "STHV2_FILES", "unpack_jester", "prepare_jester", "count_frames", "prepare_videos",
-           "prepare_sthv2"]
+           "STHV2_FILES", "FRAME_DATASETS", "FrameDataset", "DATASET_INFO", "unpack_jester",
+           "prepare_frames", "prepare_jester", "prepare_sthv1", "count_frames", "prepare_videos",
+           "prepare_sthv2", "find_kinetics_annotations", "write_dataset_info", "read_dataset_info"]
 
 _logger = logging.getLogger(__name__)
 
@@ -52,9 +60,11 @@ JESTER_LABEL_FILES = {"jester-v1-labels.csv": "labels.csv", "jester-v1-train.csv
                       "jester-v1-validation.csv": "validation.csv", "jester-v1-test.csv": "test.csv"}
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 # Something-Something V2's annotation files (the test split has no labels and is not used).
-STHV2_FILES = {"labels": "something-something-v2-labels.json",
-               "train": "something-something-v2-train.json",
-               "val": "something-something-v2-validation.json"}
+# The current download names them labels/labels.json, train.json, validation.json (test.json
+# has no labels); earlier releases something-something-v2-{labels,train,validation}.json.
+STHV2_FILES = {"labels": ("labels.json", "something-something-v2-labels.json"),
+               "train": ("train.json", "something-something-v2-train.json"),
+               "val": ("validation.json", "something-something-v2-validation.json")}
 _STHV2_ANNOTATION_DIRS = (".", "labels", "annotations")  # searched in this order under ROOT
 # First-row id fields that mark a header rather than a sample.
 _ID_HEADERS = {"id", "video_id", "video", "name", "youtube_id", "vid"}
@@ -212,7 +222,8 @@ def read_csv_rows(path: Path, delimiter: str = ";") -> Iterator[tuple[int, list[
     rules (``"quoted"`` fields lose their quotes, ``""`` is a quote) - the one reader of every
     Jester CSV, so labels.csv and train.csv agree on what a class name is."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (some re-saved copies carry one) is not part of a name
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter=delimiter)
             for fields in reader:
                 yield reader.line_num, [f.strip() for f in fields]
@@ -242,7 +253,8 @@ def _read_labels_csv(path: Path) -> list[str]:
     return names
 
 
-def _read_split_csv(path: Path, class_index: dict[str, int]) -> list[tuple[str, int]]:
+def _read_split_csv(path: Path, class_index: dict[str, int],
+                    labels_name: str = "labels.csv") -> list[tuple[str, int]]:
     """``id;Label`` rows -> ``(id, class index)``; an optional header row is skipped."""
     if not path.is_file():
         raise ListError(f"split file not found: {path} (lines 'id;Label')")
@@ -257,51 +269,167 @@ def _read_split_csv(path: Path, class_index: dict[str, int]) -> list[tuple[str, 
         if label not in class_index:
             if not rows and vid.lower() in _ID_HEADERS:
                 continue  # a header row
-            raise ListError(f"{where}: unknown class {label!r} (not in labels.csv)")
+            raise ListError(f"{where}: unknown class {label!r} (not in {labels_name})")
         rows.append((vid, class_index[label]))
     return rows
 
 
-def prepare_jester(root: str | Path, frames_dir: str = "20bn-jester-v1",
-                   frame_tmpl: str = "{:05d}.jpg", progress: bool = True) -> dict[str, Any]:
-    """Write ``categories.txt``, ``train_videofolder.txt`` and ``val_videofolder.txt`` in ``root``.
+@dataclass(frozen=True)
+class FrameDataset:
+    """A frame-folder dataset as its official download unpacks.
 
-    Reads ``root/labels/labels.csv`` (class names, one per line: their order gives the class
-    indices), ``train.csv`` and ``validation.csv`` (``id;Label``, ``;``-separated, header
-    optional) and counts the frames of every ``root/<frames_dir>/<id>/``. A video whose folder
-    is missing or holds no frames is logged and left out.
+    Attributes:
+        name: the ``dataset`` recorded in ``dataset.json`` (``jester``, ``sthv1``).
+        title: for messages.
+        prefix: the CSVs' prefix: ``<prefix>-labels.csv``, ``<prefix>-train.csv``,
+            ``<prefix>-validation.csv`` (``-test.csv`` has no labels and is not read).
+        frames_dir: the frame folders' folder, ``<frames_dir>/<id>/00001.jpg``.
+        command: the ``fastvid data`` command that prepares it (for messages).
+    """
+
+    name: str
+    title: str
+    prefix: str
+    frames_dir: str
+    command: str
+
+    def label_names(self, kind: str) -> tuple[str, ...]:
+        """File names of ``kind`` (labels/train/validation): as downloaded, then the short
+        name ``unpack-jester`` and the seed's ``labels/`` layout use."""
+        return (f"{self.prefix}-{kind}.csv", f"{kind}.csv")
+
+
+FRAME_DATASETS = {
+    "jester": FrameDataset("jester", "20BN-Jester v1", "jester-v1", "20bn-jester-v1",
+                           "prepare-jester"),
+    "sthv1": FrameDataset("sthv1", "Something-Something V1", "something-something-v1",
+                          "20bn-something-something-v1", "prepare-sthv1"),
+}
+# Where the label CSVs are looked for under ROOT (first folder holding the labels file wins).
+_LABEL_DIRS = (".", "labels", "annotations")
+DATASET_INFO = "dataset.json"
+
+
+def _label_dirs(root: Path, labels_dir: Optional[str | Path]) -> list[Path]:
+    if labels_dir is not None:
+        return [root / labels_dir]  # an absolute labels_dir replaces root
+    return [root / d if d != "." else root for d in _LABEL_DIRS]
+
+
+def _find_label_file(root: Path, names: Sequence[str], labels_dir: Optional[str | Path],
+                     option: str, what: str) -> Path:
+    """The first of ``names`` in the label folders; ListError naming every place looked in."""
+    dirs = _label_dirs(root, labels_dir)
+    for folder in dirs:
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    shown = " or ".join(names)
+    raise ListError(f"{what} not found: looked for {shown} in {', '.join(str(d) for d in dirs)}; "
+                    f"put the downloaded file there or pass {option} DIR")
+
+
+def write_dataset_info(root: Path, dataset: str, class_order: str, source: Optional[Path],
+                       layout: Optional[str] = None) -> Path:
+    """``ROOT/dataset.json``: which dataset the lists are and where the class order came from
+    (a foreign checkpoint's class order is matched against it; ``docs/design.md``)."""
+    from fastvid.version import __version__
+
+    if source is not None:
+        # relative to ROOT where inside it: the same download gives the same bytes wherever it is
+        try:
+            source = Path(os.path.relpath(source, root)) if source.resolve().is_relative_to(
+                root.resolve()) else source
+        except (OSError, ValueError):
+            pass
+    info = {"dataset": dataset, "class_order": class_order,
+            "class_source": source.as_posix() if source is not None else None,
+            "layout": layout, "fastvid_version": __version__}
+    path = root / DATASET_INFO
+    _write_atomic(path, [json.dumps(info, indent=1)])
+    return path
+
+
+def read_dataset_info(root: str | Path) -> dict[str, Any]:
+    """``ROOT/dataset.json`` as written by a prepare command, or ``{}`` (older or hand-made lists)."""
+    path = Path(root) / DATASET_INFO
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def prepare_frames(root: str | Path, dataset: str = "jester", frames_dir: Optional[str] = None,
+                   labels_dir: Optional[str | Path] = None, frame_tmpl: str = "{:05d}.jpg",
+                   progress: bool = True) -> dict[str, Any]:
+    """Write ``categories.txt``, ``train_videofolder.txt`` and ``val_videofolder.txt`` in ``root``
+    for a frame-folder dataset (:data:`FRAME_DATASETS`: Jester v1, Something-Something V1).
+
+    Reads the label CSVs as downloaded, ``<prefix>-labels.csv`` (class names, one per line:
+    their order gives the class indices, as mmaction2's label maps and TSM's lists keep it),
+    ``<prefix>-train.csv`` and ``<prefix>-validation.csv`` (``id;Label``, header optional,
+    CRLF or LF), or their short names ``labels.csv``/``train.csv``/``validation.csv``; they are
+    looked for in ``labels_dir`` when given, else in ``root``, ``root/labels``,
+    ``root/annotations`` (the first folder holding the labels file; the split files may be in
+    any of them). Every ``root/<frames_dir>/<id>/`` is counted; a video whose folder is missing
+    or holds no frames is logged, left out and counted. ``dataset.json`` records the dataset.
 
     Args:
-        root: dataset root (the Jester layout).
-        frames_dir: folder of the frame folders, relative to ``root``.
+        root: dataset root.
+        dataset: a key of :data:`FRAME_DATASETS`.
+        frames_dir: folder of the frame folders, relative to ``root`` (default: the official
+            name, ``20bn-jester-v1`` / ``20bn-something-something-v1``).
+        labels_dir: folder of the CSVs, relative to ``root`` or absolute.
         frame_tmpl: frame file names (1-based index).
         progress: show a tqdm bar while counting frames.
 
     Returns:
-        ``{"root", "classes", "train", "val", "skipped": {"train": [ids], "val": [ids]},
-        "num_skipped", "files"}`` (``train``/``val``: videos listed).
+        ``{"root", "dataset", "classes", "train", "val", "skipped": {"train": [ids], "val":
+        [ids]}, "num_skipped", "files", "labels"}`` (``train``/``val``: videos listed;
+        ``labels``: the label file read).
     """
     from tqdm import tqdm
 
+    if dataset not in FRAME_DATASETS:
+        raise FastvidError(f"unknown frame dataset {dataset!r} (known: {', '.join(FRAME_DATASETS)})")
+    ds = FRAME_DATASETS[dataset]
     root = Path(root)
     if not root.is_dir():
         raise ListError(f"dataset root not found: {root}")
-    labels_dir = root / "labels"
-    names = _read_labels_csv(labels_dir / "labels.csv")
+    frames_dir = frames_dir or ds.frames_dir
+    labels_path = _find_label_file(root, ds.label_names("labels"), labels_dir, "--labels-dir",
+                                   f"{ds.title} label file")
+    names = _read_labels_csv(labels_path)
     class_index = {name: i for i, name in enumerate(names)}
+    # The split files go with the labels file: its folder first, then the other places.
+    search = [labels_path.parent] + [d for d in _label_dirs(root, labels_dir)
+                                      if d != labels_path.parent]
     frames_root = root / frames_dir
-    splits = {"train": ("train.csv", "train_videofolder.txt"),
-              "val": ("validation.csv", "val_videofolder.txt")}
-    rows = {split: _read_split_csv(labels_dir / csv_name, class_index)
-            for split, (csv_name, _) in splits.items()}
+    splits = {"train": ("train", "train_videofolder.txt"),
+              "val": ("validation", "val_videofolder.txt")}
+    sources: dict[str, Path] = {}
+    for split, (kind, _) in splits.items():
+        found = next((d / n for d in search for n in ds.label_names(kind) if (d / n).is_file()),
+                     None)
+        if found is None:
+            raise ListError(f"{ds.title} {kind} split not found: looked for "
+                            f"{' or '.join(ds.label_names(kind))} in "
+                            f"{', '.join(str(d) for d in search)}; put the downloaded file there "
+                            f"or pass --labels-dir DIR")
+        sources[split] = found
+    rows = {split: _read_split_csv(path, class_index, labels_path.name)
+            for split, path in sources.items()}
     if not frames_root.is_dir():
         raise ListError(f"frame folder root not found: {frames_root} (expected "
-                        f"{frames_root}/<id>/{frame_tmpl.format(1)} ...)")
+                        f"{frames_root}/<id>/{frame_tmpl.format(1)} ...); pass --frames-dir DIR "
+                        f"(relative to {root}) where the frames were extracted elsewhere")
 
-    summary: dict[str, Any] = {"root": str(root), "classes": len(names), "skipped": {},
-                               "files": {}}
+    summary: dict[str, Any] = {"root": str(root), "dataset": ds.name, "classes": len(names),
+                               "skipped": {}, "files": {}, "labels": str(labels_path)}
     outputs = {"categories": (root / "categories.txt", names)}
-    for split, (csv_name, list_name) in splits.items():
+    for split, (kind, list_name) in splits.items():
+        csv_name = sources[split].name
         lines, skipped = [], []
         for vid, label in tqdm(rows[split], desc=f"count frames ({split})", unit="video",
                                disable=not progress):
@@ -318,8 +446,8 @@ def prepare_jester(root: str | Path, frames_dir: str = "20bn-jester-v1",
             _logger.warning("%s: %d more videos left out (missing or empty folders)", csv_name,
                             len(skipped) - _MAX_LISTED)
         if not lines:
-            raise ListError(f"{labels_dir / csv_name}: none of its {len(rows[split])} videos has "
-                            f"frames under {frames_root}")
+            raise ListError(f"{sources[split]}: none of its {len(rows[split])} videos has "
+                            f"frames under {frames_root} (--frames-dir)")
         outputs[split] = (root / list_name, lines)
         summary[split] = len(lines)
         summary["skipped"][split] = skipped
@@ -327,8 +455,24 @@ def prepare_jester(root: str | Path, frames_dir: str = "20bn-jester-v1",
     for key, (path, lines) in outputs.items():
         _write_atomic(path, lines)
         summary["files"][key] = str(path)
+    summary["dataset_info"] = str(write_dataset_info(root, ds.name, "label-file", labels_path,
+                                                         f"frames:{frames_dir}"))
     summary["num_skipped"] = sum(len(s) for s in summary["skipped"].values())
     return summary
+
+
+def prepare_jester(root: str | Path, frames_dir: str = "20bn-jester-v1",
+                   frame_tmpl: str = "{:05d}.jpg", progress: bool = True,
+                   labels_dir: Optional[str | Path] = None) -> dict[str, Any]:
+    """20BN-Jester v1: :func:`prepare_frames` with ``dataset="jester"``."""
+    return prepare_frames(root, "jester", frames_dir, labels_dir, frame_tmpl, progress)
+
+
+def prepare_sthv1(root: str | Path, frames_dir: str = "20bn-something-something-v1",
+                  frame_tmpl: str = "{:05d}.jpg", progress: bool = True,
+                  labels_dir: Optional[str | Path] = None) -> dict[str, Any]:
+    """Something-Something V1: :func:`prepare_frames` with ``dataset="sthv1"``."""
+    return prepare_frames(root, "sthv1", frames_dir, labels_dir, frame_tmpl, progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,10 +540,40 @@ def _kinetics_rows(path: Path) -> list[tuple[int, str, str, Optional[str]]]:
     return rows
 
 
-def prepare_videos(root: str | Path, videos_dir: str = "videos",
+# Kinetics' annotation CSVs as downloaded (kinetics-dataset / CVDF, ActivityNet's crawler):
+# ROOT/annotations/{train,val}.csv, older releases kinetics_{train,val}.csv or validate.csv.
+_KINETICS_ANNOTATION_DIRS = ("annotations", ".", "labels")
+_KINETICS_SPLIT_NAMES = {"train": ("train.csv", "kinetics_train.csv", "kinetics-400_train.csv"),
+                         "val": ("val.csv", "validate.csv", "validation.csv", "kinetics_val.csv",
+                                 "kinetics-400_val.csv")}
+
+
+def find_kinetics_annotations(root: str | Path) -> list[Path]:
+    """The train and val annotation CSVs of a Kinetics download under ``root`` (both, or [])."""
+    root = Path(root)
+    for folder in _KINETICS_ANNOTATION_DIRS:
+        base = root if folder == "." else root / folder
+        found = [next((base / n for n in names if (base / n).is_file()), None)
+                 for names in _KINETICS_SPLIT_NAMES.values()]
+        if all(found):
+            return [p for p in found if p is not None]
+    return []
+
+
+def _default_videos_dir(root: Path) -> str:
+    """``videos`` when ROOT has it; ROOT itself when ROOT holds Kinetics' ``train/`` and
+    ``val/`` (as downloaded); else ``videos`` (for the error to name)."""
+    if (root / "videos").is_dir():
+        return "videos"
+    if _split_folders(root) or find_kinetics_annotations(root):
+        return "."
+    return "videos"
+
+
+def prepare_videos(root: str | Path, videos_dir: Optional[str] = None,
                    exts: Sequence[str] = VIDEO_EXTS, split_files: Sequence[str | Path] = (),
                    categories: Optional[str | Path] = None, val_fraction: float = 0.2,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, find_annotations: bool = True) -> dict[str, Any]:
     """Write ``train_list.txt``, ``val_list.txt`` and ``categories.txt`` for video files.
 
     Three layouts, tried in this order:
@@ -415,11 +589,19 @@ def prepare_videos(root: str | Path, videos_dir: str = "videos",
     3. ``root/videos_dir/<class>/<file>``: each class's files, shuffled with ``seed``, give
        ``val_fraction`` of them (at least one when a class has two or more) to val.
 
+    Kinetics-400 as downloaded needs no option: with ``videos_dir`` None, ``root/videos`` is
+    used when it exists, else ``root`` itself when it holds ``train/`` + ``val/`` or the
+    annotations; with no ``split_files`` and ``find_annotations``, ``root/annotations/
+    {train,val}.csv`` (or ``root/{train,val}.csv``, ``validate.csv``, ``kinetics_*.csv``) are
+    used when present. Videos may be in class folders (``train/<label>/<id>_<s>_<e>.mp4``) or
+    flat (``train/<id>_<s>_<e>.mp4``, the CVDF archives): a row finds its file by name.
+
     Args:
         root: dataset root; list paths are relative to it.
-        videos_dir: folder holding the videos, relative to ``root``.
+        videos_dir: folder holding the videos, relative to ``root`` (see above for None).
         exts: file suffixes taken as videos (case-insensitive).
         split_files: Kinetics CSVs (layout 1).
+        find_annotations: look for Kinetics' CSVs under ``root`` when ``split_files`` is empty.
         categories: a ``categories.txt`` fixing the class order (a class missing from it is an
             error); default: class names sorted, as mmaction2's Kinetics label maps are.
         val_fraction: layout 3 only.
@@ -429,9 +611,19 @@ def prepare_videos(root: str | Path, videos_dir: str = "videos",
         ``{"root", "layout", "classes", "train", "val", "missing", "ignored", "files"}``.
     """
     root = Path(root)
-    videos = root / videos_dir
+    if videos_dir is None:
+        videos_dir = _default_videos_dir(root) if root.is_dir() else "videos"
+    videos = root / videos_dir if videos_dir not in ("", ".") else root
     if not videos.is_dir():
-        raise ListError(f"video folder not found: {videos}")
+        hint = ("" if videos_dir != "videos" else
+                f"; a Kinetics download ({root}/annotations/train.csv, {root}/train/, "
+                f"{root}/val/) is found without options")
+        raise ListError(f"video folder not found: {videos}{hint}; pass --videos-dir DIR "
+                        f"(relative to {root}, '.' for {root} itself)")
+    if not split_files and find_annotations:
+        split_files = find_kinetics_annotations(root)
+        if split_files:
+            _logger.info("Kinetics annotations: %s", ", ".join(map(str, split_files)))
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts)
     if not 0.0 <= val_fraction < 1.0:
         raise FastvidError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -517,6 +709,9 @@ def prepare_videos(root: str | Path, videos_dir: str = "videos",
     outputs[root / "categories.txt"] = names
     for path, lines in outputs.items():
         _write_atomic(path, lines)
+    write_dataset_info(root, "kinetics" if layout == "kinetics-csv" else "videos",
+                       "categories-file" if categories is not None else "sorted",
+                       Path(categories) if categories is not None else None, layout)
     return {"root": str(root), "layout": layout, "classes": len(names), "train": counts["train"],
             "val": counts["val"], "missing": missing, "ignored": ignored,
             "files": {"train": str(root / "train_list.txt"), "val": str(root / "val_list.txt"),
@@ -560,16 +755,23 @@ def _read_json(path: Path, pairs: bool = False) -> Any:
         raise ListError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
 
 
-def _find_annotation(root: Path, name: str, annotations_dir: Optional[str | Path]) -> Path:
-    """``name`` in ``annotations_dir`` (relative to ``root`` or absolute), else the first of
-    ``root``, ``root/labels``, ``root/annotations`` holding it."""
-    dirs = ([root / annotations_dir] if annotations_dir is not None
-            else [root / d for d in _STHV2_ANNOTATION_DIRS])
+def _find_annotation(root: Path, names: Sequence[str], annotations_dir: Optional[str | Path],
+                     near: Optional[Path] = None) -> Path:
+    """The first of ``names`` in ``annotations_dir`` (relative to ``root`` or absolute), else in
+    ``near`` (the labels JSON's folder) and then ``root``, ``root/labels``, ``root/annotations``."""
+    if annotations_dir is not None:
+        dirs = [root / annotations_dir]
+    else:
+        dirs = [root / d if d != "." else root for d in _STHV2_ANNOTATION_DIRS]
+        if near is not None:
+            dirs = [near] + [d for d in dirs if d != near]
     for folder in dirs:
-        if (folder / name).is_file():
-            return folder / name
-    raise ListError(f"{name} not found in {', '.join(str(d) for d in dirs)} (download the "
-                    f"Something-Something V2 annotations, or pass annotations_dir)")
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    raise ListError(f"Something-Something V2 annotations: {' or '.join(names)} not found in "
+                    f"{', '.join(str(d) for d in dirs)}; put the downloaded labels/ folder "
+                    f"there or pass --annotations-dir DIR")
 
 
 def _read_sthv2_labels(path: Path) -> list[str]:
@@ -607,14 +809,14 @@ def _read_sthv2_labels(path: Path) -> list[str]:
     return [names[i] for i in range(len(raw))]  # N distinct indices in 0..N-1: all present
 
 
-def _read_sthv2_split(path: Path, class_index: dict[str, int]) -> list[tuple[str, int]]:
+def _read_sthv2_split(path: Path, class_index: dict[str, int],
+                      labels_name: str = "labels.json") -> list[tuple[str, int]]:
     """A train/validation JSON -> ``(id, class index)`` in file order; entries counted from 1."""
     raw = _read_json(path)
     if not isinstance(raw, list):
         raise ListError(f"{path}: expected a JSON array of {{\"id\", \"template\", ...}} "
                         f"objects, got a JSON {_json_type(raw)}")
     rows: list[tuple[str, int]] = []
-    labels_name = STHV2_FILES["labels"]
     for number, entry in enumerate(raw, 1):
         where = f"{path}: entry {number}"
         if not isinstance(entry, dict):
@@ -650,14 +852,15 @@ def prepare_sthv2(root: str | Path, videos_dir: str = "20bn-something-something-
                   progress: bool = True) -> dict[str, Any]:
     """Write ``categories.txt`` and the train/val lists for Something-Something V2 in ``root``.
 
-    Reads ``something-something-v2-labels.json`` (``{"class name": "index"}``; the indices,
-    strings as distributed, give the order of ``categories.txt`` and must be exactly 0..N-1),
-    ``something-something-v2-train.json`` and ``-validation.json`` (arrays of ``{"id",
+    Reads ``labels.json`` (``{"class name": "index"}``; the indices, strings as distributed,
+    give the order of ``categories.txt`` and must be exactly 0..N-1), ``train.json`` and
+    ``validation.json`` (arrays of ``{"id", "label", "template", "placeholders"}``; older
+    releases name them ``something-something-v2-{labels,train,validation}.json``, also read;
     "template", ...}``; a sample's class is its template without the square brackets:
     ``"Holding [something] next to [something]"`` -> ``"Holding something next to
     something"``). The JSONs are looked for in ``annotations_dir`` when given, else in
-    ``root``, ``root/labels``, ``root/annotations`` (first found). The test JSON (no labels) is
-    not used.
+    ``root``, ``root/labels``, ``root/annotations`` (first found; the split files beside the
+    labels file first). The test JSON (no labels) is not used.
 
     Without ``frames_dir`` the lists name the videos: ``train_list.txt`` / ``val_list.txt``
     with ``<videos_dir>/<id><ext> <class_index>`` (paths relative to ``root``, as
@@ -695,15 +898,19 @@ def prepare_sthv2(root: str | Path, videos_dir: str = "20bn-something-something-
     class_index = {name: i for i, name in enumerate(names)}
     splits = {"train": ("train_list.txt", "train_videofolder.txt"),
               "val": ("val_list.txt", "val_videofolder.txt")}
-    sources = {split: _find_annotation(root, STHV2_FILES[split], annotations_dir)
+    sources = {split: _find_annotation(root, STHV2_FILES[split], annotations_dir,
+                                       labels_path.parent)
                for split in splits}
-    rows = {split: _read_sthv2_split(path, class_index) for split, path in sources.items()}
+    rows = {split: _read_sthv2_split(path, class_index, labels_path.name)
+            for split, path in sources.items()}
 
     fmt = "videos" if frames_dir is None else "frames"
     if fmt == "videos":
         media = root / videos_dir
         if not media.is_dir():
-            raise ListError(f"video folder not found: {media} (expected {media}/<id>{ext})")
+            raise ListError(f"video folder not found: {media} (expected {media}/<id>{ext}); "
+                            f"pass --videos-dir DIR (relative to {root}), or --frames-dir DIR "
+                            f"for extracted frames")
         present = {entry.name for entry in os.scandir(media) if entry.is_file()}
         prefix = Path(videos_dir).as_posix().rstrip("/")
         prefix = "" if prefix in ("", ".") else f"{prefix}/"
@@ -753,4 +960,7 @@ def prepare_sthv2(root: str | Path, videos_dir: str = "20bn-something-something-
     for key, (path, lines) in outputs.items():
         _write_atomic(path, lines)
         summary["files"][key] = str(path)
+    summary["dataset_info"] = str(write_dataset_info(
+        root, "sthv2", "label-file", labels_path,
+        f"videos:{videos_dir}" if fmt == "videos" else f"frames:{frames_dir}"))
     return summary

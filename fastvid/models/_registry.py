@@ -50,6 +50,10 @@ class ModelSpec:
         classifier: Module names whose ``weight`` has one row per class, most specific first
             (the first one present in a state dict gives its class count).
         config_keys: ``ModelConfig`` fields the constructor takes (besides ``num_classes``).
+        class_rows: Regular expressions over module names: the first that matches a module of
+            the built model names every ``Linear`` with one output row per class (all of
+            TRN's relation scales, TPN's head and auxiliary head), the rows a foreign
+            checkpoint's class order permutes. Default: :attr:`classifier`'s names.
     """
 
     name: str
@@ -63,6 +67,7 @@ class ModelSpec:
     crop_size: int = 224
     num_frames: int = 8
     config_keys: tuple[str, ...] = field(default=())
+    class_rows: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.input_layout not in LAYOUTS:

@@ -376,6 +376,9 @@ TRN = TSN
                 # TRN-pytorch with dropout 0 and avg consensus replaced base_model.fc instead.
                 classifier=("consensus.fc_fusion_scales.0.3", "consensus.classifier.3", "new_fc",
                             "base_model.fc"),
+                # every relation scale ends in its own classifier: all are permuted together
+                class_rows=(r"consensus\.fc_fusion_scales\.\d+\.3", r"consensus\.classifier\.3",
+                            r"new_fc", r"base_model\.fc"),
                 config_keys=("num_segments", "consensus", "img_feature_dim", "dropout",
                              "subsample_num", "partial_bn"))
 def trn_bninception(num_classes: int, num_segments: int = 8, consensus: str = "trn_multiscale",

@@ -26,8 +26,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from fastvid.atomic import write_text_atomic
-from fastvid.checkpoint import (capture_rng, check_config_matches, load_checkpoint, restore_rng,
-                                save_checkpoint)
+from fastvid.checkpoint import (capture_rng, check_config_matches, data_geometry,
+                                load_checkpoint, restore_rng, save_checkpoint)
 from fastvid.config import Config, save_config
 from fastvid.distributed import DistInfo, any_rank, init_distributed, unwrap
 from fastvid.errors import FastvidError, TrainingAborted
@@ -173,6 +173,7 @@ def _checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler
         "rng": capture_rng(plain),
         "config": cfg.to_dict(),
         "classes": classes,
+        "data_geometry": data_geometry(cfg),
         "model_name": cfg.model_name,
         "best_top1": best_top1,
         "fastvid_version": __version__,
