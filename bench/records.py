@@ -38,7 +38,6 @@ import math
 import os
 import platform
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -189,29 +188,12 @@ def read_records(directory: str | Path) -> list[dict[str, Any]]:
 
 
 def _write_records(directory: Path, records: list[dict[str, Any]]) -> Path:
-    """Replace ``directory/results.json`` with ``records`` atomically (temp file + rename)."""
-    from fastvid.errors import FastvidError, write_error_message
+    """Replace ``directory/results.json`` with ``records`` atomically (temp file + rename): an
+    interrupted write leaves results.json as it was, and no stray file."""
+    from fastvid.atomic import write_text_atomic
 
-    path = directory / RESULTS_FILE
-    tmp = None
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(records, fh, indent=1, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise FastvidError(write_error_message("benchmark results", path, exc)) from exc
-    finally:  # an interrupted write leaves results.json as it was, and no stray file
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    return path
+    return write_text_atomic(directory / RESULTS_FILE, json.dumps(records, indent=1, default=str),
+                             "benchmark results")
 
 
 def append_records(directory: str | Path, records: Iterable[dict[str, Any]]) -> Path:

@@ -9,9 +9,10 @@ will feed it, and refuses a mismatch naming every field that differs.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from fastvid.checkpoint import same_value
 
 __all__ = ["Expected", "check_engine_fits", "expected_from_config"]
 
@@ -36,15 +37,6 @@ def _lookup(meta: Mapping[str, Any], key: str) -> Any:
             return None
         value = value[part]
     return value
-
-
-def _same(have: Any, want: Any) -> bool:
-    if isinstance(have, (list, tuple)) and isinstance(want, (list, tuple)):
-        return len(have) == len(want) and all(_same(h, w) for h, w in zip(have, want))
-    if (isinstance(have, (int, float)) and isinstance(want, (int, float))
-            and not isinstance(have, bool) and not isinstance(want, bool)):
-        return math.isclose(float(have), float(want), rel_tol=1e-6, abs_tol=1e-9)
-    return have == want
 
 
 def _fmt(value: Any) -> str:
@@ -79,7 +71,7 @@ def check_engine_fits(meta: Mapping[str, Any], expected: Expected, path: str | P
         have = _lookup(meta, key)
         if have is None:
             unchecked.append(key)
-        elif not _same(have, want):
+        elif not same_value(have, want):
             diffs.append(_diff(key, have, want, source))
     if unchecked:
         log.warning("%s: its description does not record %s; not checked", path, ", ".join(unchecked))

@@ -30,7 +30,8 @@ from fastvid.version import __version__
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng",
            "load_model_for_inference", "infer_num_classes", "CheckpointError", "GEOMETRY_KEYS",
-           "data_geometry", "saved_geometry", "apply_checkpoint_geometry", "explicit_keys"]
+           "data_geometry", "saved_geometry", "apply_checkpoint_geometry", "explicit_keys",
+           "same_value"]
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,10 @@ def explicit_keys(overrides: Iterable[str]) -> set[str]:
     return {item.split("=", 1)[0].strip() for item in overrides if "=" in item}
 
 
-def _same_value(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Equal config values: lists element-wise, numbers within 1e-6 relative (JSON round trips)."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
     return a == b
@@ -207,7 +209,7 @@ def apply_checkpoint_geometry(cfg: Any, raw: Mapping[str, Any], overrides: Itera
     adopted, kept = [], []
     for key, value in saved.items():
         have = current.get(key)
-        if _same_value(have, value):
+        if same_value(have, value):
             continue
         if key in explicit:
             kept.append(f"{key}={_show(have)} ({what} {_show(value)})")
