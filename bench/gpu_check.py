@@ -47,14 +47,15 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVa
 
 import torch
 
-from bench.gpu_plan import (CostModel, Estimate, Priors, build_schedule, compiled_keys, format_schedule,
-                            remember_compiled)
+from bench.gpu_plan import (CostModel, Estimate, PlannedItem, PlannedSlot, Priors, Schedule, compiled_keys,
+                            format_schedule, remember_compiled)
 from bench.records import append_records, new_run_id, read_records, stamp
 from bench.runner import InferenceBenchmarkRunner, Variant, inference_plan, split_backend
 from bench.train import bench_training
 from fastvid.models import get_model_spec
 
 __all__ = ["MODELS", "PRESETS", "TEST_GROUPS", "Preset", "slot_parts", "loader_items", "shell_slots", "TimeBudget", "StepStopped", "run_section",
+           "build_schedule",
            "run_loaders", "keep_results", "main"]
 
 log = logging.getLogger(__name__)
@@ -752,6 +753,120 @@ def _parser() -> argparse.ArgumentParser:
     keep.add_argument("src")
     keep.add_argument("--repo", default=str(REPO))
     return parser
+
+
+def build_schedule(preset_name: str, *, priors: Optional[Priors] = None, models: Sequence[str] = (),
+                   parts: Sequence[str] = ("tests", "dali", "train", "infer"),
+                   warm_cache: bool = False, cpus: int = 16) -> Schedule:
+    """Simulate ``scripts/gpu_check.sh --preset`` on a GPU machine with the priors.
+
+    Slots follow each other as in the script (a slot's end is fixed from the script's start;
+    a step that ends early leaves its time to the next); inside a slot an item starts only when
+    its expected duration ends before the driver's deadline (the slot's end - 3 s), as the
+    driver decides at run time.
+    """
+    preset = PRESETS[preset_name]
+    priors = priors or Priors.load()
+    models = list(models) or list(MODELS)
+    cost = CostModel(priors, warm_compiles=warm_cache)
+    t = float(priors.get("process", "env_probe_s"))
+    slot_end = 0.0
+    planned: list[PlannedSlot] = []
+    for slot, length in preset.slots:
+        slot_end += length
+        part, model = slot_parts(slot)
+        if (part != "report" and part not in parts) or (model and model not in models):
+            continue
+        if part == "report":
+            s = PlannedSlot(slot, t, slot_end, [])
+            d = float(priors.get("process", "report_s"))
+            s.items.append(PlannedItem("report.md + plots", t, min(t + d, slot_end),
+                                       "run" if t + d <= slot_end else "cut", f"{d:.0f} s"))
+            planned.append(s)
+            t = s.finish
+            continue
+        cost.new_process()
+        s = PlannedSlot(slot, t, slot_end, [])
+        planned.append(s)
+        now = t + cost.process_start(pytest=part == "tests")
+        deadline = slot_end - 3.0
+        if part == "tests":
+            group = slot[len("tests_"):]
+            est = cost.tests(group)
+            files = " ".join(_group_files(*TEST_GROUPS[group]))
+            name = f"pytest {files} -m '{TEST_GROUPS[group][1]}'"
+            detail = f"{est.seconds:.0f} s after pytest's start-up"
+            if slot_end - t < 3:  # the script skips a step with less than 3 s left
+                s.items.append(PlannedItem(name, t, t, "skip", f"its slot has ended ({detail})"))
+            elif now + est.seconds > slot_end:
+                s.items.append(PlannedItem(name, now, slot_end, "cut", f"{detail}: stopped at the "
+                                           f"slot's end, the tests run by then are in gpu_tests.log"))
+            else:
+                s.items.append(PlannedItem(name, now, now + est.seconds, "run", detail))
+            t = s.finish
+            continue
+        if part == "dali":
+            videos, unique = preset.loader_videos, min(preset.loader_videos, preset.loader_unique)
+            est = cost.loader_setup(videos, unique)
+            s.items.append(PlannedItem(f"synthetic set: {videos} clips ({unique} written)", now,
+                                       now + est.seconds, "run", est.describe()))
+            now += est.seconds
+            previous = None
+            py_workers = max(1, min(8, cpus // 2))
+            for item in loader_items(preset):
+                est = cost.loader(item, batches=preset.loader_batches, batch=preset.loader_batch,
+                                  workers=py_workers, py_workers=py_workers, after=previous)
+                name = f"{item[0]} {item[2]}"
+                now = _place_item(s, name, est, now, deadline, cost)
+                previous = item if s.items[-1].status == "run" else None
+            t = s.finish
+            continue
+        kwargs, gpu_batch = MODELS[model]
+        if part == "train":
+            for v in preset.train_variants:
+                est = cost.train(model, v, batch=preset.train_batch or gpu_batch,
+                                 warmup=preset.train_warmup, iters=preset.train_iters)
+                name = f"{v[0]}{' channels_last' if v[1] else ''} {v[2] if len(v) > 2 else 'eager'}"
+                now = _place_item(s, name, est, now, deadline, cost)
+        else:
+            for v in preset.infer_plan:
+                est = cost.infer(model, v, warmup=preset.warmup, iters=preset.iters)
+                now = _place_item(s, f"{v[0]} {v[1]} batch {v[2]}", est, now, deadline, cost)
+        t = s.finish
+    return Schedule(preset_name, float(sum(n for _, n in preset.slots)), planned,
+                    "warm" if warm_cache else "cold")
+
+
+def _group_files(paths: Sequence[str], marker: str, extra: Sequence[str]) -> list[str]:
+    """The test files a group's pytest arguments select: folders expand to the files that carry
+    a gpu/trt/dali mark, minus the ``--ignore``d ones."""
+    repo = Path(__file__).resolve().parents[1]
+    ignored = {a.split("=", 1)[1] for a in extra if a.startswith("--ignore=")}
+    files: list[str] = []
+    for p in paths:
+        if (repo / p).is_dir():
+            for f in sorted((repo / p).glob("test_*.py")):
+                rel = f.relative_to(repo).as_posix()
+                text = f.read_text()
+                if rel not in ignored and any(f"mark.{m}" in text for m in ("gpu", "trt", "dali")):
+                    files.append(f.name)
+        else:
+            files.append(Path(p).name)
+    return files
+
+
+def _place_item(slot: PlannedSlot, name: str, est: Estimate, now: float, deadline: float,
+           cost: CostModel) -> float:
+    if est.skip:
+        slot.items.append(PlannedItem(name, now, now, "skip", est.skip))
+        return now
+    if now + est.seconds > deadline:
+        slot.items.append(PlannedItem(name, now, now, "skip",
+                                      f"time budget: expects {est.seconds:.0f} s, {max(0.0, deadline - now):.0f} s left"))
+        return now
+    slot.items.append(PlannedItem(name, now, now + est.seconds, "run", est.describe()))
+    cost.pay(est)
+    return now + est.seconds
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -108,7 +108,7 @@ def test_infer_plans_cover_every_serving_mode_batch_1_first_aoti_last(tmp_path):
 
 # ---------------------------------------------------------------------------- the plan
 def _plan(preset: str, **kw):
-    from bench.gpu_plan import build_schedule
+    from bench.gpu_check import build_schedule
 
     return build_schedule(preset, **kw)
 
