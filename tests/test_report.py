@@ -37,9 +37,9 @@ def _write_run(work: Path, epochs: int = 4, steps_per_epoch: int = 5, resumed_at
             step += 1
             recs.append({"type": "train", "epoch": e, "step": step, "loss": float(2.0 / step + rng.random() * 0.2),
                          "lr": lr, "videos_per_s": 40.0 + rng.random(), "data_wait": 0.1})
-        # As the loop writes it: after scheduler.step(), i.e. the lr of the next epoch.
+        # As the loop writes it: the epoch's lr, and the one the scheduler set for the next.
         epoch = {"type": "epoch", "epoch": e, "step": step, "train_loss": 1.0 / e,
-                 "lr": 0.01 if e + 1 < lr_drop else 0.001,
+                 "lr": lr, "next_lr": 0.01 if e + 1 < lr_drop else 0.001,
                  "videos_per_s": 30.0 + e, "data_wait": 0.2 / e, "bad_samples": 0, "epoch_time_s": 3.0}
         if e % val_every == 0 or e == epochs:
             epoch.update(val_top1=min(1.0, 0.2 * e), val_top5=min(1.0, 0.3 * e),
@@ -89,7 +89,7 @@ def test_training_report_has_one_point_per_logged_step_and_epoch(tmp_path):
     epoch_rows = [ln for ln in md.split("## Epochs", 1)[1].split("##", 1)[0].splitlines() if ln.startswith("| ")]
     assert [ln.split(" | ")[0] for ln in epoch_rows[1:]] == ["| 1", "| 2", "| 3", "| 4", "| 5"]
     assert epoch_rows[2].startswith("| 2 | 12 | 0.5000 | 0.01 | 40.0 | 60.0 | 36.0 | 32.0 | 10.0 |")
-    # The lr each epoch trained with (epoch records hold the lr set for the next epoch).
+    # The lr each epoch trained with.
     assert [ln.split(" | ")[3] for ln in epoch_rows[1:]] == ["0.01", "0.01", "0.001", "0.001", "0.001"]
     for p in result["plots"]:
         assert f"]({p.name})" in md
@@ -235,3 +235,18 @@ def test_tiny_train_eval_report_end_to_end(tmp_path):
     assert drawn["counts"].sum(axis=1).tolist() == ev["class_videos"] == [2, 2, 2, 2]
     assert ev["classes"] == (root / "categories.txt").read_text().split("\n")[:4]
     assert (work / "scores.predictions.csv").is_file()
+
+
+def test_epoch_lr_without_logged_steps_reads_both_record_formats():
+    from fastvid.report.training import RunMetrics, epoch_lr
+
+    def run(epochs):
+        return RunMetrics(path=Path("run"), name="run", epochs=epochs)
+
+    # Current records: lr = the epoch's, next_lr = after the scheduler stepped.
+    new = [{"epoch": 1, "lr": 0.1, "next_lr": 0.1}, {"epoch": 2, "lr": 0.1, "next_lr": 0.01},
+           {"epoch": 3, "lr": 0.01, "next_lr": 0.01}]
+    assert epoch_lr(run(new)) == {1: 0.1, 2: 0.1, 3: 0.01}
+    # Older records held the next epoch's lr: the previous record gives the epoch's.
+    old = [{"epoch": 1, "lr": 0.1}, {"epoch": 2, "lr": 0.01}, {"epoch": 3, "lr": 0.01}]
+    assert epoch_lr(run(old)) == {1: None, 2: 0.1, 3: 0.01}

@@ -350,14 +350,21 @@ def _summary_table(runs: Sequence[RunMetrics]) -> list[str]:
 
 
 def epoch_lr(run: RunMetrics) -> dict[int, Optional[float]]:
-    """The lr each epoch trained with: its last logged step's, else the lr the previous epoch's
-    record holds (epoch records are written after the scheduler stepped: the next epoch's lr)."""
+    """The lr each epoch trained with: its last logged step's, else its epoch record's ``lr``.
+
+    Epoch records written before ``next_lr`` existed hold the lr set *after* the scheduler
+    stepped (the next epoch's); for those the previous epoch's record gives the epoch's lr.
+    """
     used: dict[int, Optional[float]] = {}
     prev: Optional[float] = None
     for e in run.epochs:
         steps = [s for s in run.steps if s.get("epoch") == e["epoch"] and s.get("lr") is not None]
-        used[int(e["epoch"])] = float(steps[-1]["lr"]) if steps else prev
-        prev = None if e.get("lr") is None else float(e["lr"])
+        own = None if e.get("lr") is None else float(e["lr"])
+        if steps:
+            used[int(e["epoch"])] = float(steps[-1]["lr"])
+        else:
+            used[int(e["epoch"])] = own if "next_lr" in e else prev
+        prev = own
     return used
 
 

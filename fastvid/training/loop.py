@@ -522,9 +522,11 @@ def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, A
                 raise TrainingAborted(f"interrupted by {signal.Signals(signum).name}; last.pt saved "
                                       f"(epoch {epoch + 1}, step {step}); continue with --resume auto",
                                       ) from None
+            lr = float(optimizer.param_groups[0]["lr"])  # the lr this epoch trained with
             scheduler.step()
             record = {"type": "epoch", "epoch": epoch + 1, "step": step,
-                      "train_loss": result["loss"], "lr": float(optimizer.param_groups[0]["lr"]),
+                      "train_loss": result["loss"], "lr": lr,
+                      "next_lr": float(optimizer.param_groups[0]["lr"]),
                       "videos_per_s": result["videos_per_s"], "data_wait": result["data_wait"],
                       "bad_samples": len(getattr(train_loader, "bad_samples", []) or []),
                       "epoch_time_s": result["time"]}
