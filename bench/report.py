@@ -263,7 +263,9 @@ def _bar_plot(path: Path, bars: list[Bar], ylabel: str, title: str, ratio_of: Op
     fig_w = max(6.5, min(16.0, 0.4 * n_bars + 0.5 * len(labels) + 2.5))
     # The key goes below the axes: inside, it covered bars and their values.
     key_in = 0.19 * len(handles) + 0.15 if handles else 0.0
-    fig_h = 4.6 + 0.18 * lines + key_in
+    flat = len(labels) * max(1, len(names)) <= 8 and longest <= 24
+    # Many or long labels stand upright, one column per line: slanted multi-line labels overlap.
+    fig_h = 4.6 + (0.18 * lines if flat else 0.075 * longest) + key_in
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
     # Values written on narrow bars are turned upright rather than overlapping their neighbours.
     upright = (fig_w - 2.0) / n_bars < 0.45
@@ -285,8 +287,7 @@ def _bar_plot(path: Path, bars: list[Bar], ylabel: str, title: str, ratio_of: Op
                     va="bottom", fontsize=7, color="red" if b.ratio_unreliable else "black",
                     rotation=90 if upright else 0, textcoords="offset points", xytext=(0, 2))
     ax.set_xticks(x)
-    flat = len(labels) * max(1, len(names)) <= 8 and longest <= 24
-    ax.set_xticklabels(labels, rotation=0 if flat else 30, ha="center" if flat else "right", fontsize=8)
+    ax.set_xticklabels(labels, rotation=0 if flat else 90, ha="center", fontsize=8)
     shown = [b.value for b in bars if b.value]
     if shown and max(shown) / min(shown) > 50:  # batch 1 and batch 16 on one axis
         ax.set_yscale("log")
