@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from fastvid.atomic import WriteError, write_text_atomic
 from fastvid.errors import BackendUnavailable, FastvidError, is_write_failure, write_error_message
 from fastvid.models import input_layout
 from fastvid.precision import DTYPES
@@ -31,7 +32,7 @@ from .export import cast_for_precision, export_model, graph_problems, validation
 __all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENSIONS",
            "TOLERANCES", "available_backends", "build_engine", "load", "meta_path",
            "backend_versions", "require_backend", "read_meta", "check_supported", "auto_backend",
-           "tolerance", "artifact_files", "cpu_threads_beside_loader",
+           "tolerance", "cpu_threads_beside_loader",
            "artifact_companions", "artifact_digest", "verify_artifact"]
 
 log = logging.getLogger(__name__)
@@ -69,18 +70,10 @@ def tolerance(backend: str, precision: str, device: torch.device) -> float:
     return float(own[precision]) if precision in own else TOLERANCES[(precision, device.type)]
 
 
-def artifact_files(backend: str, artifact: Path) -> list[Path]:
-    """The artifact and its companion files (:func:`artifact_companions`, e.g. OpenVINO's
-    ``.bin``): what is hashed, renamed and removed together."""
-    return [artifact, *_companion_paths(artifact, artifact_companions(backend))]
-
-
 def cpu_threads_beside_loader(loader_threads: int) -> int:
     """CPU threads for an engine that runs while a loader uses ``loader_threads`` (worker
     processes or DALI threads): every core this process may use, less the loader's, but never
     less than half of them (on a CPU, inference is most of an evaluation's work)."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - min(max(0, int(loader_threads)), cores // 2))
 
@@ -428,16 +421,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _write_text_atomic(path: Path, text: str, what: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """:func:`fastvid.atomic.write_text_atomic`, its failure raised as an :class:`EngineError`."""
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EngineError(write_error_message(what, path, exc, needed=len(text.encode()))) from exc
+        write_text_atomic(path, text, what)
+    except WriteError as exc:
+        raise EngineError(str(exc)) from exc
 
 
 def _install(tmp: Path, out: Path, companions: Sequence[str], meta_text: str) -> None:
