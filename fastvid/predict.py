@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from fastvid.config import Config
+from fastvid.config import Config, replace
 from fastvid.errors import DataError, FastvidError
 
 if TYPE_CHECKING:
@@ -272,27 +272,29 @@ def _predict_whole(cfg: Config, model: Callable, spec: InputSpec, source: FrameS
     from fastvid.data.lists import DatasetInfo, VideoRecord
     from fastvid.loaders import build_loader, close_loader
 
+    # One input, not a dataset: a failure is this command's error, said once below in its own
+    # words - not the loaders' "N of M samples this epoch ... remove them from the list".
+    data: dict[str, Any] = {"max_bad_fraction": 1.0}
     if spec.kind == "frames":
-        tmpl = _frame_template(spec.path, source)
-        cfg = _with_frame_tmpl(cfg, tmpl)
+        data["frame_tmpl"] = _frame_template(spec.path, source)
         record = VideoRecord(str(spec.path), 0, source.num_frames, is_video=False)
     else:
         record = VideoRecord(str(spec.path), 0, -1, is_video=True)
+    cfg = replace(cfg, data=data)
     fmt = "frames" if spec.kind == "frames" else "videos"
     dataset = DatasetInfo(spec.path.parent, fmt, Path(), Path(), spec.path.parent, None)
-    # One input, not a dataset: a failure is this command's error, said once below in its own
-    # words - not the loaders' "N of M samples this epoch ... remove them from the list".
-    cfg = _with_data(cfg, max_bad_fraction=1.0)
     bad_log = logging.getLogger("fastvid.data.bad_samples")
     level = bad_log.level
     bad_log.setLevel(logging.ERROR)
-    batches = build_loader(cfg, dataset, "predict", loader=loader, device=device, batch_size=1,
-                           views=views, records=[record], workers=0)
-    try:
+    batches = None
+    try:  # the logger's level comes back even when the loader cannot be built
+        batches = build_loader(cfg, dataset, "predict", loader=loader, device=device, batch_size=1,
+                               views=views, records=[record], workers=0)
         (video, label), = list(batches)
     finally:
         bad_log.setLevel(level)
-        close_loader(batches)
+        if batches is not None:
+            close_loader(batches)
     if int(label[0]) < 0:
         reasons = "; ".join(dict.fromkeys(r for _, r in batches.bad_samples)) or "decode failed"
         raise DataError(f"{spec.path}: cannot read this input: {reasons}")
@@ -329,20 +331,6 @@ def _numbered(name: str, tmpl: str) -> bool:
     tail = tail.partition("}")[2]
     digits = name[len(head):len(name) - len(tail)] if name.startswith(head) and name.endswith(tail) else ""
     return digits.isdigit() and tmpl.format(int(digits)) == name and int(digits) >= 1
-
-
-def _with_frame_tmpl(cfg: Config, tmpl: str) -> Config:
-    return _with_data(cfg, frame_tmpl=tmpl)
-
-
-def _with_data(cfg: Config, **values: Any) -> Config:
-    """A copy of ``cfg`` with ``data.<key> = value`` set."""
-    import copy
-
-    out = copy.deepcopy(cfg)
-    for key, value in values.items():
-        setattr(out.data, key, value)
-    return out
 
 
 def _predict_windows(cfg: Config, model: Callable, source: FrameSource, device: torch.device,
