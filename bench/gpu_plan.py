@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from fastvid.atomic import WriteError, write_text_atomic
+
 __all__ = ["PRIORS_FILE", "Priors", "Estimate", "CostModel", "PlannedItem", "PlannedSlot", "Schedule",
            "format_schedule", "COMPILED_KEYS_FILE", "LENT_MACHINE_MISSING"]
 
@@ -319,13 +321,9 @@ def remember_compiled(keys: Iterable[Key], cache_dir: Optional[str] = None) -> N
         return
     known = [list(k) for k in compiled_keys(cache_dir)]
     merged = known + [k for k in new if k not in known]
-    path = Path(cache_dir) / COMPILED_KEYS_FILE
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(merged))
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache only costs the next run's estimates
+        write_text_atomic(Path(cache_dir) / COMPILED_KEYS_FILE, json.dumps(merged), "compiled-graph list")
+    except WriteError:  # a read-only cache only costs the next run's estimates
         pass
 
 

@@ -36,7 +36,6 @@ the share of steady-state step time spent waiting for the batch.
 """
 from __future__ import annotations
 
-import datetime
 import itertools
 import json
 import logging
@@ -49,7 +48,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
-from bench.records import device_name, versions
+from bench.records import device_name, now, versions
 from fastvid.config import Config
 from fastvid.data.lists import DatasetInfo
 from fastvid.errors import FastvidError
@@ -357,7 +356,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
     gets each record as soon as it is measured, with ``ratio_to_torch`` and ``scaling`` when
     their references were measured before it.
     """
-    from fastvid.loaders import loader_backend
+    from fastvid.loaders import close_loader, loader_backend
 
     device = torch.device(device)
     records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
@@ -402,9 +401,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
     def drop_live() -> None:
         loader = live.pop("loader", None)
         live.clear()
-        close = getattr(loader, "close", None)
-        if callable(close):
-            close()
+        close_loader(loader)
 
     try:
         for backend, t, part in expand(pairs):
@@ -420,7 +417,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                 (t if t is not None else n_workers)
             rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,
                                        measure=part, loadavg_before=_loadavg(),
-                                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+                                       date=now())
             if dali and dali_options:
                 rec["dali_options"] = dict(dali_options)
             key = (backend, t)

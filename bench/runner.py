@@ -43,6 +43,7 @@ from fastvid.precision import DTYPES
 from .flops import annotate_record
 from .graphed import GraphedRunner, cuda_graph_unsupported
 from .memory import PeakMemory
+from .peers import PEER_BACKEND, build_peer, peer_unavailable
 from .records import CV_MAX, load_average, percentiles, stability, stamp
 
 __all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "inference_backends", "inference_plan",
@@ -59,8 +60,6 @@ def inference_backends() -> tuple[str, ...]:
     followed by ``<name>+cudagraph`` for those whose runner can be captured
     (``EngineBackendEntry.cuda_graphs``)."""
     from engines.backends import engine_backends
-
-    from .peers import PEER_BACKEND
 
     names = ["eager", "eager" + GRAPH_SUFFIX, "compile", "compile" + GRAPH_SUFFIX, PEER_BACKEND]
     for entry in engine_backends():
@@ -101,8 +100,6 @@ def inference_plan(backends: Sequence[str], batches: Sequence[int],
     baseline of ``ratio_to_eager``), then the peer (mmaction2) when asked for (the baseline of
     ``ratio_to_peer``), then backend by backend in the given order, each backend's batches
     together (a shared engine is built once, at its first batch)."""
-    from .peers import PEER_BACKEND
-
     plan: list[Variant] = [("eager", "fp32", b) for b in batches]
     if PEER_BACKEND in backends:
         plan += [(PEER_BACKEND, "fp32", b) for b in batches]
@@ -268,8 +265,6 @@ class InferenceBenchmarkRunner:
     def _peer(self) -> tuple[Runner, dict[str, Any]]:
         """The peer implementation (mmaction2) of this model, built once per run."""
         if self._peer_runner is None:
-            from .peers import build_peer
-
             example = self._input(1, "fp32")
             self._peer_runner = build_peer(self.model_name, self.model, self.device, example)
         return self._peer_runner
@@ -286,8 +281,6 @@ class InferenceBenchmarkRunner:
         known = inference_backends()
         if backend not in known:
             return f"unknown backend {backend!r}; known: {', '.join(known)}"
-        from .peers import PEER_BACKEND, peer_unavailable
-
         if backend == PEER_BACKEND:
             return peer_unavailable(self.model_name, precision)
         backend, mode = split_backend(backend)
@@ -395,8 +388,6 @@ class InferenceBenchmarkRunner:
             t0 = time.perf_counter()
             runner, mode = split_backend(backend)
             channels_last = False
-            from .peers import PEER_BACKEND
-
             if runner == PEER_BACKEND:
                 fn, info = self._peer()
                 extra.update(info)
@@ -502,13 +493,18 @@ class InferenceBenchmarkRunner:
                 records handed over are then updated in place; the caller writes them again).
                 Default: only without ``on_record``.
         """
-        from .peers import PEER_BACKEND
-
         if check_baseline is None:
             check_baseline = on_record is None
         records: list[dict[str, Any]] = []
         baselines: dict[int, float] = {}
         peers: dict[int, float] = {}
+
+        def set_peer_ratio(rec: dict[str, Any]) -> None:
+            peer = peers.get(int(rec["batch"]))
+            if rec.get("status") == "ok" and peer:
+                rec["ratio_to_peer"] = round(rec["video_per_s"] / peer, 3)
+                rec["peer_backend"] = PEER_BACKEND
+
         self._max_batch = max_batch or 1
         try:
             for backend, precision, batch in variants:
@@ -522,16 +518,13 @@ class InferenceBenchmarkRunner:
                 base = baselines.get(batch)
                 if rec.get("status") == "ok" and base:
                     rec["ratio_to_eager"] = round(rec["video_per_s"] / base, 3)
-                if rec.get("status") == "ok" and peers.get(batch):
-                    rec["ratio_to_peer"] = round(rec["video_per_s"] / peers[batch], 3)
-                    rec["peer_backend"] = PEER_BACKEND
+                set_peer_ratio(rec)
                 records.append(rec)
                 if on_record is not None:
                     on_record(rec)
             for rec in records:  # the eager baselines were measured before the peer
-                if rec.get("status") == "ok" and peers.get(int(rec["batch"])) and "ratio_to_peer" not in rec:
-                    rec["ratio_to_peer"] = round(rec["video_per_s"] / peers[int(rec["batch"])], 3)
-                    rec["peer_backend"] = PEER_BACKEND
+                if "ratio_to_peer" not in rec:
+                    set_peer_ratio(rec)
             if check_baseline:
                 # Records not handed over yet: time each batch's baseline again and flag ratios
                 # whose baseline moved (a streamed record is already written; no second pass).

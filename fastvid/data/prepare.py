@@ -43,6 +43,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from fastvid.atomic import write_text_atomic
 from fastvid.data.lists import ListError, read_categories
 from fastvid.errors import DataError, FastvidError
 
@@ -74,10 +75,9 @@ _TRIMMED_NAME = re.compile(r"^(.+)_\d{6}_\d{6}$")  # Kinetics downloader: <id>_<
 
 
 def _write_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Write via a temporary file, so an interrupted run never leaves half a list behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in lines))
-    os.replace(tmp, path)
+    """Write via a temporary file (:func:`fastvid.atomic.write_text_atomic`), so an interrupted
+    run never leaves half a list behind, and a failed write names the file and the cause."""
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines), "dataset list")
 
 
 # ---------------------------------------------------------------------------------------------
