@@ -23,6 +23,7 @@ whole in-memory model, so a second ``eval``/``predict`` imports it instead of co
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -74,10 +75,12 @@ def unavailable_reason(device: torch.device) -> Optional[str]:
     return None
 
 
-def _cpu_capabilities() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _cpu_capabilities() -> tuple[str, ...]:
+    # A Core loads OpenVINO's plugins; the CPU's capabilities cannot change within a process.
     import openvino as ov
 
-    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    return tuple(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def precision_unsupported(precision: str, device: torch.device) -> Optional[str]:

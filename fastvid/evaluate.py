@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import logging
-import os
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from fastvid.atomic import write_text_atomic
 from fastvid.distributed import DistInfo
 
 __all__ = ["EvalResult", "evaluate", "evaluate_sharded", "summarize", "interleave_shards",
@@ -243,7 +244,6 @@ def write_predictions(path: str | Path, result: EvalResult, records: Sequence[An
     prediction columns. ``video`` is relative to ``root`` when inside it. Written atomically.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def name(index: int) -> str:
         return classes[index] if classes is not None and 0 <= index < len(classes) else ""
@@ -259,23 +259,18 @@ def write_predictions(path: str | Path, result: EvalResult, records: Sequence[An
                 pass
         return p
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["index", "video", "label", "label_name", "pred", "pred_name", "correct",
-                             "prob", "label_prob", "top5"])
-            for i, (row, label) in enumerate(zip(result.scores, result.labels)):
-                label = int(label)
-                if label < 0:
-                    writer.writerow([i, video(i), label, "", "", "", "", "", "", ""])
-                    continue
-                top = np.argsort(-row, kind="stable")[:5]
-                pred = int(top[0])
-                writer.writerow([i, video(i), label, name(label), pred, name(pred), int(pred == label),
-                                 f"{row[pred]:.6g}", f"{row[label]:.6g}", " ".join(map(str, top))])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(["index", "video", "label", "label_name", "pred", "pred_name", "correct",
+                     "prob", "label_prob", "top5"])
+    for i, (row, label) in enumerate(zip(result.scores, result.labels)):
+        label = int(label)
+        if label < 0:
+            writer.writerow([i, video(i), label, "", "", "", "", "", "", ""])
+            continue
+        top = np.argsort(-row, kind="stable")[:5]
+        pred = int(top[0])
+        writer.writerow([i, video(i), label, name(label), pred, name(pred), int(pred == label),
+                         f"{row[pred]:.6g}", f"{row[label]:.6g}", " ".join(map(str, top))])
+    write_text_atomic(path, buf.getvalue(), "predictions CSV")
     return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from fastvid.atomic import write_text_atomic
 from fastvid.errors import FastvidError
 
 from .confusion import is_eval_json, read_eval
@@ -116,9 +117,6 @@ def render(paths: Sequence[str | Path], out_dir: Optional[str | Path] = None,
         if drawn is not None:
             result["plots"].append(drawn["path"])
             result["confusion"][str(ev_path)] = drawn
-    md = out / "report.md"
-    tmp = md.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(md)
+    md = write_text_atomic(out / "report.md", "\n".join(lines), "report")
     result["markdown"] = md
     return result

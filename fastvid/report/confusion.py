@@ -116,9 +116,7 @@ def confusion_plot(ev: EvalReport, path: Path, title: str) -> dict[str, Any]:
     if cut:
         rest = conf[shown].sum(axis=1) - counts.sum(axis=1)
         counts = np.concatenate([counts, rest[:, None]], axis=1)
-    totals = conf[shown].sum(axis=1, keepdims=True).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shares = np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
+    shares = row_normalised(counts)  # each row still holds all of its class's videos
     names = [f"{c}: {_short(ev.classes[c])}" for c in shown]
     col_names = names + (["all other classes"] if cut else [])
     rows_names = [n + ("  (no videos)" if conf[c].sum() == 0 else "") for n, c in zip(names, shown)]
@@ -194,7 +192,9 @@ def eval_section(ev: EvalReport, out: Path, png_name: str, heading: str = "What 
         lines.append("")
     else:
         lines += ["No video was confused with another class.", ""]
-    acc = [(c, conf[c, c] / totals[c]) for c in range(conf.shape[0]) if totals[c]]
+    from fastvid.evaluate import per_class_accuracy
+
+    acc = [(c, a) for c, a in enumerate(per_class_accuracy(conf)) if a is not None]
     acc.sort(key=lambda a: (a[1], a[0]))
     n_low = len(acc) if len(acc) <= 15 else 15
     if acc:
