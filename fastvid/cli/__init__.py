@@ -22,6 +22,15 @@ class _DropNoCudaRuntime(logging.Filter):
         return not str(record.msg).startswith("No CUDA runtime is found")
 
 
+def _load_plugins_or_exit() -> None:
+    from fastvid.plugins import PluginError, load_plugins
+
+    try:
+        load_plugins()
+    except PluginError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fastvid")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -42,7 +51,10 @@ def cli(verbose: bool) -> None:
         cpp_ext.addFilter(_DropNoCudaRuntime())
 
 
-# Each module adds its commands to ``cli`` (imported after ``cli`` exists).
+# Plugins first: the commands' --loader/--backend choices are read from the registries when
+# the command modules are imported. Each module adds its commands to ``cli`` (imported after
+# ``cli`` exists).
+_load_plugins_or_exit()
 from fastvid.cli import data, engine, predict, train  # noqa: E402,F401
 
 
