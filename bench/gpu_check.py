@@ -76,12 +76,12 @@ TIME_BUDGET = "time budget"
 # pytest arguments). The capture tests first (the only check that replayed steps equal eager
 # ones), then DALI's GPU graph, then the rest; AOTInductor's cold CUDA build last, alone.
 TEST_GROUPS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
-    "capture": (("tests/test_step_capture.py", "tests/test_graphed.py"), "gpu", ()),
-    "dali_gpu": (("tests/test_dali.py", "tests/test_predict.py"), "gpu and dali", ()),
+    "capture": (("tests/unit/test_step_capture.py", "tests/unit/test_graphed.py"), "gpu", ()),
+    "dali_gpu": (("tests/unit/test_dali.py", "tests/e2e/test_predict.py"), "gpu and dali", ()),
     "more": (("tests",), "(gpu or trt or dali) and not (gpu and dali)",
-             ("--ignore=tests/test_step_capture.py", "--ignore=tests/test_graphed.py",
-              "--ignore=tests/test_engines.py")),
-    "aoti": (("tests/test_engines.py",), "gpu or trt", ()),
+             ("--ignore=tests/unit/test_step_capture.py", "--ignore=tests/unit/test_graphed.py",
+              "--ignore=tests/unit/test_engines.py")),
+    "aoti": (("tests/unit/test_engines.py",), "gpu or trt", ()),
 }
 
 
@@ -492,7 +492,7 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
 
 #: What each slot runs (docs/gpu-check.md's table, :func:`slot_table`).
 SLOT_WHAT = {
-    "tests_capture": "`pytest -m gpu` on tests/test_step_capture.py, tests/test_graphed.py: replayed (and compiled + captured) steps equal eager ones",
+    "tests_capture": "`pytest -m gpu` on tests/unit/test_step_capture.py, tests/unit/test_graphed.py: replayed (and compiled + captured) steps equal eager ones",
     "dali": "loader rows at steady state: torch, DALI GPU, the data_wait of 20 TRN steps fed by DALI, DALI CPU, stage timings",
     "train_trn_bninception": "TRN batch 24: bf16 channels-last eager, compile + CUDA graphs, CUDA graphs, fp32, then the rest",
     "train_tpn_slowonly_r50": "TPN-SlowOnly batch 8: the same order",
@@ -500,7 +500,7 @@ SLOT_WHAT = {
     "infer_tpn_slowonly_r50": "TPN-SlowOnly: the same order",
     "tests_dali_gpu": "`pytest -m 'gpu and dali'`: DALI's GPU graph (nvJPEG, NVDEC with test media)",
     "tests_more": "the other gpu/trt/dali tests (DALI on the CPU, TensorRT), when time remains",
-    "tests_aoti": "tests/test_engines.py: AOTInductor's cold CUDA build, when time remains",
+    "tests_aoti": "tests/unit/test_engines.py: AOTInductor's cold CUDA build, when time remains",
     "report": "report.md + up to 4 PNGs",
 }
 

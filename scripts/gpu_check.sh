@@ -13,7 +13,7 @@
 #   infer_<model>   batch 1 eager fp32 / fp16, compile + CUDA graphs, eager + CUDA graphs, then
 #                   batch 16, then the rest; ONNX Runtime, TensorRT, AOTInductor last;
 #   tests_dali_gpu, tests_more, tests_aoti   the DALI GPU graph tests, the other gpu/trt/dali
-#                   tests, and AOTInductor's cold CUDA build (tests/test_engines.py) last;
+#                   tests, and AOTInductor's cold CUDA build (tests/unit/test_engines.py) last;
 #   report          report.md (+ PNGs when matplotlib imports).
 # A step is stopped at the end of its slot (time a step leaves unused goes to the next); inside
 # a step the driver starts a variant only when its expected time -- its own cold costs (cuDNN

@@ -1,5 +1,5 @@
 """pytest plugin (``-p _block_av``, with tests/ on sys.path): ``import av`` fails, as on a bare
-torch image such as the lent GPU machine's, which has no PyAV. tests/test_gpu_check.py runs the
+torch image such as the lent GPU machine's, which has no PyAV. tests/unit/test_gpu_check.py runs the
 DALI-marked tests under it to check that those needing PyAV skip instead of erroring."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A minimal engine backend for tests/test_registry.py: the exported program, saved as it is.
+"""A minimal engine backend for tests/unit/test_registry.py: the exported program, saved as it is.
 
 It implements :class:`engines.backends.EngineBackend` and nothing else, to show (and check) that
 a backend is one module plus one registration.

@@ -187,7 +187,7 @@ def _pyav_importable() -> bool:
 # PyAV writes the test videos (the GPU machine has none): decided before any fixture trains.
 needs_pyav = pytest.mark.skipif(not _pyav_importable(),
                                 reason="PyAV is not installed, so no test video can be written here")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DALI_WINDOW = ["--window", "12", "--stride", "6"]
 
 

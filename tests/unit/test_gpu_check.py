@@ -17,7 +17,7 @@ import pytest
 from bench.gpu_check import PRESETS, TIME_BUDGET, TimeBudget, keep_results, loader_items, main
 from bench.records import read_records
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(*paths: Path) -> dict[str, str]:
@@ -220,7 +220,7 @@ def test_slots_feed_the_script():
     out = subprocess.run(["bash", "-c", 'eval "$(cat)"; echo "${SLOTS[*]}"; echo "${TESTS_capture[*]}"'],
                          input=shell_slots("full"), capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == " ".join(f"{n}:{t}" for n, t in PRESETS["full"].slots)
-    assert out[1] == "tests/test_step_capture.py tests/test_graphed.py -m gpu"
+    assert out[1] == "tests/unit/test_step_capture.py tests/unit/test_graphed.py -m gpu"
     for preset in PRESETS.values():
         names = [n for n, _ in preset.slots]
         assert names[0] == "tests_capture" and names[-1] == "report"
@@ -321,7 +321,7 @@ def test_dali_tests_skip_without_pyav(tmp_path):
     select = ("mjpeg or vp9 or h264 or sthv2 or truncated or needs_cuda_target "
               "or batch_contract and 2d-frames or gpu_graph")
     cmd = [sys.executable, "-m", "pytest", "-p", "_block_av", "-p", "no:cacheprovider",
-           "tests/test_loaders.py", "tests/test_dali.py", "tests/test_data_prep.py",
+           "tests/unit/test_loaders.py", "tests/unit/test_dali.py", "tests/unit/test_data_prep.py",
            "-m", "gpu or trt or dali", "-k", select, f"--junitxml={junit}", "-q"]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(REPO / "tests"), capture_output=True, text=True,
                           timeout=300)
@@ -349,7 +349,7 @@ def test_gpu_check_script_on_cpu(tmp_path):
     out = tmp_path / "out"
     t0 = time.time()
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", str(out), "--smoke", "--models", "trn_bninception",
-                           "--tests", "tests/test_bench.py"], cwd=REPO, env=dict(_env(), PYTHON=sys.executable),
+                           "--tests", "tests/unit/test_bench.py"], cwd=REPO, env=dict(_env(), PYTHON=sys.executable),
                           capture_output=True, text=True, timeout=420)
     elapsed = time.time() - t0
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -161,7 +161,7 @@ def test_sharded_eval_matches_one_process(tmp_path, nproc, num_videos):
 
     out = tmp_path / "merged.npz"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    worker = Path(__file__).with_name("_ddp_eval_worker.py")
+    worker = Path(__file__).parents[1] / "_ddp_eval_worker.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            str(nproc), str(worker), str(num_videos), str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

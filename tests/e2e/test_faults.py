@@ -1,5 +1,5 @@
 """Faults that must lose nothing and explain themselves (training side; loader faults are in
-tests/test_loaders.py): bad lists, missing data roots, unwritable work dirs, disk-full and kill -9
+tests/unit/test_loaders.py): bad lists, missing data roots, unwritable work dirs, disk-full and kill -9
 during checkpoint writes, truncated or foreign checkpoints, non-finite losses, a dying DDP worker."""
 from __future__ import annotations
 

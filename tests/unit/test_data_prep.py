@@ -479,7 +479,7 @@ def test_prepare_sthv2_videos_load(sthv2_videos, backend):
     root = sthv2_videos
     val = parse_video_list(root / "val_list.txt", root, 3, check_files=True)
     assert [(Path(r.path).name, r.label) for r in val] == [("21.webm", 1), ("22.webm", 0)]
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = Path(__file__).resolve().parents[2] / "configs"
     cfg = load_config(configs / "trn_bninception_sthv2.yaml")
     cfg = replace(cfg, model={"num_segments": 4}, data={"image_size": 56, "scale_size": 64},
                   train={"batch_size": 2, "workers": 0})

@@ -9,7 +9,7 @@ import yaml
 from fastvid.config import (Config, ConfigError, apply_overrides, config_from_dict, load_config,
                             save_config)
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
