@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
 GPU_OUT ?= gpu_check_out
 
-.PHONY: demo test venv install-demo install-test clean-demo gpu-check gpu-keep
+.PHONY: demo test test-unit test-e2e venv install-demo install-test clean-demo gpu-check gpu-keep
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ install-test: $(VENV)/.test-installed
 demo: $(VENV)/.demo-installed
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh $(DEMO_OUT)
 
+# Everything (CI: .ci/run); the unit layer alone is the contributor's quick loop, the e2e layer
+# runs the CLI end to end (trained fixtures, engines, DDP).
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests
+
+test-unit: $(VENV)/.test-installed
+	$(BIN)/python -m pytest tests/unit
+
+test-e2e: $(VENV)/.test-installed
+	$(BIN)/python -m pytest tests/e2e
 
 # The GPU check (7 min; GPU_CHECK_ARGS=--quick for ~4, --plan to see the schedule) into $(GPU_OUT); `make gpu-keep` then files it
 # under reports/gpu/<date>-<device>/ and links it from the README.

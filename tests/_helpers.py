@@ -1,6 +1,7 @@
 """Helpers shared by the CLI-level tests: the small TRN settings and CLI invocation."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -27,3 +28,11 @@ def invoke_ok(args: list[str]) -> str:
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def repo_env(*paths: Path) -> dict[str, str]:
+    """This process's environment with ``paths`` and the repository first on PYTHONPATH (for
+    subprocesses that import fastvid, bench or a test helper)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), str(REPO), env.get("PYTHONPATH", "")])
+    return env

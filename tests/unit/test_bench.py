@@ -1,5 +1,6 @@
-"""Benchmarks on CPU: inference records (eager/aoti/onnx + skipped trt), training records, the
-results file, the Markdown/PNG report and the CLI. Tiny models keep the AOTInductor compile short."""
+"""Benchmarks on CPU with tiny models: inference records (eager, onnx, skipped variants), training
+records, the Markdown/PNG report and the CLI's quick refusals. Engine builds of every backend
+(AOTInductor's CPU compile among them) and `fastvid bench` runs are in tests/e2e/test_bench_cli.py."""
 from __future__ import annotations
 
 import json
@@ -10,45 +11,11 @@ import torch
 import torch.nn as nn
 from click.testing import CliRunner
 
-from bench import InferenceBenchmarkRunner, append_records, bench_training, read_records, render_report
+from bench import InferenceBenchmarkRunner, bench_training, render_report
 from bench.memory import PeakMemory
 
+from _report_tables import table_rows
 from _tiny import Tiny2D, Tiny3D
-
-INFERENCE_KEYS = {"kind", "backend", "precision", "batch", "model", "video_per_s", "latency_ms",
-                  "peak_mem_mb", "peak_mem_method", "device", "device_type", "versions", "date",
-                  "ratio_to_eager", "status", "cv", "p90_over_p50", "load_avg", "cpus", "unstable",
-                  "unstable_reason"}
-
-
-@pytest.fixture(scope="module")
-def inference_records() -> list[dict]:
-    torch.manual_seed(0)
-    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (4, 3, 32, 32), "cpu", model_name="tiny", warmup=1,
-                                      iters=4, extra={"weights": "random"})
-    return runner.run(["eager", "aoti", "onnx", "trt"], batches=[2], precisions=["fp32"])
-
-
-def test_inference_records_have_the_schema_and_positive_numbers(inference_records):
-    by_backend = {r["backend"]: r for r in inference_records}
-    assert set(by_backend) == {"eager", "aoti", "onnx", "trt"}
-    for backend in ("eager", "aoti", "onnx"):
-        rec = by_backend[backend]
-        assert rec["status"] == "ok", rec.get("reason")
-        assert INFERENCE_KEYS <= set(rec), INFERENCE_KEYS - set(rec)
-        assert rec["kind"] == "inference" and rec["batch"] == 2 and rec["precision"] == "fp32"
-        assert rec["video_per_s"] > 0 and rec["ratio_to_eager"] > 0
-        lat = rec["latency_ms"]
-        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
-        assert rec["peak_mem_mb"] > 0 and "VmHWM" in rec["peak_mem_method"]
-        assert rec["device_type"] == "cpu" and rec["versions"]["torch"] == torch.__version__
-        assert rec["weights"] == "random"
-        assert rec["cv"] >= 0 and rec["p90_over_p50"] >= 1 and rec["unstable"] == bool(rec["unstable_reason"])
-        assert rec["load_avg"] is None or len(rec["load_avg"]) == 3
-    assert by_backend["eager"]["ratio_to_eager"] == 1.0 and by_backend["eager"]["baseline"] is True
-    assert by_backend["aoti"]["validation"]["passed"] and by_backend["onnx"]["build_s"] > 0
-    trt = by_backend["trt"]
-    assert trt["status"] == "skipped" and "CUDA" in trt["reason"] and "video_per_s" not in trt
 
 
 def test_unsupported_precision_is_recorded_as_skipped():
@@ -126,13 +93,6 @@ def test_train_bench_skips_fp16_on_cpu():
     assert recs[0]["status"] == "skipped" and "CUDA" in recs[0]["reason"]
 
 
-def test_results_file_is_extended_not_overwritten(tmp_path, inference_records):
-    append_records(tmp_path, inference_records[:2])
-    path = append_records(tmp_path, inference_records[2:])
-    assert path.name == "results.json"
-    assert len(json.loads(path.read_text())) == len(inference_records) == len(read_records(tmp_path))
-
-
 def _sample_records() -> list[dict]:
     """A recorded results.json as a GPU run writes it (no GPU needed to render it)."""
     base = {"device": "NVIDIA H100", "device_type": "cuda", "versions": {"torch": "2.14.1"},
@@ -191,33 +151,6 @@ def test_cli_bench_loader_needs_data_root():
     assert result.exit_code != 0 and "--data-root" in result.output
 
 
-@pytest.mark.dali
-def test_cli_loader_thread_sweep_then_report(tmp_path):
-    """fastvid bench --loader ... --loader-threads 1,2 writes one record per (backend, threads)
-    into results.json; the report plots them against threads."""
-    from _media import write_frames_dataset
-    from fastvid.cli import cli
-
-    root = write_frames_dataset(tmp_path / "data", num_videos=4, num_frames=9, height=40, width=56)
-    out = tmp_path / "rep"
-    result = CliRunner().invoke(cli, [
-        "bench", "-c", "configs/trn_bninception_jester.yaml", "--set", "data.image_size=32",
-        "--set", "model.num_segments=4", "--device", "cpu", "--loader", "dali-cpu,torch",
-        "--data-root", str(root), "--loader-threads", "1,2", "--loader-batches", "2",
-        "--loader-option", "prefetch=3", "--train-batch", "2", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    recs = read_records(out)
-    assert sorted((r["backend"], r["threads"]) for r in recs) == [
-        ("dali-cpu", 1), ("dali-cpu", 2), ("torch", 1), ("torch", 2)]
-    assert all(r["status"] == "ok" and r["videos_per_s"] > 0 and "scaling" in r for r in recs)
-    assert all(r.get("dali_options") == ({"prefetch": 3} if r["backend"] == "dali-cpu" else None)
-               for r in recs)
-    assert "vs 1 thread" in result.output
-    result = CliRunner().invoke(cli, ["report", str(out)])
-    assert result.exit_code == 0, result.output
-    assert (out / "loader_threads.png").is_file()
-
-
 @pytest.mark.gpu
 def test_gpu_peak_memory_is_labelled():
     with PeakMemory("cuda") as mem:
@@ -256,38 +189,6 @@ def test_device_memory_reader_uses_the_nvml_mapping(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (1 * _MB, 5 * _MB))
     read, how = _device_used_reader(torch.device("cuda", 1))
     assert read() == 4.0 and how.startswith("torch.cuda.mem_get_info")
-
-
-def test_gpu_check_driver_runs_its_sections_on_cpu(tmp_path, monkeypatch):
-    """bench/gpu_check.py (what scripts/gpu_check.sh runs per model) with small CPU inputs."""
-    from bench.gpu_check import main
-
-    monkeypatch.setenv("FASTVID_RUN_ID", "gpu-check-test")  # scripts/gpu_check.sh exports one per check
-    out = tmp_path / "gpu"
-    small = ["--device", "cpu", "--frames", "4", "--size", "64", "--warmup", "1", "--iters", "2"]
-    assert main(["infer", "trn_bninception", str(out), *small, "--backends", "eager,trt",
-                 "--batches", "1,2", "--precisions", "fp32"]) == 0
-    assert main(["infer", "tpn_slowonly_r50", str(out), *small, "--backends", "eager",
-                 "--batches", "1", "--precisions", "fp32"]) == 0
-    assert main(["train", "trn_bninception", str(out), *small, "--train-batch", "2",
-                 "--train-warmup", "1", "--train-iters", "1",
-                 "--train-variants", "fp32,fp32:cl,bf16,bf16:cl"]) == 0  # no CPU compile: minutes
-    records = read_records(out)
-    infer = [r for r in records if r["kind"] == "inference"]
-    eager = [r for r in infer if r["backend"] == "eager" and r["status"] == "ok"]
-    assert sorted((r["model"], r["batch"]) for r in eager) == [
-        ("tpn_slowonly_r50", 1), ("trn_bninception", 1), ("trn_bninception", 2)]
-    assert all(r["video_per_s"] > 0 and r["input_shape"][1:] in ([4, 3, 64, 64], [3, 4, 64, 64])
-               for r in eager)
-    trt = [r for r in infer if r["backend"] == "trt"]
-    assert len(trt) == 2 and all(r["status"] == "skipped" and r["reason"] for r in trt)
-    train = [r for r in records if r["kind"] == "train"]
-    assert {(r["precision"], r["channels_last"]) for r in train} == {
-        ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)}
-    assert all(r["status"] == "ok" and r["videos_per_s"] > 0 for r in train)
-    assert all(r["source"] == "scripts/gpu_check.sh" for r in records)
-    assert {r["run_id"] for r in records} == {"gpu-check-test"}  # the three steps report as one run
-    assert render_report(out)["records"] == len(records)
 
 
 class _Tiny2D3D(nn.Module):
@@ -349,75 +250,6 @@ def test_ratio_is_flagged_when_the_eager_baseline_moves(monkeypatch):
     assert "ratio_unstable" not in steady
 
 
-def _table_rows(md: str, section: str) -> list[dict[str, str]]:
-    """The rows of a Markdown table under ``## section`` as {column: cell}."""
-    lines = md.split(f"## {section}", 1)[1].strip().splitlines()
-    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("|")):]  # past prose lines
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = []
-    for line in lines[2:]:
-        if not line.startswith("|"):
-            break
-        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
-    return rows
-
-
-def _assert_plots_match_tables(result: dict) -> None:
-    md = result["markdown"].read_text()
-    table = sorted(r["video/s"] for r in _table_rows(md, "Inference") if r["status"].startswith("ok"))
-    drawn = result["plotted"]["inference_throughput.png"]
-    assert sorted(b.text for b in drawn) == table  # one bar per row, written as the row writes it
-    bars = [(b.label, b.series) for b in drawn]
-    assert len(bars) == len(set(bars)), "two rows share one bar"
-
-
-def test_cli_bench_twice_into_one_folder_keeps_both_runs_and_reports_the_latest(tmp_path, monkeypatch, caplog):
-    """`make demo` twice / two benches into one --out: results.json kept both, the report repeated
-    rows with identical labels, and the throughput plot showed only the first run's values."""
-    import logging
-
-    from fastvid.cli import cli
-
-    monkeypatch.delenv("FASTVID_RUN_ID", raising=False)
-    caplog.set_level(logging.INFO)
-    out = tmp_path / "rep"
-    args = ["bench", "-c", "configs/tpn_slowonly_r50_k400.yaml", "--set", "data.image_size=32",
-            "--set", "data.clip_len=2", "--set", "model.num_classes=3", "--device", "cpu",
-            "--iters", "2", "--warmup", "0", "--out", str(out)]
-    for extra in (["--backends", "eager,trt", "--batch", "1,2"], ["--backends", "eager", "--batch", "1"]):
-        result = CliRunner().invoke(cli, args + extra)
-        assert result.exit_code == 0, result.output
-        assert "records of run" in result.output
-    records = read_records(out)
-    runs = list(dict.fromkeys(r["run_id"] for r in records))
-    assert len(records) == 5 and len(runs) == 2  # nothing lost, nothing merged
-    said = [r.getMessage() for r in caplog.records]  # what bench is doing, before each measurement
-    assert any(m.startswith("eager fp32 batch 2: measuring (0 warm-up + 2 timed") for m in said)
-    first = [r for r in records if r["run_id"] == runs[0]]
-    assert {(r["backend"], r["batch"]) for r in first} == {("eager", 1), ("eager", 2), ("trt", 1), ("trt", 2)}
-    assert all(r["weights"].startswith("random") for r in records)
-    assert all(r["video_per_s"] > 0 for r in records if r["backend"] == "eager")
-
-    result = CliRunner().invoke(cli, ["report", str(out)])
-    assert result.exit_code == 0 and f"run {runs[1]}" in result.output, result.output
-    assert (out / "report.md").is_file() and (out / "inference_throughput.png").is_file()
-    rendered = render_report(out)
-    md = rendered["markdown"].read_text()
-    rows = _table_rows(md, "Inference")
-    assert len(rows) == 1 and "run" not in rows[0] and f"Run `{runs[1]}`" in md and "1 earlier run" in md
-    latest = next(r for r in records if r["run_id"] == runs[1])
-    assert rows[0]["video/s"] == f"{latest['video_per_s']:,.1f}" and rows[0]["batch"] == "1"
-    _assert_plots_match_tables(rendered)
-
-    result = CliRunner().invoke(cli, ["report", str(out), "--all"])
-    assert result.exit_code == 0 and "2 runs" in result.output, result.output
-    rendered = render_report(out, all_runs=True)
-    rows = _table_rows(rendered["markdown"].read_text(), "Inference")
-    assert len(rows) == 5 and sorted(r["run"] for r in rows) == sorted([runs[0]] * 4 + [runs[1]])
-    _assert_plots_match_tables(rendered)
-    assert len(read_records(out)) == 5  # reporting changes nothing
-
-
 def test_report_marks_unstable_figures_and_ratios(tmp_path):
     recs = _sample_records()
     aoti = next(r for r in recs if r.get("backend") == "aoti" and r["batch"] == 1)
@@ -428,12 +260,12 @@ def test_report_marks_unstable_figures_and_ratios(tmp_path):
         r.setdefault("run_id", "r1")
     (tmp_path / "results.json").write_text(json.dumps(recs))
     md = render_report(tmp_path)["markdown"].read_text()
-    row = next(r for r in _table_rows(md, "Inference") if r["backend"] == "aoti" and r["batch"] == "1")
+    row = next(r for r in table_rows(md, "Inference") if r["backend"] == "aoti" and r["batch"] == "1")
     assert row["status"].startswith("ok, **unstable** [") and row["CV %"] == "35.0" and row["load"] == "5.1"
     assert row["p90/p50"] == "3.20" and row["× eager fp32"].startswith("2.00 [")
     assert "unstable: CV 35% > 10%; p90 3.2x p50 > 2x; load average 5.1 on 2 CPUs" in md
     assert "**Unstable: 1 of" in md and "and 1 ratios" in md
-    stable = next(r for r in _table_rows(md, "Inference") if r["backend"] == "eager" and r["batch"] == "1")
+    stable = next(r for r in table_rows(md, "Inference") if r["backend"] == "eager" and r["batch"] == "1")
     assert stable["status"] == "ok" and stable["p90/p50"] == "1.10"  # from the recorded percentiles
 
 
@@ -459,7 +291,7 @@ def test_plots_flag_the_rows_the_tables_flag(tmp_path):
     for section, png, ratio_col, value_col in (
             ("Inference", "inference_throughput.png", "× eager fp32", "video/s"),
             ("Training throughput", "train_throughput.png", "× fp32", "videos/s")):
-        rows = [r for r in _table_rows(md, section) if r["status"].startswith("ok")]
+        rows = [r for r in table_rows(md, section) if r["status"].startswith("ok")]
         bars = result["plotted"][png]
         assert len(bars) == len(rows)
         flagged_rows = sorted((r[value_col], "unstable" in r["status"], "[" in r[ratio_col]) for r in rows)
@@ -475,5 +307,5 @@ def test_plots_flag_the_rows_the_tables_flag(tmp_path):
     assert {b.label for b in loader} == {"dali\n4 DALI threads", "torch\n4 DataLoader workers"}
     assert [b.text for b in loader] == ["900.0", "250.0"]
     # Rounded as the table rounds: latency cells with 2 decimals, the same strings.
-    table_p50 = sorted(r["p50 ms"] for r in _table_rows(md, "Inference") if r["status"].startswith("ok"))
+    table_p50 = sorted(r["p50 ms"] for r in table_rows(md, "Inference") if r["status"].startswith("ok"))
     assert table_p50 == sorted(b.text for b in lat if b.series == "p50 (median)")

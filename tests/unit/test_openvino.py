@@ -1,13 +1,12 @@
-"""OpenVINO engines (engines/openvino.py): build, validate, load and run TRN and TPN on CPU, bf16 on a
-trained checkpoint, the CLI (build-engine, eval, predict, bench with the mmaction2 peer) and the
-``auto`` choice. 64 px, 4-8 frames, the real architectures; each engine is built once per module.
+"""OpenVINO engines (engines/openvino.py): build, validate, load and run TRN and TPN on CPU, bench
+with the mmaction2 peer and the ``auto`` choice. 64 px, 4-8 frames, the real architectures; each
+engine is built once per module. On a CLI-trained checkpoint: tests/e2e/test_openvino_cli.py.
 """
 from __future__ import annotations
 
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -16,7 +15,7 @@ import engines
 from engines.core import EngineError, EngineValidationError
 from fastvid.errors import BackendUnavailable
 
-from _helpers import CONFIG, REPO, SMALL, invoke, invoke_ok
+from _helpers import REPO, invoke_ok
 from _tiny import Tiny2D
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install fastvid[openvino])")
@@ -195,63 +194,6 @@ def test_threads_beside_a_loader_and_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(ov_backend.CACHE_ENV, "off")
     assert engines.load(path, CPU).runtime_info["cache_dir"] is None
     assert 1 <= engines.cpu_threads_beside_loader(8) <= engines.cpu_threads_beside_loader(0)
-
-
-# -- through the CLI, on a checkpoint trained with the demo's recipe ---------------------------------
-@pytest.fixture(scope="module")
-def tiny_trained(tmp_path_factory):
-    """``(root, checkpoint)``: TRN trained with the demo config (64 px, 4 segments) for 3 epochs on
-    a small 2-class set separable from any frame (colour vs grey object): confident logits,
-    unlike random weights, whose nearly flat logits make top-1 agreement meaningless."""
-    from fastvid.data.synth import synth_dataset
-
-    from _helpers import train_args
-
-    root = tmp_path_factory.mktemp("ov_separable")
-    synth_dataset(root, kind="frames", train=32, val=12, frames=8, size=(64, 64), seed=2,
-                  class_ids=[0, 32])
-    work = tmp_path_factory.mktemp("ov_trained")
-    invoke_ok(train_args(root, work, "--epochs", "3", "--batch-size", "8",
-                         "--set", "train.lr=0.01", "--set", "model.dropout=0.2"))
-    return root, work / "best.pt"
-
-
-def _eval(root, args: list[str], out) -> tuple[dict, np.ndarray]:
-    invoke_ok(["eval", "-c", CONFIG, "--data-root", str(root), "--loader", "torch", "--device", "cpu",
-               *SMALL, *args, "--out", str(out / "eval.json"), "--save-scores", str(out / "s.npy")])
-    return json.loads((out / "eval.json").read_text()), np.load(out / "s.npy")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16)])
-def test_cli_engine_from_trained_checkpoint_agrees_with_eager(tiny_trained, tmp_path, precision):
-    """build-engine --backend auto -> eval --engine and predict --engine agree with the checkpoint
-    (bf16: every val video's top-1, and its scores within the stated tolerance)."""
-    synth_frames, ckpt = tiny_trained
-    ckpt = str(ckpt)
-    engine = tmp_path / "trn"
-    out = invoke_ok(["build-engine", "-c", CONFIG, "--checkpoint", ckpt, "--backend", "auto",
-                     "--precision", precision, "--batch", "1", "--max-batch", "4",
-                     "--out", str(engine), "--device", "cpu", *SMALL])
-    assert f"openvino {precision}" in out and f"computes in {precision}" in out
-    engine = engine.with_suffix(".xml")
-    meta = json.loads(engines.meta_path(engine).read_text())
-    assert meta["validation"]["top1_agreement"] == 1.0  # seeded inputs, trained weights
-    (tmp_path / "c").mkdir()
-    (tmp_path / "e").mkdir()
-    ref, ref_scores = _eval(synth_frames, ["--checkpoint", ckpt, "--batch-size", "4"], tmp_path / "c")
-    got, scores = _eval(synth_frames, ["--engine", str(engine), "--batch-size", "4"], tmp_path / "e")
-    assert ref["num_videos"] == got["num_videos"] == len(scores) > 0
-    assert (scores.argmax(1) == ref_scores.argmax(1)).all()
-    assert np.abs(scores - ref_scores).max() <= (2e-2 if precision == "bf16" else 1e-4)
-    assert got["top1"] == ref["top1"]
-
-    name = (synth_frames / "val_videofolder.txt").read_text().split()[0]
-    res = invoke(["predict", str(synth_frames / "20bn-jester-v1" / name), "-c", CONFIG, "--engine",
-                  str(engine), "--device", "cpu", *SMALL, "--out", str(tmp_path / "p.json")])
-    assert res.exit_code == 0, res.output
-    pred = json.loads((tmp_path / "p.json").read_text())
-    assert pred["windows"][0]["topk"][0]["index"] == int(ref_scores[0].argmax())
 
 
 @pytest.mark.slow  # ~40 s on 2 busy cores: eager and mmaction2's TPN are timed

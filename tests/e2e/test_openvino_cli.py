@@ -1,0 +1,84 @@
+"""OpenVINO through the CLI on a checkpoint trained with the demo's recipe: build-engine --backend
+auto, then eval --engine and predict --engine agree with the checkpoint (fp32 and bf16)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import engines
+
+from _helpers import CONFIG, SMALL, invoke, invoke_ok
+
+pytest.importorskip("openvino", reason="openvino is not installed (pip install fastvid[openvino])")
+
+from engines import openvino as ov_backend  # noqa: E402  (after the skip: imports nothing heavy)
+
+_BF16_UNSUPPORTED = ov_backend.precision_unsupported("bf16", torch.device("cpu"))
+needs_bf16 = pytest.mark.skipif(_BF16_UNSUPPORTED is not None, reason=f"bf16 engines: {_BF16_UNSUPPORTED}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Compiled blobs go to a folder of this module, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(ov_backend.CACHE_ENV, str(tmp_path_factory.mktemp("ov_cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_trained(tmp_path_factory):
+    """``(root, checkpoint)``: TRN trained with the demo config (64 px, 4 segments) for 3 epochs on
+    a small 2-class set separable from any frame (colour vs grey object): confident logits,
+    unlike random weights, whose nearly flat logits make top-1 agreement meaningless."""
+    from fastvid.data.synth import synth_dataset
+
+    from _helpers import train_args
+
+    root = tmp_path_factory.mktemp("ov_separable")
+    synth_dataset(root, kind="frames", train=32, val=12, frames=8, size=(64, 64), seed=2,
+                  class_ids=[0, 32])
+    work = tmp_path_factory.mktemp("ov_trained")
+    invoke_ok(train_args(root, work, "--epochs", "3", "--batch-size", "8",
+                         "--set", "train.lr=0.01", "--set", "model.dropout=0.2"))
+    return root, work / "best.pt"
+
+
+def _eval(root, args: list[str], out) -> tuple[dict, np.ndarray]:
+    invoke_ok(["eval", "-c", CONFIG, "--data-root", str(root), "--loader", "torch", "--device", "cpu",
+               *SMALL, *args, "--out", str(out / "eval.json"), "--save-scores", str(out / "s.npy")])
+    return json.loads((out / "eval.json").read_text()), np.load(out / "s.npy")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16)])
+def test_cli_engine_from_trained_checkpoint_agrees_with_eager(tiny_trained, tmp_path, precision):
+    """build-engine --backend auto -> eval --engine and predict --engine agree with the checkpoint
+    (bf16: every val video's top-1, and its scores within the stated tolerance)."""
+    synth_frames, ckpt = tiny_trained
+    ckpt = str(ckpt)
+    engine = tmp_path / "trn"
+    out = invoke_ok(["build-engine", "-c", CONFIG, "--checkpoint", ckpt, "--backend", "auto",
+                     "--precision", precision, "--batch", "1", "--max-batch", "4",
+                     "--out", str(engine), "--device", "cpu", *SMALL])
+    assert f"openvino {precision}" in out and f"computes in {precision}" in out
+    engine = engine.with_suffix(".xml")
+    meta = json.loads(engines.meta_path(engine).read_text())
+    assert meta["validation"]["top1_agreement"] == 1.0  # seeded inputs, trained weights
+    (tmp_path / "c").mkdir()
+    (tmp_path / "e").mkdir()
+    ref, ref_scores = _eval(synth_frames, ["--checkpoint", ckpt, "--batch-size", "4"], tmp_path / "c")
+    got, scores = _eval(synth_frames, ["--engine", str(engine), "--batch-size", "4"], tmp_path / "e")
+    assert ref["num_videos"] == got["num_videos"] == len(scores) > 0
+    assert (scores.argmax(1) == ref_scores.argmax(1)).all()
+    assert np.abs(scores - ref_scores).max() <= (2e-2 if precision == "bf16" else 1e-4)
+    assert got["top1"] == ref["top1"]
+
+    name = (synth_frames / "val_videofolder.txt").read_text().split()[0]
+    res = invoke(["predict", str(synth_frames / "20bn-jester-v1" / name), "-c", CONFIG, "--engine",
+                  str(engine), "--device", "cpu", *SMALL, "--out", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output
+    pred = json.loads((tmp_path / "p.json").read_text())
+    assert pred["windows"][0]["topk"][0]["index"] == int(ref_scores[0].argmax())
