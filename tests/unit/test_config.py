@@ -8,6 +8,7 @@ import yaml
 
 from fastvid.config import (Config, ConfigError, apply_overrides, config_from_dict, load_config,
                             save_config)
+from fastvid.models import model_specs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -15,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / name)
-    assert cfg.model_name in ("trn_bninception", "tpn_slowonly_r50", "tpn_tsm_r50")
+    assert cfg.model_name in {spec.name for spec in model_specs()}
 
 
 def test_trn_jester_recipe_values():

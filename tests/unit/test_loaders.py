@@ -26,6 +26,8 @@ CPU = torch.device("cpu")
 # torchvision 0.29 deprecates its JPEG decoder in favour of torchcodec (not installed here).
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
+# Named with their marks (the dali mark skips where nvidia-dali is missing, and the GPU check
+# selects DALI's tests by it); test_every_cpu_loader_of_the_registry_is_tested keeps it whole.
 BACKENDS = ["torch", pytest.param("dali-cpu", marks=pytest.mark.dali)]
 H, W, S, SCALE = 48, 64, 32, 40  # frame size, crop, test short side
 MEAN, STD = [104.0, 117.0, 128.0], [1.0, 1.0, 1.0]
@@ -247,6 +249,16 @@ def test_resolve_loader_name(monkeypatch):
     for name in ("dali", "dali-cpu"):
         with pytest.raises(BackendUnavailable, match="nvidia-dali"):
             resolve_loader_name(name, CPU)
+
+
+def test_every_cpu_loader_of_the_registry_is_tested():
+    """A registered backend that can load for a CPU target here is one of BACKENDS (the
+    contract tests above run on each of them)."""
+    from fastvid.loaders import loader_backends
+
+    tested = {p if isinstance(p, str) else p.values[0] for p in BACKENDS}
+    here = {b.name for b in loader_backends() if b.unavailable_reason(CPU) is None}
+    assert here <= tested, f"add {sorted(here - tested)} to BACKENDS"
 
 
 def test_auto_picks_a_loader_that_decodes_the_lists_codecs(tmp_path, monkeypatch, caplog):

@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 # -- model specs ---------------------------------------------------------------------------------
 def test_every_video_model_has_a_spec_that_matches_the_model():
     specs = {s.name: s for s in model_specs()}
-    assert set(specs) == {"trn_bninception", "tpn_slowonly_r50", "tpn_tsm_r50"}
+    assert {"trn_bninception", "tpn_slowonly_r50", "tpn_tsm_r50"} <= set(specs)  # the shipped families
     for name, spec in specs.items():
         model = create_model(name, num_classes=3, num_segments=4)
         assert model.spec is spec and getattr(model, "input_layout", spec.input_layout) == spec.input_layout
