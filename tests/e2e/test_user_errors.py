@@ -110,8 +110,9 @@ def test_class_count_inferred_for_mmaction2_tpn_and_tsn():
 def _fake_engine(trn_engine: Path, dest: Path, backend: str, payload: bytes) -> Path:
     """A damaged artifact next to a valid description (as a half-copied engine folder has)."""
     meta = json.loads(Path(f"{trn_engine}.json").read_text())
-    ext = {"aoti": ".pt2", "onnx": ".onnx"}[backend]
-    artifact = dest / f"trn{ext}"
+    from engines.backends import engine_backend
+
+    artifact = dest / f"trn{engine_backend(backend).extension}"
     meta.update(backend=backend, artifact=artifact.name)
     Path(f"{artifact}.json").write_text(json.dumps(meta))
     artifact.write_bytes(payload)
