@@ -1,5 +1,6 @@
 """OpenVINO through the CLI on a checkpoint trained with the demo's recipe: build-engine --backend
-auto, then eval --engine and predict --engine agree with the checkpoint (fp32 and bf16)."""
+auto, then eval --engine and predict --engine agree with the checkpoint (fp32 and bf16); `fastvid
+bench` times an OpenVINO engine beside eager and mmaction2's own TPN."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ import torch
 
 import engines
 
-from _helpers import CONFIG, SMALL, invoke, invoke_ok
+from _engine_models import CLASSES, RGB_MEAN, RGB_STD, SIZE, tpn  # noqa: F401 - fixture
+from _helpers import CONFIG, REPO, SMALL, invoke, invoke_ok
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install fastvid[openvino])")
 
@@ -82,3 +84,39 @@ def test_cli_engine_from_trained_checkpoint_agrees_with_eager(tiny_trained, tmp_
     assert res.exit_code == 0, res.output
     pred = json.loads((tmp_path / "p.json").read_text())
     assert pred["windows"][0]["topk"][0]["index"] == int(ref_scores[0].argmax())
+
+
+@pytest.fixture(scope="module")
+def tpn_xml(tpn, tmp_path_factory):
+    """TPN-SlowOnly's OpenVINO engine at the bench's input (64 px, 8 frames)."""
+    out = tmp_path_factory.mktemp("tpn_ov") / "tpn"
+    return engines.build_engine(tpn, torch.zeros(1, 3, 8, SIZE, SIZE), "openvino", "fp32", batch=1,
+                                max_batch=4, out_path=out,
+                                meta={"model_name": "tpn_slowonly_r50", "mean": RGB_MEAN, "std": RGB_STD})
+
+
+@pytest.mark.slow  # ~40 s on 2 busy cores: eager and mmaction2's TPN are timed
+def test_cli_bench_openvino_beside_eager_and_the_mmaction2_peer(tpn_xml, tmp_path):
+    """One bench call: eager, mmaction2's own TPN and the OpenVINO engine, with the precision the
+    runtime computes in and the ratios to both baselines."""
+    from bench.peers import peer_unavailable
+
+    if peer_unavailable("tpn_slowonly_r50", "fp32"):
+        pytest.skip(peer_unavailable("tpn_slowonly_r50", "fp32"))
+    cfg = str(REPO / "configs" / "tpn_slowonly_r50_k400.yaml")
+    invoke_ok(["bench", "-c", cfg, "--device", "cpu", "--set", f"data.image_size={SIZE}",
+               "--set", f"model.num_classes={CLASSES}", "--engine", str(tpn_xml),
+               "--backends", "eager,mmaction2", "--batch", "1", "--iters", "1", "--warmup", "0",
+               "--out", str(tmp_path)])
+    recs = {r["backend"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert {"eager", "mmaction2", "openvino"} <= set(recs)
+    assert all(r["status"] == "ok" for r in recs.values()), recs
+    peer, ov = recs["mmaction2"], recs["openvino"]
+    assert peer["peer"].startswith("mmaction2 1.2") and "Recognizer3D" in peer["peer"]
+    assert peer["peer_max_abs_diff"] < 1e-3  # the same function, fastvid's weights
+    assert ov["precision_used"] == "fp32" and ov["runtime"]["inference_precision"] == "fp32"
+    assert ov["ratio_to_peer"] == pytest.approx(ov["video_per_s"] / peer["video_per_s"], rel=1e-2)
+    assert recs["eager"]["ratio_to_peer"] > 0
+    invoke_ok(["report", str(tmp_path)])
+    report = (tmp_path / "report.md").read_text()
+    assert "× mmaction2" in report and "fp32 (runtime fp32)" in report

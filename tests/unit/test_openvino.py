@@ -1,6 +1,7 @@
-"""OpenVINO engines (engines/openvino.py): build, validate, load and run TRN and TPN on CPU, bench
-with the mmaction2 peer and the ``auto`` choice. 64 px, 4-8 frames, the real architectures; each
-engine is built once per module. On a CLI-trained checkpoint: tests/e2e/test_openvino_cli.py.
+"""OpenVINO engines (engines/openvino.py): build, validate, load and run TRN and TPN on CPU, the
+bench's peer rule and the ``auto`` choice. 64 px, 4-8 frames, the real architectures; each engine
+is built once per module. Through the CLI (trained checkpoint, bench beside the mmaction2 peer):
+tests/e2e/test_openvino_cli.py.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import engines
 from engines.core import EngineError, EngineValidationError
 from fastvid.errors import BackendUnavailable
 
-from _helpers import REPO, invoke_ok
 from _tiny import Tiny2D
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install fastvid[openvino])")
@@ -194,33 +194,6 @@ def test_threads_beside_a_loader_and_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(ov_backend.CACHE_ENV, "off")
     assert engines.load(path, CPU).runtime_info["cache_dir"] is None
     assert 1 <= engines.cpu_threads_beside_loader(8) <= engines.cpu_threads_beside_loader(0)
-
-
-@pytest.mark.slow  # ~40 s on 2 busy cores: eager and mmaction2's TPN are timed
-def test_cli_bench_openvino_beside_eager_and_the_mmaction2_peer(tpn_xml, tmp_path):
-    """One bench call: eager, mmaction2's own TPN and the OpenVINO engine, with the precision the
-    runtime computes in and the ratios to both baselines."""
-    from bench.peers import peer_unavailable
-
-    if peer_unavailable("tpn_slowonly_r50", "fp32"):
-        pytest.skip(peer_unavailable("tpn_slowonly_r50", "fp32"))
-    cfg = str(REPO / "configs" / "tpn_slowonly_r50_k400.yaml")
-    invoke_ok(["bench", "-c", cfg, "--device", "cpu", "--set", f"data.image_size={SIZE}",
-               "--set", f"model.num_classes={CLASSES}", "--engine", str(tpn_xml),
-               "--backends", "eager,mmaction2", "--batch", "1", "--iters", "1", "--warmup", "0",
-               "--out", str(tmp_path)])
-    recs = {r["backend"]: r for r in json.loads((tmp_path / "results.json").read_text())}
-    assert {"eager", "mmaction2", "openvino"} <= set(recs)
-    assert all(r["status"] == "ok" for r in recs.values()), recs
-    peer, ov = recs["mmaction2"], recs["openvino"]
-    assert peer["peer"].startswith("mmaction2 1.2") and "Recognizer3D" in peer["peer"]
-    assert peer["peer_max_abs_diff"] < 1e-3  # the same function, fastvid's weights
-    assert ov["precision_used"] == "fp32" and ov["runtime"]["inference_precision"] == "fp32"
-    assert ov["ratio_to_peer"] == pytest.approx(ov["video_per_s"] / peer["video_per_s"], rel=1e-2)
-    assert recs["eager"]["ratio_to_peer"] > 0
-    invoke_ok(["report", str(tmp_path)])
-    report = (tmp_path / "report.md").read_text()
-    assert "× mmaction2" in report and "fp32 (runtime fp32)" in report
 
 
 def test_bench_peer_is_skipped_with_the_reason_for_models_without_one():
