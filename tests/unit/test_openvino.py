@@ -10,7 +10,6 @@ import os
 
 import pytest
 import torch
-import torch.nn as nn
 
 import engines
 from engines.core import EngineError, EngineValidationError
@@ -23,9 +22,6 @@ pytest.importorskip("openvino", reason="openvino is not installed (pip install f
 from engines import openvino as ov_backend  # noqa: E402  (after the skip: imports nothing heavy)
 
 CPU = torch.device("cpu")
-SIZE, CLASSES, MAX_BATCH = 64, 5, 4
-BGR = {"mean": [104.0, 117.0, 128.0], "std": [1.0, 1.0, 1.0]}
-RGB = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 
 
 def _bf16_skip_reason() -> str | None:
@@ -46,83 +42,6 @@ def _private_cache(tmp_path_factory):
         os.environ.pop(ov_backend.CACHE_ENV, None)
     else:
         os.environ[ov_backend.CACHE_ENV] = old
-
-
-def _model(name: str, **kwargs) -> nn.Module:
-    from fastvid.models import create_model
-
-    torch.manual_seed(0)
-    return create_model(name, num_classes=CLASSES, **kwargs).eval()
-
-
-@pytest.fixture(scope="module")
-def trn() -> nn.Module:
-    return _model("trn_bninception", num_segments=4, consensus="trn_multiscale")
-
-
-@pytest.fixture(scope="module")
-def trn_xml(trn, tmp_path_factory):
-    out = tmp_path_factory.mktemp("trn_ov") / "trn"
-    return engines.build_engine(trn, torch.zeros(1, 4, 3, SIZE, SIZE), "openvino", "fp32", batch=1,
-                                max_batch=MAX_BATCH, out_path=out,
-                                meta={"model_name": "trn_bninception", **BGR})
-
-
-@pytest.fixture(scope="module")
-def tpn() -> nn.Module:
-    return _model("tpn_slowonly_r50")
-
-
-@pytest.fixture(scope="module")
-def tpn_xml(tpn, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tpn_ov") / "tpn"
-    return engines.build_engine(tpn, torch.zeros(1, 3, 8, SIZE, SIZE), "openvino", "fp32", batch=1,
-                                max_batch=MAX_BATCH, out_path=out,
-                                meta={"model_name": "tpn_slowonly_r50", **RGB})
-
-
-def _check_engine(path, model: nn.Module, sample: tuple[int, ...], precision: str, tol: float) -> dict:
-    """The saved IR pair, its JSON, and the reloaded engine against eager at batch 1 and 3."""
-    assert path.suffix == ".xml" and path.with_suffix(".bin").is_file()
-    meta = json.loads(engines.meta_path(path).read_text())
-    assert meta["backend"] == "openvino" and meta["precision"] == precision and meta["valid"]
-    assert meta["input_dtype"] == "float32"  # the runtime applies the precision, not the graph
-    assert meta["runtime"]["inference_precision"] == precision  # read back from the compiled model
-    assert meta["validation"]["tolerance_rel"] == ov_backend.TOLERANCES[precision]
-    assert meta["validation"]["rel_err"] <= tol
-    eng = engines.load(path, CPU)
-    gen = torch.Generator().manual_seed(3)
-    for batch in (1, 3):  # LATENCY model (static batch 1), THROUGHPUT streams (batch split)
-        x = torch.randn(batch, *sample, generator=gen)
-        with torch.no_grad():
-            ref = model(x)
-        got = eng(x)
-        assert got.shape == ref.shape and got.dtype == torch.float32
-        assert float((got - ref).abs().max() / ref.abs().max()) <= tol
-    info = eng.runtime_info
-    assert set(info["compiled"]) == {"LATENCY", "THROUGHPUT"}
-    assert all(c["inference_precision"] == precision for c in info["compiled"].values())
-    with pytest.raises(EngineError, match=r"B in \[1,4\]"):
-        eng(torch.zeros(MAX_BATCH + 1, *sample))
-    return meta
-
-
-def test_trn_openvino_fp32_matches_eager_within_1e_4(trn, trn_xml):
-    meta = _check_engine(trn_xml, trn, (4, 3, SIZE, SIZE), "fp32", 1e-4)
-    assert meta["batch_range"] == [1, MAX_BATCH] and meta["validation"]["top1_agreement"] == 1.0
-
-
-def test_tpn_slowonly_openvino_fp32_matches_eager_within_1e_4(tpn, tpn_xml):
-    _check_engine(tpn_xml, tpn, (3, 8, SIZE, SIZE), "fp32", 1e-4)
-
-
-@needs_bf16
-@pytest.mark.slow
-def test_tpn_slowonly_openvino_bf16(tpn, tmp_path):
-    path = engines.build_engine(tpn, torch.zeros(1, 3, 8, SIZE, SIZE), "openvino", "bf16", batch=1,
-                                max_batch=MAX_BATCH, out_path=tmp_path / "tpn_bf16", meta=dict(RGB))
-    meta = _check_engine(path, tpn, (3, 8, SIZE, SIZE), "bf16", ov_backend.TOLERANCES["bf16"])
-    assert meta["validation"]["rel_err"] > 1e-6  # it did compute in bf16, not silently in fp32
 
 
 def test_bf16_refused_in_one_line_where_the_cpu_lacks_it(monkeypatch):
