@@ -90,13 +90,17 @@ def test_cli_engine_from_trained_checkpoint_agrees_with_eager(tiny_trained, tmp_
     assert pred["windows"][0]["topk"][0]["index"] == int(ref_scores[0].argmax())
 
 
+def _fp32_xml(model: nn.Module, sample: tuple[int, ...], folder, mean: list, std: list):
+    """``model``'s fp32 OpenVINO engine for inputs ``(B, *sample)``, B in [1, MAX_BATCH]."""
+    return engines.build_engine(model, torch.zeros(1, *sample), "openvino", "fp32", batch=1,
+                                max_batch=MAX_BATCH, out_path=folder / "engine",
+                                meta={"model_name": model.spec.name, "mean": mean, "std": std})
+
+
 @pytest.fixture(scope="module")
 def tpn_xml(tpn, tmp_path_factory):
     """TPN-SlowOnly's OpenVINO engine at the bench's input (64 px, 8 frames)."""
-    out = tmp_path_factory.mktemp("tpn_ov") / "tpn"
-    return engines.build_engine(tpn, torch.zeros(1, 3, 8, SIZE, SIZE), "openvino", "fp32", batch=1,
-                                max_batch=MAX_BATCH, out_path=out,
-                                meta={"model_name": "tpn_slowonly_r50", "mean": RGB_MEAN, "std": RGB_STD})
+    return _fp32_xml(tpn, (3, 8, SIZE, SIZE), tmp_path_factory.mktemp("tpn_ov"), RGB_MEAN, RGB_STD)
 
 
 @pytest.mark.slow  # ~40 s on 2 busy cores: eager and mmaction2's TPN are timed
@@ -128,10 +132,7 @@ def test_cli_bench_openvino_beside_eager_and_the_mmaction2_peer(tpn_xml, tmp_pat
 
 @pytest.fixture(scope="module")
 def trn_xml(trn, tmp_path_factory):
-    out = tmp_path_factory.mktemp("trn_ov") / "trn"
-    return engines.build_engine(trn, torch.zeros(1, 4, 3, SIZE, SIZE), "openvino", "fp32", batch=1,
-                                max_batch=MAX_BATCH, out_path=out,
-                                meta={"model_name": "trn_bninception", "mean": BGR_MEAN, "std": BGR_STD})
+    return _fp32_xml(trn, (4, 3, SIZE, SIZE), tmp_path_factory.mktemp("trn_ov"), BGR_MEAN, BGR_STD)
 
 
 def _check_engine(path, model: nn.Module, sample: tuple[int, ...], precision: str, tol: float) -> dict:
