@@ -62,6 +62,9 @@ class ModelSpec:
         classifier: Module names whose ``weight`` has one row per class, most specific first
             (the first one present in a state dict gives its class count).
         config_keys: ``ModelConfig`` fields the constructor takes (besides ``num_classes``).
+        arch_keys: Those of :attr:`config_keys` that fix the architecture (another value gives
+            other weights or another computation, e.g. TRN's ``consensus``): a checkpoint
+            trained with other values is refused, naming them (``dropout`` is not one).
         class_rows: Regular expressions over module names: the first that matches a module of
             the built model names every ``Linear`` with one output row per class (all of
             TRN's relation scales, TPN's head and auxiliary head), the rows a foreign
@@ -87,6 +90,7 @@ class ModelSpec:
     num_frames: int = 8
     sampling: str = "tsn"
     config_keys: tuple[str, ...] = field(default=())
+    arch_keys: tuple[str, ...] = field(default=())
     class_rows: tuple[str, ...] = field(default=())
     validate_config: Optional[Callable[[Any], None]] = field(default=None, compare=False)
 
@@ -95,6 +99,8 @@ class ModelSpec:
             raise ValueError(f"{self.name}: input_layout must be one of {LAYOUTS}, got {self.input_layout!r}")
         if self.color not in ("BGR", "RGB"):
             raise ValueError(f"{self.name}: color must be BGR or RGB, got {self.color!r}")
+        if not set(self.arch_keys) <= set(self.config_keys):
+            raise ValueError(f"{self.name}: arch_keys {self.arch_keys} must be among config_keys")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"{self.name}: sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
 

@@ -328,7 +328,8 @@ def _torchvision_to_convmodule(key: str) -> str:
 _TPN_SPEC = dict(arch="tpn", color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_size=224,
                  num_frames=8, classifier=("cls_head.fc_cls",),
                  class_rows=(r"cls_head\.fc_cls|neck\.aux_head\.fc",),
-                 config_keys=("num_segments", "dropout", "aux_loss_weight"))
+                 config_keys=("num_segments", "dropout", "aux_loss_weight"),
+                 arch_keys=("num_segments",))
 
 
 @register_model(backbone="resnet3d_slowonly50", input_layout="NCTHW", sampling="dense", **_TPN_SPEC)

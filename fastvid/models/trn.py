@@ -407,6 +407,7 @@ def validate_trn_config(cfg: Any) -> None:
                             r"new_fc", r"base_model\.fc"),
                 config_keys=("num_segments", "consensus", "img_feature_dim", "dropout",
                              "subsample_num", "partial_bn"),
+                arch_keys=("consensus", "num_segments", "img_feature_dim", "subsample_num"),
                 validate_config=validate_trn_config)
 def trn_bninception(num_classes: int, num_segments: int = 8, consensus: str = "trn_multiscale",
                     img_feature_dim: int = 256, dropout: float = 0.8, subsample_num: int = 3,

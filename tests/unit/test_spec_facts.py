@@ -149,6 +149,21 @@ def test_the_layout_to_memory_format_rule_is_one_function():
     assert memory_format(Bare()) is torch.channels_last_3d
 
 
+def test_a_checkpoint_is_checked_on_the_spec_arch_keys_only(registry):
+    from fastvid.checkpoint import CheckpointError, check_config_matches
+
+    cfg = Config()
+    saved = {"model": {**cfg.to_dict()["model"], "dropout": 0.5}}
+    check_config_matches(saved, cfg, "a.pt")  # dropout does not change the architecture
+    saved["model"]["img_feature_dim"] = 128
+    with pytest.raises(CheckpointError, match="model.img_feature_dim: checkpoint 128 vs config 256"):
+        check_config_matches(saved, cfg, "a.pt")
+    _register_tiny(registry, config_keys=("dropout",), arch_keys=("dropout",))
+    tiny = apply_overrides(Config(), ["model.arch=tiny", "model.backbone=tiny3d", "model.dropout=0.1"])
+    with pytest.raises(CheckpointError, match="model.dropout: checkpoint 0.5 vs config 0.1"):
+        check_config_matches({"model": {**tiny.to_dict()["model"], "dropout": 0.5}}, tiny, "t.pt")
+
+
 def test_a_spec_refuses_an_unknown_sampling():
     with pytest.raises(ValueError, match="sampling must be one of"):
         ModelSpec(name="x", arch="x", backbone="x", input_layout="NTCHW", color="RGB",
