@@ -226,17 +226,12 @@ def apply_checkpoint_geometry(cfg: Any, raw: Mapping[str, Any], overrides: Itera
     return replace(cfg, **taken) if taken else cfg
 
 
-_ARCH_KEYS = ("arch", "backbone", "consensus", "num_segments", "img_feature_dim", "subsample_num")
-
-
 def check_config_matches(ckpt_cfg: dict[str, Any], cfg: Any, where: str) -> None:
-    """Refuse a checkpoint whose model architecture differs from the config's, naming the keys."""
+    """Refuse a checkpoint whose model architecture differs from the config's, naming the keys:
+    ``model.arch``, ``model.backbone`` and the configured model's ``spec.arch_keys``."""
     saved = ckpt_cfg.get("model", {}) if isinstance(ckpt_cfg, dict) else {}
     diffs = []
-    for key in _ARCH_KEYS:
-        # arch and backbone always; the rest only where the configured model is built from them
-        if key not in ("arch", "backbone") and key not in cfg.spec.config_keys:
-            continue
+    for key in ("arch", "backbone", *cfg.spec.arch_keys):
         if key in saved and saved[key] != getattr(cfg.model, key):
             diffs.append(f"model.{key}: checkpoint {saved[key]!r} vs config {getattr(cfg.model, key)!r}")
     if diffs:

@@ -3,6 +3,13 @@
 A config file is flat-ish YAML with three sections (``model``, ``data``, ``train``) shaped like the
 seed's ``jester_config.yaml``. Unknown keys are an error naming the key (and the file); the resolved
 config is written into every run directory so a run can be reproduced from its folder alone.
+
+The model's facts are its registered spec's (:class:`fastvid.models.ModelSpec`): crop
+(``data.image_size``), frames (``model.num_segments``, ``data.clip_len``) and
+``data.sampling`` are unset (None) by default and resolved from the spec of the configured
+``model.arch`` / ``model.backbone`` (:func:`resolve_spec_defaults`); a value set in the YAML,
+with ``--set`` or taken from a checkpoint wins. A model family's own keys are checked by its
+spec's ``validate_config``; this module knows no family's rules.
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ __all__ = [
     "save_config",
     "model_name",
     "model_spec",
+    "resolve_spec_defaults",
+    "SPEC_DEFAULTS",
 ]
 
 
@@ -36,7 +45,7 @@ class ModelConfig:
     backbone: str = "bninception"  # the registered pairs: fastvid.models.model_specs()
     consensus: str = "trn_multiscale"  # avg | trn | trn_multiscale (TRN only)
     num_classes: Optional[int] = None  # default: from categories.txt or the checkpoint
-    num_segments: int = 8  # TSN segments (TRN, TSM); frames per clip for 2D models
+    num_segments: Optional[int] = None  # TSN segments (TRN, TSM); default: the spec's num_frames
     subsample_num: int = 3  # TRN multi-scale: relations sampled per scale
     img_feature_dim: int = 256  # TRN: per-frame feature size fed to the relation head
     dropout: float = 0.8
@@ -54,13 +63,13 @@ class DataConfig:
     frames_dir: str = "20bn-jester-v1"  # frame folders live here (Jester layout)
     videos_dir: str = ""  # video paths in lists are relative to ROOT/videos_dir
     frame_tmpl: str = "{:05d}.jpg"
-    image_size: int = 224  # crop fed to the network
+    image_size: Optional[int] = None  # crop fed to the network; default: the spec's crop_size
     scale_size: int = 256  # short side before the crop at test time
     train_aug: str = "multiscale"  # multiscale (TSN corner crops) | random_resized_crop
     flip: bool = False  # off for Jester: it swaps left/right gesture classes
     flip_label_map: Optional[dict] = None  # {class_index: mirrored_class_index} when flipping
-    sampling: str = "tsn"  # tsn (sparse segments) | dense (TPN clips)
-    clip_len: int = 8  # dense sampling: frames per clip
+    sampling: Optional[str] = None  # tsn (sparse segments) | dense (clips); default: the spec's
+    clip_len: Optional[int] = None  # dense sampling: frames per clip; default: the spec's num_frames
     frame_interval: int = 8  # dense sampling: stride between sampled frames
     test_clips: int = 1
     test_crops: int = 1  # 1 (centre) | 3 | 10
@@ -98,9 +107,19 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    """A run's configuration. Built through :func:`load_config`, :func:`config_from_dict`,
+    :func:`apply_overrides`, :func:`replace` or ``Config()``, its :data:`SPEC_DEFAULTS` keys
+    always hold concrete values (the model spec's where nothing else set them)."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # Keys whose value is the spec's default rather than one a user set: they follow the
+        # model when model.arch / model.backbone change later (an override, replace()).
+        self._from_spec: set[str] = set()
+        resolve_spec_defaults(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +162,35 @@ def model_spec(model_cfg: ModelConfig) -> Any:
         return find_model(model_cfg.arch, model_cfg.backbone)
     except UnknownModel as exc:
         raise ConfigError(str(exc)) from None
+
+
+#: Config keys that default to a fact of the configured model's spec: key -> spec attribute.
+SPEC_DEFAULTS: dict[str, str] = {
+    "data.image_size": "crop_size",
+    "model.num_segments": "num_frames",
+    "data.clip_len": "num_frames",
+    "data.sampling": "sampling",
+}
+
+
+def resolve_spec_defaults(cfg: Config) -> Config:
+    """Fill each :data:`SPEC_DEFAULTS` key that is unset, or still holds an earlier spec's
+    default, from the configured model's spec; returns ``cfg`` (changed in place).
+
+    Raises:
+        ConfigError: ``model.arch`` / ``model.backbone`` name no registered model.
+    """
+    from_spec: set[str] = cfg.__dict__.setdefault("_from_spec", set())
+    pending = [k for k in SPEC_DEFAULTS
+               if k in from_spec or getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) is None]
+    if not pending:
+        return cfg
+    spec = model_spec(cfg.model)
+    for dotted in pending:
+        section, key = dotted.split(".")
+        setattr(getattr(cfg, section), key, getattr(spec, SPEC_DEFAULTS[dotted]))
+        from_spec.add(dotted)
+    return cfg
 
 
 def model_name(model_cfg: ModelConfig) -> str:
@@ -233,11 +281,16 @@ def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
     if key not in hints:
         known = ", ".join(f.name for f in fields(obj))
         raise ConfigError(f"{source}: unknown config key '{dotted}'; {section} keys: {known}")
-    setattr(obj, key, _coerce(value, hints[key], dotted, source))
+    value = _coerce(value, hints[key], dotted, source)
+    setattr(obj, key, value)
+    from_spec: set[str] = cfg.__dict__.setdefault("_from_spec", set())
+    if value is not None:
+        from_spec.discard(dotted)  # a value someone set: it stays when the model changes
+    elif dotted in SPEC_DEFAULTS:
+        from_spec.add(dotted)  # null: back to the spec's default
 
 
 _CHOICES = {
-    "model.consensus": ("avg", "trn", "trn_multiscale"),
     "model.average_clips": ("prob", "score"),
     "data.format": (None, "frames", "videos"),
     "data.train_aug": ("multiscale", "random_resized_crop"),
@@ -249,16 +302,17 @@ _CHOICES = {
 
 
 def _validate(cfg: Config, source: str) -> None:
+    try:
+        spec = model_spec(cfg.model)
+        resolve_spec_defaults(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     for dotted, choices in _CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             shown = ", ".join(str(c) for c in choices if c is not None)
             raise ConfigError(f"{source}: '{dotted}' is {value!r}; expected one of {shown}")
-    try:
-        model_spec(cfg.model)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
     positive = ["model.num_segments", "train.epochs", "train.batch_size", "data.image_size",
                 "data.clip_len", "data.frame_interval", "data.test_clips"]
     for dotted in positive:
@@ -271,6 +325,11 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: 'train.warmup_epochs' must be >= 0")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"{source}: 'model.dropout' must be in [0, 1)")
+    if spec.validate_config is not None:
+        try:
+            spec.validate_config(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Config:
@@ -318,6 +377,6 @@ def replace(cfg: Config, **sections: Mapping[str, Any]) -> Config:
     for section, values in sections.items():
         for key, value in values.items():
             _set(out, f"{section}.{key}", value, "replace()")
-    return out
+    return resolve_spec_defaults(out)
 
 

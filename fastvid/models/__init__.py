@@ -6,6 +6,10 @@ Every video model takes the batch contract's input -- ``(N, T, C, H, W)`` for 2D
 ``(logits, aux_logits)``; use :func:`split_outputs` to read either form. Each registered video
 model carries a :class:`ModelSpec` (layout, normalisation, crop, frames, classifier), which the
 rest of fastvid reads instead of testing model names.
+
+Every family module is imported here, after the registry (as timm's ``models/__init__.py``):
+importing ``fastvid.models`` registers them all, and ``_registry`` imports no model file, so
+there is no import circle. A new family is its model file + one import line below.
 """
 from __future__ import annotations
 
@@ -16,13 +20,16 @@ import torch
 from fastvid.errors import WeightsError
 
 from ._registry import (ModelSpec, UnknownModel, config_kwargs, create_model, find_model,
-                        get_model_spec, input_layout, list_models, memory_format, model_specs,
-                        register_model)
+                        get_model_spec, input_layout, layout_memory_format, list_models,
+                        memory_format, model_specs, register_model)
 from .weights import load_pretrained, load_weights, read_state_dict
+
+# The families register themselves on import.
+from . import bninception, tpn, trn  # noqa: E402,F401  (after the registry they import)
 
 __all__ = ["ModelSpec", "UnknownModel", "create_model", "list_models", "register_model",
            "get_model_spec", "find_model", "model_specs", "input_layout", "memory_format",
-           "load_weights",
+           "layout_memory_format", "load_weights",
            "load_pretrained", "read_state_dict", "WeightsError", "split_outputs",
            "create_model_from_config", "to_channels_last"]
 

@@ -10,11 +10,17 @@ Loaders (layout, normalisation), training (memory format), checkpoints (input sh
 count), engines and benchmarks read the spec -- ``model.spec`` on a model built by
 :func:`create_model`, or :func:`get_model_spec` / :func:`find_model` for a name -- and never
 test a backbone name themselves. The config's allowed ``model.arch`` / ``model.backbone`` pairs
-are the registered specs.
+are the registered specs; the config's crop, frames and sampling default to the spec's, and a
+family's own keys are checked by its spec's ``validate_config``.
+
+This module imports no model file (as timm's ``_registry.py``): ``fastvid/models/__init__.py``
+imports every family after it, so importing any part of ``fastvid.models`` registers them all,
+and a plugin module (``FASTVID_PLUGINS``) registers more the same way.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import inspect
 from typing import Any, Callable, Optional
 
 import torch
@@ -23,10 +29,11 @@ import torch.nn as nn
 from fastvid.errors import FastvidError
 
 __all__ = ["ModelSpec", "register_model", "create_model", "list_models", "get_model_spec",
-           "find_model", "model_specs", "input_layout", "memory_format", "config_kwargs",
-           "UnknownModel"]
+           "find_model", "model_specs", "input_layout", "memory_format", "layout_memory_format",
+           "config_kwargs", "UnknownModel", "LAYOUTS", "SAMPLINGS"]
 
 LAYOUTS = ("NTCHW", "NCTHW")
+SAMPLINGS = ("tsn", "dense")
 
 
 class UnknownModel(FastvidError, ValueError):
@@ -45,15 +52,30 @@ class ModelSpec:
             ``NCTHW`` (3D model over a clip).
         color: Channel order the weights expect (``BGR`` or ``RGB``), values 0-255.
         mean, std: Per-channel normalisation in 0-255 units, in ``color`` order.
-        crop_size: The crop the published recipes train and test at.
-        num_frames: Default segments (2D) or clip length (3D).
+        crop_size: The crop the published recipes train and test at: ``data.image_size``
+            when the config does not set it.
+        num_frames: Default segments (2D) or clip length (3D): ``model.num_segments`` and
+            ``data.clip_len`` when the config does not set them.
+        sampling: How the published recipe samples a view's frames: ``tsn`` (one frame per
+            segment, TSN/TSM) or ``dense`` (``clip_len`` frames ``frame_interval`` apart,
+            SlowOnly): ``data.sampling`` when the config does not set it.
         classifier: Module names whose ``weight`` has one row per class, most specific first
             (the first one present in a state dict gives its class count).
         config_keys: ``ModelConfig`` fields the constructor takes (besides ``num_classes``).
+        arch_keys: Those of :attr:`config_keys` that fix the architecture (another value gives
+            other weights or another computation, e.g. TRN's ``consensus``): a checkpoint
+            trained with other values is refused, naming them (``dropout`` is not one).
         class_rows: Regular expressions over module names: the first that matches a module of
             the built model names every ``Linear`` with one output row per class (all of
             TRN's relation scales, TPN's head and auxiliary head), the rows a foreign
             checkpoint's class order permutes. Default: :attr:`classifier`'s names.
+        validate_config: Checks the family's own ``ModelConfig`` keys (a config after its
+            defaults are resolved) and raises :class:`fastvid.errors.ConfigError` naming the
+            key; called by config validation, so ``config.py`` holds no family's rules.
+
+    A constructor that declares a ``spec`` parameter is given this spec by
+    :func:`create_model`, so the model reads its layout and normalisation from here rather than
+    keeping copies of its own.
     """
 
     name: str
@@ -66,14 +88,21 @@ class ModelSpec:
     classifier: tuple[str, ...]
     crop_size: int = 224
     num_frames: int = 8
+    sampling: str = "tsn"
     config_keys: tuple[str, ...] = field(default=())
+    arch_keys: tuple[str, ...] = field(default=())
     class_rows: tuple[str, ...] = field(default=())
+    validate_config: Optional[Callable[[Any], None]] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.input_layout not in LAYOUTS:
             raise ValueError(f"{self.name}: input_layout must be one of {LAYOUTS}, got {self.input_layout!r}")
         if self.color not in ("BGR", "RGB"):
             raise ValueError(f"{self.name}: color must be BGR or RGB, got {self.color!r}")
+        if not set(self.arch_keys) <= set(self.config_keys):
+            raise ValueError(f"{self.name}: arch_keys {self.arch_keys} must be among config_keys")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"{self.name}: sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
 
     @property
     def is_3d(self) -> bool:
@@ -82,9 +111,8 @@ class ModelSpec:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        """The channels-last format of the input batch (2D models fold T into N inside forward,
-        so only their 4-D conv weights are channels-last and the 5-D input stays as it is)."""
-        return torch.channels_last_3d if self.is_3d else torch.channels_last
+        """The channels-last format of the input batch (:func:`layout_memory_format`)."""
+        return layout_memory_format(self.input_layout)
 
     def input_shape(self, batch: int, frames: int, size: int) -> tuple[int, int, int, int, int]:
         """Batch-contract shape of ``batch`` clips of ``frames`` frames of ``size`` pixels."""
@@ -103,6 +131,13 @@ class ModelSpec:
                 if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
                     return int(weight.shape[0])
         return None
+
+
+def layout_memory_format(layout: str) -> torch.memory_format:
+    """The channels-last format of an input batch in ``layout``: ``channels_last_3d`` for a 3D
+    model's ``NCTHW`` clip; ``channels_last`` for ``NTCHW`` (2D models fold T into N inside
+    forward, so only their 4-D conv weights are channels-last and the 5-D input stays as it is)."""
+    return torch.channels_last_3d if layout == "NCTHW" else torch.channels_last
 
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -131,27 +166,18 @@ def register_model(fn: Optional[Callable[..., nn.Module]] = None, /,
     return add(fn) if fn is not None else add
 
 
-def _import_families() -> None:
-    # Model files register themselves on import; import them lazily so that importing the
-    # registry stays cheap and a broken family names itself in the traceback.
-    from . import bninception, tpn, trn  # noqa: F401
-
-
 def list_models() -> list[str]:
     """Every registered model (video models and plain backbones)."""
-    _import_families()
     return sorted(_MODELS)
 
 
 def model_specs() -> list[ModelSpec]:
     """The specs of every registered video model, by name."""
-    _import_families()
     return [_SPECS[k] for k in sorted(_SPECS)]
 
 
 def get_model_spec(name: str) -> ModelSpec:
     """The spec of a registered video model; :class:`UnknownModel` names the known ones."""
-    _import_families()
     if name not in _SPECS:
         raise UnknownModel(f"unknown video model {name!r}; known: {', '.join(sorted(_SPECS))}")
     return _SPECS[name]
@@ -169,23 +195,26 @@ def find_model(arch: str, backbone: str) -> ModelSpec:
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model; an unknown name raises with the known ones.
 
-    A video model gets its :class:`ModelSpec` as ``model.spec``.
+    A video model gets its :class:`ModelSpec` as ``model.spec`` (and as the constructor's
+    ``spec`` argument where it declares one).
     """
-    _import_families()
     if name not in _MODELS:
         raise UnknownModel(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
-    model = _MODELS[name](**kwargs)
+    fn = _MODELS[name]
     spec = _SPECS.get(name)
+    if spec is not None and "spec" in inspect.signature(fn).parameters:
+        kwargs = {**kwargs, "spec": spec}
+    model = fn(**kwargs)
     if spec is not None:
-        layout = getattr(model, "input_layout", spec.input_layout)
-        if layout != spec.input_layout:  # the class and its registration disagree: a bug here
-            raise AssertionError(f"{name}: model input_layout {layout} != spec {spec.input_layout}")
         model.spec = spec
     return model
 
 
 def input_layout(model: Any, default: str = "NTCHW") -> str:
-    """The batch-contract layout ``model`` takes: its spec's, its ``input_layout``, or ``default``."""
+    """The batch-contract layout ``model`` takes: its spec's, else its ``input_layout``, else
+    ``default``. The fallbacks serve bare modules built without the registry (engine
+    export and benchmarks of an arbitrary module, the tests' tiny models); registered models
+    carry no layout of their own."""
     spec = getattr(model, "spec", None)
     if isinstance(spec, ModelSpec):
         return spec.input_layout
@@ -195,7 +224,7 @@ def input_layout(model: Any, default: str = "NTCHW") -> str:
 def memory_format(model: Any) -> torch.memory_format:
     """The channels-last format of ``model``'s input batch (:attr:`ModelSpec.memory_format`, or
     from its ``input_layout`` for a model built without the registry)."""
-    return torch.channels_last_3d if input_layout(model) == "NCTHW" else torch.channels_last
+    return layout_memory_format(input_layout(model))
 
 
 def config_kwargs(spec: ModelSpec, model_cfg: Any) -> dict[str, Any]:

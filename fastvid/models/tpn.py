@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from fastvid.errors import FastvidError
 
-from ._registry import register_model
+from ._registry import ModelSpec, register_model
 from .resnet3d import IMAGENET_MEAN, IMAGENET_STD, ConvBNAct, ResNet3dSlowOnly, conv3d_bn
 from .resnet_tsm import ResNetTSM
 
@@ -222,9 +222,12 @@ class TPN(nn.Module):
     """Backbone + TPN neck + head; one clip in, class logits out.
 
     Args:
-        backbone: A :class:`ResNet3dSlowOnly` (input ``(N, C, T, H, W)``) or a :class:`ResNetTSM`
-            (input ``(N, T, C, H, W)`` with ``T == num_segments``).
+        backbone: A 3D backbone such as :class:`ResNet3dSlowOnly` (input ``(N, C, T, H, W)``) or a
+            2D one over segments such as :class:`ResNetTSM` (input ``(N, T, C, H, W)`` with
+            ``T == num_segments``), as ``spec.input_layout`` says.
         num_classes: Classes of the main and the auxiliary head.
+        spec: The registered spec: its ``input_layout`` decides how frames reach the backbone
+            (colour and normalisation are the loader's, from the same spec).
         num_segments: Frames per clip (TSM: required; SlowOnly: the clip length it is used with).
         dropout: Dropout before the classifier.
         aux_loss_weight: Weight the trainer gives the auxiliary head's loss.
@@ -233,10 +236,8 @@ class TPN(nn.Module):
     train mode. Averaging over test clips/crops is the evaluator's job.
     """
 
-    input_color = "RGB"  # ImageNet ResNet weights: RGB, IMAGENET_MEAN / IMAGENET_STD (0-255)
-
-    def __init__(self, backbone: nn.Module, num_classes: int, num_segments: int = 8,
-                 dropout: float = 0.5, aux_loss_weight: float = 0.5) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, spec: ModelSpec,
+                 num_segments: int = 8, dropout: float = 0.5, aux_loss_weight: float = 0.5) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -246,14 +247,15 @@ class TPN(nn.Module):
         self.num_classes = num_classes
         self.num_segments = num_segments
         self.aux_loss_weight = aux_loss_weight
-        self.input_layout = "NTCHW" if isinstance(backbone, ResNetTSM) else "NCTHW"
+        self.spec = spec
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Backbone feature maps as ``(N, C_i, T, H_i, W_i)``, whatever the backbone's layout."""
+        layout = self.spec.input_layout
         if x.dim() != 5:
-            raise FastvidError(f"{type(self).__name__} expects a 5-D {self.input_layout} video batch, "
+            raise FastvidError(f"{type(self).__name__} expects a 5-D {layout} video batch, "
                                f"got shape {tuple(x.shape)}")
-        if self.input_layout == "NCTHW":
+        if self.spec.is_3d:
             return self.backbone(x)
         t = x.shape[1]
         if t != self.num_segments:
@@ -326,19 +328,20 @@ def _torchvision_to_convmodule(key: str) -> str:
 _TPN_SPEC = dict(arch="tpn", color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_size=224,
                  num_frames=8, classifier=("cls_head.fc_cls",),
                  class_rows=(r"cls_head\.fc_cls|neck\.aux_head\.fc",),
-                 config_keys=("num_segments", "dropout", "aux_loss_weight"))
+                 config_keys=("num_segments", "dropout", "aux_loss_weight"),
+                 arch_keys=("num_segments",))
 
 
-@register_model(backbone="resnet3d_slowonly50", input_layout="NCTHW", **_TPN_SPEC)
-def tpn_slowonly_r50(num_classes: int, num_segments: int = 8, dropout: float = 0.5,
-                     aux_loss_weight: float = 0.5, **_: object) -> TPN:
+@register_model(backbone="resnet3d_slowonly50", input_layout="NCTHW", sampling="dense", **_TPN_SPEC)
+def tpn_slowonly_r50(num_classes: int, spec: ModelSpec, num_segments: int = 8,
+                     dropout: float = 0.5, aux_loss_weight: float = 0.5, **_: object) -> TPN:
     """TPN on SlowOnly ResNet-50 (mmaction2 ``tpn-slowonly_r50``, 8x8x1 clips); input NCTHW."""
-    return TPN(ResNet3dSlowOnly(), num_classes, num_segments, dropout, aux_loss_weight)
+    return TPN(ResNet3dSlowOnly(), num_classes, spec, num_segments, dropout, aux_loss_weight)
 
 
-@register_model(backbone="tsm_resnet50", input_layout="NTCHW", **_TPN_SPEC)
-def tpn_tsm_r50(num_classes: int, num_segments: int = 8, dropout: float = 0.5,
+@register_model(backbone="tsm_resnet50", input_layout="NTCHW", sampling="tsn", **_TPN_SPEC)
+def tpn_tsm_r50(num_classes: int, spec: ModelSpec, num_segments: int = 8, dropout: float = 0.5,
                 aux_loss_weight: float = 0.5, **_: object) -> TPN:
     """TPN on TSM ResNet-50 (mmaction2 ``tpn-tsm_r50``, 1x1x8 segments); input NTCHW."""
-    return TPN(ResNetTSM(num_segments=num_segments), num_classes, num_segments, dropout,
+    return TPN(ResNetTSM(num_segments=num_segments), num_classes, spec, num_segments, dropout,
                aux_loss_weight)

@@ -44,18 +44,19 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn as nn
 
-from fastvid.errors import FastvidError
+from fastvid.errors import ConfigError, FastvidError
 
 from ._registry import register_model
 from .bninception import BNInception
 
 __all__ = ["CONSENSUS_TYPES", "AvgConsensus", "RelationModule", "RelationModuleMultiScale", "TSN",
-           "TRN", "tsn_param_groups", "trn_bninception"]
+           "TRN", "TSNSettings", "tsn_param_groups", "trn_bninception", "validate_trn_config"]
 
 log = logging.getLogger(__name__)
 
@@ -240,13 +241,11 @@ def tsn_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[d
     return out
 
 
-class TSN(nn.Module):
-    """A 2D backbone over ``T`` segments, a new per-frame fc, and a segment consensus.
+@dataclass(frozen=True)
+class TSNSettings:
+    """How a :class:`TSN` is built around its backbone (``model.*`` config keys of the same names).
 
-    Args:
-        base_model: Frame encoder returning ``(N, num_features)`` (a headless
-            :class:`~fastvid.models.bninception.BNInception`); must have ``num_features``.
-        num_classes: Output classes.
+    Attributes:
         num_segments: Frames ``T`` per clip; the input's axis 1 must have this size.
         consensus: ``avg`` (TSN), ``trn`` or ``trn_multiscale`` (TRN).
         img_feature_dim: Per-frame feature size fed to the relation heads (TRN only).
@@ -254,20 +253,36 @@ class TSN(nn.Module):
         subsample_num: Relations per scale for ``trn_multiscale``.
         partial_bn: TSN's partial BN: in ``train()`` every BN of the backbone but the first is put
             in eval mode and its scale/shift frozen (applied at construction too, so that
-            :meth:`optim_param_groups` is right before the first ``train()``).
+            :meth:`TSN.optim_param_groups` is right before the first ``train()``).
         relation_seed: Seed of the fixed eval relation subsets (``trn_multiscale``).
-
-    Input ``(N, T, 3, H, W)`` (``NTCHW``, BGR 0-255 minus the mean for BN-Inception), output
-    logits ``(N, num_classes)`` in both modes.
     """
 
-    input_layout = "NTCHW"
+    num_segments: int = 8
+    consensus: str = "trn_multiscale"
+    img_feature_dim: int = 256
+    dropout: float = 0.8
+    subsample_num: int = 3
+    partial_bn: bool = True
+    relation_seed: int = 0
 
-    def __init__(self, base_model: nn.Module, num_classes: int, num_segments: int = 8,
-                 consensus: str = "trn_multiscale", img_feature_dim: int = 256,
-                 dropout: float = 0.8, subsample_num: int = 3, partial_bn: bool = True,
-                 relation_seed: int = 0) -> None:
+
+class TSN(nn.Module):
+    """A 2D backbone over ``T`` segments, a new per-frame fc, and a segment consensus.
+
+    Args:
+        base_model: Frame encoder returning ``(N, num_features)`` (a headless
+            :class:`~fastvid.models.bninception.BNInception`); must have ``num_features``.
+        num_classes: Output classes.
+        settings: Segments, consensus and heads (:class:`TSNSettings`).
+
+    Input ``(N, T, 3, H, W)`` (``NTCHW``), output logits ``(N, num_classes)`` in both modes. The
+    colour order and normalisation the input needs are the registered spec's (``model.spec``).
+    """
+
+    def __init__(self, base_model: nn.Module, num_classes: int,
+                 settings: TSNSettings = TSNSettings()) -> None:
         super().__init__()
+        consensus, num_segments = settings.consensus, settings.num_segments
         if consensus not in CONSENSUS_TYPES:
             raise ValueError(f"unknown consensus {consensus!r}; known: {', '.join(CONSENSUS_TYPES)}")
         if num_classes < 1 or num_segments < 1:
@@ -276,15 +291,10 @@ class TSN(nn.Module):
         self.num_classes = num_classes
         self.num_segments = num_segments
         self.consensus_type = consensus
-        self.img_feature_dim = img_feature_dim
-        self.input_color: str = getattr(base_model, "input_color", "BGR")
-        self.input_mean: tuple[float, ...] = tuple(getattr(base_model, "input_mean",
-                                                           (104.0, 117.0, 128.0)))
-        self.input_std: tuple[float, ...] = tuple(getattr(base_model, "input_std",
-                                                          (1.0, 1.0, 1.0)))
+        self.img_feature_dim = settings.img_feature_dim
         self.base_model = base_model
-        self.dropout = nn.Dropout(p=dropout)
-        frame_dim = num_classes if consensus == "avg" else img_feature_dim
+        self.dropout = nn.Dropout(p=settings.dropout)
+        frame_dim = num_classes if consensus == "avg" else settings.img_feature_dim
         self.new_fc = nn.Linear(base_model.num_features, frame_dim)
         nn.init.normal_(self.new_fc.weight, 0.0, 0.001)
         nn.init.zeros_(self.new_fc.bias)
@@ -292,11 +302,12 @@ class TSN(nn.Module):
         if consensus == "avg":
             self.consensus = AvgConsensus()
         elif consensus == "trn":
-            self.consensus = RelationModule(img_feature_dim, num_segments, num_classes)
+            self.consensus = RelationModule(settings.img_feature_dim, num_segments, num_classes)
         else:
-            self.consensus = RelationModuleMultiScale(img_feature_dim, num_segments, num_classes,
-                                                      subsample_num, relation_seed=relation_seed)
-        self.partial_bn = partial_bn
+            self.consensus = RelationModuleMultiScale(settings.img_feature_dim, num_segments,
+                                                      num_classes, settings.subsample_num,
+                                                      relation_seed=settings.relation_seed)
+        self.partial_bn = settings.partial_bn
         self.train()
 
     def train(self, mode: bool = True) -> "TSN":
@@ -368,9 +379,24 @@ class TSN(nn.Module):
 TRN = TSN
 
 
+def validate_trn_config(cfg: Any) -> None:
+    """TRN's own ``model.*`` keys (the spec's ``validate_config``); raises :class:`ConfigError`
+    naming the key. ``cfg`` is a :class:`fastvid.config.Config` with its defaults resolved."""
+    m = cfg.model
+    if m.consensus not in CONSENSUS_TYPES:
+        raise ConfigError(f"'model.consensus' is {m.consensus!r}; expected one of "
+                          f"{', '.join(CONSENSUS_TYPES)}")
+    if m.consensus == "trn_multiscale" and m.num_segments < 2:
+        raise ConfigError(f"'model.num_segments' is {m.num_segments}; trn_multiscale needs >= 2 "
+                          f"(relations between frames)")
+    for key in ("subsample_num", "img_feature_dim"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"'model.{key}' must be positive")
+
+
 @register_model(arch="trn", backbone="bninception", input_layout="NTCHW",
                 color=BNInception.input_color, mean=BNInception.input_mean,
-                std=BNInception.input_std, crop_size=224, num_frames=8,
+                std=BNInception.input_std, crop_size=224, num_frames=8, sampling="tsn",
                 # multi-scale and single-scale relation heads end in the classifier; with avg
                 # consensus new_fc is it (with a relation head it is the feature projection).
                 # TRN-pytorch with dropout 0 and avg consensus replaced base_model.fc instead.
@@ -380,11 +406,14 @@ TRN = TSN
                 class_rows=(r"consensus\.fc_fusion_scales\.\d+\.3", r"consensus\.classifier\.3",
                             r"new_fc", r"base_model\.fc"),
                 config_keys=("num_segments", "consensus", "img_feature_dim", "dropout",
-                             "subsample_num", "partial_bn"))
+                             "subsample_num", "partial_bn"),
+                arch_keys=("consensus", "num_segments", "img_feature_dim", "subsample_num"),
+                validate_config=validate_trn_config)
 def trn_bninception(num_classes: int, num_segments: int = 8, consensus: str = "trn_multiscale",
                     img_feature_dim: int = 256, dropout: float = 0.8, subsample_num: int = 3,
                     partial_bn: bool = True, **_: Any) -> TSN:
     """TRN (or TSN with ``consensus="avg"``) on BN-Inception; input ``(N, T, 3, H, W)`` BGR."""
-    return TSN(BNInception(num_classes=0), num_classes, num_segments=num_segments,
-               consensus=consensus, img_feature_dim=img_feature_dim, dropout=dropout,
-               subsample_num=subsample_num, partial_bn=partial_bn)
+    return TSN(BNInception(num_classes=0), num_classes,
+               TSNSettings(num_segments=num_segments, consensus=consensus,
+                           img_feature_dim=img_feature_dim, dropout=dropout,
+                           subsample_num=subsample_num, partial_bn=partial_bn))

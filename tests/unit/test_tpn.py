@@ -122,10 +122,10 @@ def mm_tsm():
 def test_registered():
     assert {"tpn_slowonly_r50", "tpn_tsm_r50"} <= set(list_models())
     model = create_model("tpn_tsm_r50", num_classes=7, num_segments=4, dropout=0.3, consensus="x")
-    assert (model.input_layout, model.num_classes, model.num_segments) == ("NTCHW", 7, 4)
-    assert model.input_color == "RGB" and model.aux_loss_weight == 0.5
+    assert (model.spec.input_layout, model.num_classes, model.num_segments) == ("NTCHW", 7, 4)
+    assert model.spec.color == "RGB" and model.aux_loss_weight == 0.5
     assert model.cls_head.dropout.p == 0.3
-    assert create_model("tpn_slowonly_r50", num_classes=3).input_layout == "NCTHW"
+    assert create_model("tpn_slowonly_r50", num_classes=3).spec.input_layout == "NCTHW"
 
 
 @pytest.mark.parametrize("name,shape", [("tpn_slowonly_r50", (2, 3, T, SIZE, SIZE)),

@@ -250,7 +250,7 @@ def test_avg_consensus_is_blind_to_order_and_trn_is_not():
 
 def test_model_attributes_and_bad_input():
     model = _trn()
-    assert (model.input_layout, model.num_segments, model.num_classes, model.input_color) == \
+    assert (model.spec.input_layout, model.num_segments, model.num_classes, model.spec.color) == \
         ("NTCHW", T, NUM_CLASSES, "BGR")
     with pytest.raises(FastvidError, match="num_segments=8"):
         model(_video(t=4))
