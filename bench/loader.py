@@ -290,20 +290,15 @@ def _train_feed(cfg: Config, dataset: DatasetInfo, stream: Any, device: torch.de
     SGD on CUDA), which reads nothing back to the host: the wait is what the host spends in
     ``next(stream)`` while the device may still run earlier steps, as in training.
     """
-    from fastvid.models import create_model_from_config, to_channels_last
+    from fastvid.models import create_model_from_config
     from fastvid.precision import resolve_precision
-    from fastvid.training import TrainStep, build_optimizer
+    from fastvid.training import StepOptions, build_train_step
 
     num_classes = cfg.model.num_classes or dataset.num_classes or 27
-    model = create_model_from_config(cfg.model, num_classes).to(device).train()
-    fmt = None
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        model, fmt = to_channels_last(model), cfg.spec.memory_format
     precision = resolve_precision(amp, "bf16", device)
-    step = TrainStep(model, build_optimizer(model, cfg, device), precision,
-                     aux_loss_weight=cfg.model.aux_loss_weight,
-                     clip_grad_norm=cfg.train.clip_grad_norm, memory_format=fmt)
+    step = build_train_step(cfg, create_model_from_config(cfg.model, num_classes), device=device,
+                            precision=precision,
+                            options=StepOptions(channels_last=device.type == "cuda"))
     wait = 0.0
     videos = 0
     t_start = 0.0
@@ -320,7 +315,7 @@ def _train_feed(cfg: Config, dataset: DatasetInfo, stream: Any, device: torch.de
             videos += label.shape[0]
     _sync(device)
     total = time.perf_counter() - t_start
-    del model, step
+    del step
     return {"data_wait_share": round(wait / total, 4), "train_videos_per_s": round(videos / total, 2),
             "train_steps": steps, "train_warmup": warmup, "train_precision": precision.name}
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from fastvid.errors import FastvidError
-from fastvid.report.plotting import fmt
+from fastvid.report.plotting import fmt, markdown_table
 
 from .records import CV_MAX, RESULTS_FILE, TAIL_MAX, read_records
 
@@ -45,10 +45,8 @@ def _status(r: dict[str, Any], notes: "_Footnotes", samples: Optional[str] = Non
 
 
 def _ratio(r: dict[str, Any], key: str, notes: "_Footnotes") -> str:
-    cell = _fmt(r.get(key), 2)
-    if r.get(key) is not None and r.get("ratio_unstable"):
-        cell += " " + notes.ref("ratio unreliable: " + str(r.get("ratio_unstable_reason")))
-    return cell
+    flag = _ratio_flag(r, key)
+    return _fmt(r.get(key), 2) + (" " + notes.ref("ratio unreliable: " + flag) if flag else "")
 
 
 def _pct(value: Optional[float]) -> str:
@@ -66,12 +64,6 @@ def _ok(r: dict[str, Any]) -> bool:
 
 # The one number format of the tables and of the values written on the plots.
 _fmt = fmt
-
-
-def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return lines
 
 
 class _Footnotes:
@@ -163,7 +155,7 @@ def _inference_section(records: list[dict[str, Any]], notes: _Footnotes, runs: b
             _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2), _pct(cv),
             _fmt(tail, 2), _load(r), *_flop_cells(r, notes), mem, _ratio(r, "ratio_to_eager", notes),
             *([_fmt(r.get("ratio_to_peer"), 2)] if peer else []), status])
-    return ["## Inference", "", *_flop_lines(records), *_table(header, rows), ""]
+    return ["## Inference", "", *_flop_lines(records), *markdown_table(header, rows), ""]
 
 
 def _train_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool) -> list[str]:
@@ -183,7 +175,7 @@ def _train_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool)
             _fmt(tail, 2), _load(r), *_flop_cells(r, notes), mem, _ratio(r, "ratio_to_fp32", notes),
             status])
     return ["## Training throughput (synthetic batches)", "", *_flop_lines(records),
-            *_table(header, rows), ""]
+            *markdown_table(header, rows), ""]
 
 
 _LOADER_KEYS = ("backend", "device", "threads", "workers", "batch_size", "image_size", "videos_per_s",
@@ -203,7 +195,7 @@ def _loader_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool
              "1-thread figure; cpu_ms_per_video: CPU time of the loader's process and workers per "
              "video; data_wait_share: steady-state share of a real training step spent "
              "waiting for the batch; load avg: the machine's 1-minute load before the run.", "",
-             *_table(header, rows), ""]
+             *markdown_table(header, rows), ""]
     staged = [r for r in records if r.get("stage_ms")]
     if staged:
         lines += ["### Where the loader time goes (ms per batch)", ""]

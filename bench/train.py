@@ -9,26 +9,27 @@ comes from :func:`fastvid.precision.resolve_precision`, as in ``fastvid train``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import logging
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from fastvid.config import Config, ModelConfig, TrainConfig, replace
 from fastvid.errors import FastvidError
-from fastvid.models import memory_format, to_channels_last
 from fastvid.precision import resolve_precision
-from fastvid.training import (GraphedTrainStep, TrainStep, build_optimizer, compile_unsupported,
-                              configure_compile_cache, cuda_graphs_unsupported)
+from fastvid.training import (StepOptions, build_train_step, compile_unsupported,
+                              cuda_graphs_unsupported)
 
 from .flops import annotate_record
 from .memory import PeakMemory
 from .records import load_average, percentiles, stability, stamp
 
-__all__ = ["bench_training", "default_variants", "TRAIN_MODES", "GRAPH_WARMUP"]
+__all__ = ["bench_training", "TrainBenchSettings", "default_variants", "TRAIN_MODES", "GRAPH_WARMUP"]
 
 #: How the step runs: eager PyTorch, torch.compile'd model, the whole step replayed from a CUDA
 #: graph, or both: the compiled model's step captured whole (fastvid train --compile /
@@ -79,35 +80,57 @@ def _set_ratio_to_eager(rec: dict[str, Any], records: Sequence[dict[str, Any]]) 
         rec["ratio_to_eager"] = round(rec["videos_per_s"] / eager["videos_per_s"], 3)
 
 
+@dataclass(frozen=True)
+class TrainBenchSettings:
+    """What every variant of :func:`bench_training` shares: the measurement and the step.
+
+    ``aux_loss_weight`` and ``clip_grad_norm`` are the step's (``model.aux_loss_weight``,
+    ``train.clip_grad_norm`` of the config; defaults: the configs' defaults); the optimizer is
+    ``fastvid train``'s SGD at lr 1e-3 (random data: a larger lr only makes non-finite steps).
+    """
+
+    batch: int = 8  # videos per step
+    warmup: int = 2  # untimed steps
+    iters: int = 10  # timed steps
+    model_name: str = ""  # copied into the records
+    extra: Optional[Mapping[str, Any]] = None  # copied into the records
+    aux_loss_weight: float = ModelConfig.aux_loss_weight
+    clip_grad_norm: Optional[float] = TrainConfig.clip_grad_norm
+
+    def step_config(self) -> Config:
+        """The config :func:`fastvid.training.build_train_step` builds each variant's step from."""
+        return replace(Config(), train={"lr": 1e-3, "clip_grad_norm": self.clip_grad_norm},
+                       model={"aux_loss_weight": self.aux_loss_weight})
+
+
 def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: int,
-                   device: torch.device | str, *, batch: int = 8,
-                   variants: Optional[Iterable[tuple[str, bool]]] = None, warmup: int = 2,
-                   iters: int = 10, model_name: str = "",
-                   extra: Optional[dict[str, Any]] = None,
-                   aux_loss_weight: float = ModelConfig.aux_loss_weight,
-                   clip_grad_norm: Optional[float] = TrainConfig.clip_grad_norm,
-                   on_record: Optional[Callable[[dict[str, Any]], None]] = None) -> list[dict[str, Any]]:
-    """One ``kind: train`` record per (precision, channels_last) variant.
+                   device: torch.device | str, settings: Optional[TrainBenchSettings] = None, *,
+                   variants: Optional[Iterable[TrainVariant]] = None,
+                   on_record: Optional[Callable[[dict[str, Any]], None]] = None,
+                   **overrides: Any) -> list[dict[str, Any]]:
+    """One ``kind: train`` record per (precision, channels_last[, mode]) variant.
 
     Args:
         model: the model to copy for every variant (weights are not changed).
         sample_shape: one sample in the batch contract, e.g. ``(8, 3, 112, 112)``.
         num_classes: for the synthetic labels.
         device: where to train.
-        batch: videos per step.
-        variants: (precision, channels_last) pairs; default :func:`default_variants`. Read one
-            at a time, each when the previous one is measured, so a lazy iterable can stop
-            handing out variants (a time budget).
-        warmup, iters: untimed and timed steps.
-        model_name, extra: copied into the records.
-        aux_loss_weight, clip_grad_norm: the step's (``model.aux_loss_weight``,
-            ``train.clip_grad_norm`` of the config; defaults: the configs' defaults).
+        settings: batch, warm-up and timed steps, record fields, the step's loss weights
+            (:class:`TrainBenchSettings`); ``overrides`` (its field names as keywords, e.g.
+            ``batch=2, iters=3``) replace some of them.
+        variants: (precision, channels_last) pairs or (precision, channels_last, mode) with mode
+            in :data:`TRAIN_MODES`; default :func:`default_variants`. Read one at a time, each
+            when the previous one is measured, so a lazy iterable can stop handing out variants
+            (a time budget).
         on_record: called with each record as soon as it is complete (to save it before the
             next variant starts). Its ``ratio_to_fp32`` is set when the fp32 channels-first
             baseline was measured before it (it is first in :func:`default_variants`), and a
             compiled or captured variant's ``ratio_to_eager`` when the eager step of its
             precision and layout was.
     """
+    settings = dataclasses.replace(settings or TrainBenchSettings(), **overrides)
+    batch, warmup, iters = settings.batch, settings.warmup, settings.iters
+    step_cfg = settings.step_config()
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
     video = torch.randn((batch, *sample_shape), generator=gen).to(device)
@@ -127,11 +150,11 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
     for variant in (variants or default_variants(device)):
         precision_name, channels_last, *rest = variant
         mode = rest[0] if rest else "eager"
-        rec: dict[str, Any] = {"kind": "train", "model": model_name, "precision": precision_name,
+        rec: dict[str, Any] = {"kind": "train", "model": settings.model_name, "precision": precision_name,
                                "channels_last": channels_last, "mode": mode, "batch": batch,
                                "input_shape": [batch, *sample_shape], "warmup": warmup, "iters": iters,
                                "data_wait_share": None, "data": "synthetic tensors on the device"}
-        rec.update(extra or {})
+        rec.update(settings.extra or {})
         stamp(rec, device)
         try:
             precision = resolve_precision(precision_name != "fp32", precision_name, device)
@@ -149,33 +172,21 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        net = copy.deepcopy(model).to(device).train()
-        fmt = None
-        if channels_last:
-            # Per weight rank, as fastvid train does (TPN-TSM mixes 2D and 3D convolutions).
-            net = to_channels_last(net)
-            fmt = memory_format(model)
-        # The optimizer fastvid train builds: fused SGD (with zeroed momentum buffers).
-        optimizer = build_optimizer(net, replace(Config(), train={"lr": 1e-3}), device)
-        runnable = net
-        if "compile" in mode:
-            configure_compile_cache()
-            # Inductor's default mode: its Triton kernels fuse BN/ReLU/concat (BNInception's
-            # Inception blocks) and it captures no CUDA graph itself, so the whole step --
-            # forward, backward, clipping and the fused SGD -- can then be captured in one graph
-            # (compile+cuda-graphs). reduce-overhead would capture only the compiled regions and
-            # cannot nest in our capture; max-autotune-no-cudagraphs autotunes for minutes, more
-            # than a cold GPU visit has.
-            runnable = torch.compile(net)
-        train_step: Any = TrainStep(runnable, optimizer, precision, aux_loss_weight=aux_loss_weight,
-                                    clip_grad_norm=clip_grad_norm, memory_format=fmt)
-        n_warmup = warmup
-        if "cuda-graphs" in mode:
-            # Untimed: GRAPH_WARMUP eager (compiled) steps, the step that captures and replays,
-            # and one more replay; the timed steps are replays only.
-            graph_warmup = max(warmup, GRAPH_WARMUP)
-            n_warmup = graph_warmup + 2
-            train_step = GraphedTrainStep(train_step, warmup=graph_warmup)
+        # fastvid train's step on a fresh copy: channels-last per weight rank (TPN-TSM mixes 2D
+        # and 3D convolutions), fused SGD with zeroed momentum buffers. Compiled in Inductor's
+        # default mode: its Triton kernels fuse BN/ReLU/concat (BNInception's Inception blocks)
+        # and it captures no CUDA graph itself, so the whole step -- forward, backward, clipping
+        # and the fused SGD -- can then be captured in one graph (compile+cuda-graphs).
+        # reduce-overhead would capture only the compiled regions and cannot nest in our
+        # capture; max-autotune-no-cudagraphs autotunes for minutes, more than a cold GPU visit
+        # has. Captured: untimed GRAPH_WARMUP eager (compiled) steps, the step that captures and
+        # replays, and one more replay; the timed steps are replays only.
+        graph_warmup = max(warmup, GRAPH_WARMUP)
+        n_warmup = graph_warmup + 2 if "cuda-graphs" in mode else warmup
+        train_step: Any = build_train_step(
+            step_cfg, copy.deepcopy(model), device=device, precision=precision,
+            options=StepOptions(channels_last=channels_last, compile="compile" in mode,
+                                cuda_graphs="cuda-graphs" in mode, graph_warmup=graph_warmup))
 
         def step() -> None:
             train_step(video, label)
@@ -207,7 +218,6 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
             done(rec)
             continue
         finally:  # free this variant's model before the next one is copied
-            del net, optimizer, runnable
             train_step = None
         rec.update(status="ok", videos_per_s=round(batch * iters / total, 3), step_ms=percentiles(times))
         rec.update(stability(times, load))

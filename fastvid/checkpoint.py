@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import torch
 import torch.nn as nn
 
-from fastvid.errors import CheckpointError, write_error_message
+from fastvid.atomic import write_atomic
+from fastvid.errors import CheckpointError
 from fastvid.version import __version__
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng",
@@ -45,37 +44,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
     A crash (even kill -9) during the write leaves the previous file at ``path`` intact.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CheckpointError(write_error_message("checkpoint", path, exc)) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, CheckpointError):
-            kept = "the previous file is intact" if path.exists() else "no earlier file existed"
-            msg = write_error_message("checkpoint", path, exc, needed=state_nbytes(state))
-            raise CheckpointError(f"{msg}; {kept}") from exc
-        raise
-    try:  # make the rename durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
+    return write_atomic(path, lambda fh: torch.save(state, fh), "checkpoint",
+                        needed=state_nbytes(state), error=CheckpointError)
 
 
 def state_nbytes(state: Any) -> int:

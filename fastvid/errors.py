@@ -75,6 +75,18 @@ def _oserror_in(exc: BaseException) -> _Optional[OSError]:
     return None
 
 
+def _free_space(path: "str | _Path") -> tuple[_Path, _Optional[int]]:
+    """The nearest existing folder above ``path`` (the file need not exist yet) and its free
+    bytes (None when they cannot be read)."""
+    probe = _Path(path).parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return probe, _shutil.disk_usage(probe).free
+    except OSError:
+        return probe, None
+
+
 def is_write_failure(exc: BaseException, path: "str | _Path", needed: _Optional[int] = None) -> bool:
     """Whether ``exc``, raised while writing ``path``, is the machine's state (disk full,
     read-only, permission) rather than a bug: true for such an errno in ``exc`` or its causes,
@@ -82,13 +94,8 @@ def is_write_failure(exc: BaseException, path: "str | _Path", needed: _Optional[
     os_exc = _oserror_in(exc)
     if os_exc is not None:
         return os_exc.errno in _ERRNO_TEXT
-    probe = _Path(path).parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return _shutil.disk_usage(probe).free < max(needed or 0, 1 << 20)
-    except OSError:
-        return False
+    free = _free_space(path)[1]
+    return free is not None and free < max(needed or 0, 1 << 20)
 
 
 def write_error_message(what: str, path: "str | _Path", exc: BaseException,
@@ -103,15 +110,7 @@ def write_error_message(what: str, path: "str | _Path", exc: BaseException,
     path = _Path(path)
     os_exc = _oserror_in(exc)
     code = os_exc.errno if os_exc is not None else None
-    folder = path.parent if str(path.parent) else _Path(".")
-    free: _Optional[int] = None
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = _shutil.disk_usage(probe).free
-    except OSError:
-        pass
+    probe, free = _free_space(path)
     if code is None and free is not None and free < max(needed or 0, 1 << 20):
         code = _errno.ENOSPC
     if code is None:

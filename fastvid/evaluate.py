@@ -19,7 +19,7 @@ from fastvid.distributed import DistInfo
 
 __all__ = ["EvalResult", "evaluate", "evaluate_sharded", "summarize", "interleave_shards",
            "topk_accuracy", "mean_class_accuracy", "per_class_accuracy", "confusion_matrix",
-           "average_views", "write_predictions"]
+           "average_views", "score_views", "write_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,18 @@ def average_views(logits: torch.Tensor, views: int, average: str = "prob") -> to
     raise ValueError(f"average must be 'prob' or 'score', got {average!r}")
 
 
-def _forward_chunked(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                     max_batch: Optional[int]) -> torch.Tensor:
-    if not max_batch or x.shape[0] <= max_batch:
-        return model(x)
-    return torch.cat([model(chunk) for chunk in x.split(max_batch)])
+def score_views(model: Callable[[torch.Tensor], torch.Tensor], flat: torch.Tensor, views: int,
+                average: str = "prob", max_batch: Optional[int] = None) -> torch.Tensor:
+    """(N*V, ...) views -> (N, K) per-video scores (:func:`average_views` of the logits).
+
+    ``max_batch`` splits the forward into chunks (engines with a batch limit, predict's
+    windows). The caller sets the autocast and inference mode.
+    """
+    if not max_batch or flat.shape[0] <= max_batch:
+        logits = model(flat)
+    else:
+        logits = torch.cat([model(chunk) for chunk in flat.split(max_batch)])
+    return average_views(logits, views, average)
 
 
 @torch.inference_mode()
@@ -142,8 +149,7 @@ def _score_batches(iterator: Any, loader: Any, model: Any, ctx: Any, view_dims: 
         else:
             n, views, flat = video.shape[0], 1, video
         with ctx():
-            logits = _forward_chunked(model, flat, max_batch)
-        scores = average_views(logits, views, average)
+            scores = score_views(model, flat, views, average, max_batch)
         all_scores.append(scores.cpu())
         all_labels.append(label.cpu().long())
     if not all_scores:
@@ -210,17 +216,16 @@ def evaluate_sharded(model: Callable[[torch.Tensor], torch.Tensor], loader: Opti
     for a model every rank loaded from one file, impossible for an engine): the scores are those
     of the saved model, whichever rank computed them. ``eval_kwargs`` go to :func:`evaluate`.
     """
-    if not dist_info.distributed:
-        if loader is None:
-            return None
-        return evaluate(model, loader, view_dims=4, average=average, autocast=autocast,
-                        **eval_kwargs)
-    if sync_buffers and isinstance(model, nn.Module):
+    if dist_info.distributed and sync_buffers and isinstance(model, nn.Module):
         for buf in model.buffers():
             dist.broadcast(buf, src=0)
+    part = None
     if loader is not None:
         part = evaluate(model, loader, view_dims=4, average=average, autocast=autocast,
                         **eval_kwargs)
+    if not dist_info.distributed:
+        return part
+    if part is not None:
         mine = (part.scores, part.labels, part.views, part.bad_samples)
     else:  # fewer val videos than ranks
         mine = (np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), 1, [])

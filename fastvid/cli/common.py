@@ -11,8 +11,24 @@ import click
 
 __all__ = ["config_options", "class_order_option", "device_option", "loader_option", "load_cli_config",
            "load_inference_config", "resolve_device", "friendly_errors", "USER_ERRORS",
-           "int_list"]
+           "int_list", "labels_mapping"]
 
+
+
+def labels_mapping(labels: Optional[str]) -> dict[str, Any]:
+    """What ``--labels CATEGORIES.txt`` gives ``load_model_for_inference``: the dataset's class
+    names (``target_classes``: the checkpoint's rows are mapped onto them) and the
+    ``dataset.json`` beside the file (``dataset_info``: how the lists were made); both None
+    without ``--labels``."""
+    if not labels:
+        return {"target_classes": None, "dataset_info": None}
+    from pathlib import Path
+
+    from fastvid.data.lists import read_categories
+    from fastvid.data.prepare import read_dataset_info
+
+    return {"target_classes": read_categories(labels),
+            "dataset_info": read_dataset_info(Path(labels).parent)}
 
 
 def device_option(fn: Callable) -> Callable:

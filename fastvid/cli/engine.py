@@ -53,13 +53,10 @@ def _model_for(cfg: Any, checkpoint: Optional[str], device: Any,
     when given), or with random weights (said so in ``meta['weights']``)."""
     if checkpoint:
         from fastvid.checkpoint import load_model_for_inference
-        from fastvid.data.lists import read_categories
-        from fastvid.data.prepare import read_dataset_info
+        from fastvid.cli.common import labels_mapping
 
-        model, meta = load_model_for_inference(
-            cfg, checkpoint, device, raw=raw,
-            target_classes=read_categories(labels) if labels else None, class_order=class_order,
-            dataset_info=read_dataset_info(Path(labels).parent) if labels else None)
+        model, meta = load_model_for_inference(cfg, checkpoint, device, raw=raw,
+                                               class_order=class_order, **labels_mapping(labels))
         meta["weights"] = str(checkpoint)
         return model, meta
     from fastvid.models import create_model_from_config

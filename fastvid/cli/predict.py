@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import click
@@ -65,14 +64,11 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
     loader = predict_loader(loader, dev)
     max_batch = None
     if checkpoint:
-        from fastvid.data.prepare import read_dataset_info
+        from fastvid.cli.common import labels_mapping
 
         # --labels is the dataset's categories.txt: the checkpoint's rows are mapped onto it.
-        model, meta = load_model_for_inference(
-            cfg, checkpoint, dev, raw=raw,
-            target_classes=read_categories(labels) if labels else None,
-            class_order=class_order,
-            dataset_info=read_dataset_info(Path(labels).parent) if labels else None)
+        model, meta = load_model_for_inference(cfg, checkpoint, dev, raw=raw,
+                                               class_order=class_order, **labels_mapping(labels))
         num_classes, classes, name = meta["num_classes"], meta["classes"], meta.get("model_name")
     else:
         import engines

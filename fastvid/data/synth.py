@@ -30,9 +30,11 @@ deterministic from the seed: every clip draws from its own generator spawned fro
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -42,7 +44,7 @@ import numpy as np
 from fastvid.errors import FastvidError
 
 __all__ = ["parse_size", "MOTIONS", "SHAPES", "PALETTES", "CODECS", "MAX_CLASSES", "class_names", "class_spec",
-           "render_clip", "write_video", "synth_dataset"]
+           "render_clip", "write_video", "SynthSpec", "synth_dataset"]
 
 _logger = logging.getLogger(__name__)
 
@@ -326,15 +328,11 @@ def _clip_length(frames: int, rng: np.random.Generator) -> int:
     return int(rng.integers(low, high + 1))
 
 
-def synth_dataset(out: str | Path, kind: str = "frames", codec: str = "mjpeg", classes: int = 4,
-                  train: int = 64, val: int = 32, frames: int = 16,
-                  size: tuple[int, int] | str = (96, 96), seed: int = 0,
-                  progress: bool = False, class_ids: Optional[Sequence[int]] = None
-                  ) -> dict[str, Any]:
-    """Write a synthetic dataset under ``out`` and return a summary.
+@dataclass(frozen=True)
+class SynthSpec:
+    """What :func:`synth_dataset` writes (everything written is a function of these fields).
 
-    Args:
-        out: dataset root (created; existing files with the same names are overwritten).
+    Attributes:
         kind: ``frames`` (Jester layout + prepared ``*_videofolder.txt`` lists) or ``video``
             (``videos/<class>/<id>.<ext>`` + ``train_list.txt``/``val_list.txt``).
         codec: for ``kind="video"``: ``mjpeg``, ``vp9`` or ``h264``.
@@ -343,40 +341,75 @@ def synth_dataset(out: str | Path, kind: str = "frames", codec: str = "mjpeg", c
         val: validation clips.
         frames: mean clip length; each clip has ``frames`` +- 25 %.
         size: ``(width, height)`` or ``"WxH"``.
-        seed: everything written is a function of the arguments and this seed.
+        seed: everything written is a function of the fields and this seed.
         progress: show a tqdm bar.
         class_ids: generator classes to use as labels ``0..len-1`` instead of the first
-            ``classes`` (which is then ignored), e.g. ``[0, 32]``: the same motion with a colour
+            ``classes`` (which is then ignored), e.g. ``(0, 32)``: the same motion with a colour
             vs a grey object, a set separable from any single frame. They are rendered and named
             as in a ``max(class_ids) + 1``-class set.
+    """
+
+    kind: str = "frames"
+    codec: str = "mjpeg"
+    classes: int = 4
+    train: int = 64
+    val: int = 32
+    frames: int = 16
+    size: tuple[int, int] | str = (96, 96)
+    seed: int = 0
+    progress: bool = False
+    class_ids: Optional[Sequence[int]] = None
+
+    def generator_ids(self) -> tuple[list[int], int]:
+        """(the generator class of each label, the class count names and renders follow)."""
+        if self.class_ids is None:
+            return list(range(self.classes)), self.classes
+        ids = [int(c) for c in self.class_ids]
+        if not ids or len(set(ids)) != len(ids) or not all(0 <= c < MAX_CLASSES for c in ids):
+            raise FastvidError(f"class_ids must be distinct indices in 0..{MAX_CLASSES - 1}, "
+                               f"got {list(self.class_ids)}")
+        return ids, max(ids) + 1
+
+    def check(self) -> tuple[int, int]:
+        """Raise :class:`FastvidError` on an impossible spec; returns ``(width, height)``."""
+        if self.kind not in ("frames", "video"):
+            raise FastvidError(f"kind must be 'frames' or 'video', got {self.kind!r}")
+        if self.kind == "video" and self.codec not in CODECS:
+            raise FastvidError(f"unknown codec {self.codec!r}; choose from {', '.join(CODECS)}")
+        self.generator_ids()
+        width, height = parse_size(self.size)
+        if self.kind == "video" and (width % 2 or height % 2):
+            raise FastvidError(f"video files need an even frame size, got {width}x{height}")
+        if self.train < 1 or self.val < 1:
+            raise FastvidError(f"train and val must be at least 1, got train={self.train} "
+                               f"val={self.val}")
+        if self.frames < 2:
+            raise FastvidError(f"frames must be at least 2, got {self.frames}")
+        return width, height
+
+
+def synth_dataset(out: str | Path, spec: Optional[SynthSpec] = None, **fields: Any) -> dict[str, Any]:
+    """Write a synthetic dataset under ``out`` and return a summary.
+
+    Args:
+        out: dataset root (created; existing files with the same names are overwritten).
+        spec: what to write (:class:`SynthSpec`; default: its defaults).
+        fields: :class:`SynthSpec` fields replacing the spec's, e.g.
+            ``synth_dataset(root, kind="video", train=8, val=4)``.
 
     Returns:
         ``{"root", "kind", "codec", "classes", "train", "val", "num_frames", "seconds",
         "videos": [{"id", "split", "label", "num_frames", "path"}], "prepared"}`` where ``path``
         is relative to ``root`` and ``prepared`` is the prepare-jester summary (frames only).
     """
-    if kind not in ("frames", "video"):
-        raise FastvidError(f"kind must be 'frames' or 'video', got {kind!r}")
-    if kind == "video" and codec not in CODECS:
-        raise FastvidError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
-    if class_ids is None:
-        generator_ids, spec_classes = list(range(classes)), classes
-    else:
-        generator_ids = [int(c) for c in class_ids]
-        if not generator_ids or len(set(generator_ids)) != len(generator_ids) or not all(
-                0 <= c < MAX_CLASSES for c in generator_ids):
-            raise FastvidError(f"class_ids must be distinct indices in 0..{MAX_CLASSES - 1}, "
-                               f"got {list(class_ids)}")
-        classes, spec_classes = len(generator_ids), max(generator_ids) + 1
+    spec = dataclasses.replace(spec or SynthSpec(), **fields)
+    width, height = spec.check()
+    generator_ids, spec_classes = spec.generator_ids()
+    kind, codec, train, val, frames, seed = (spec.kind, spec.codec, spec.train, spec.val,
+                                             spec.frames, spec.seed)
+    classes = len(generator_ids)
     all_names = class_names(spec_classes)
     names = [all_names[c] for c in generator_ids]
-    width, height = parse_size(size)
-    if kind == "video" and (width % 2 or height % 2):
-        raise FastvidError(f"video files need an even frame size, got {width}x{height}")
-    if train < 1 or val < 1:
-        raise FastvidError(f"train and val must be at least 1, got train={train} val={val}")
-    if frames < 2:
-        raise FastvidError(f"frames must be at least 2, got {frames}")
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -390,7 +423,7 @@ def synth_dataset(out: str | Path, kind: str = "frames", codec: str = "mjpeg", c
         plan += [(split, split_no, i, int(label)) for i, label in enumerate(labels)]
     videos: list[dict[str, Any]] = []
     for vid_no, (split, split_no, index, label) in enumerate(
-            tqdm(plan, desc="synth", unit="clip", disable=not progress)):
+            tqdm(plan, desc="synth", unit="clip", disable=not spec.progress)):
         clip_rng = np.random.default_rng(np.random.SeedSequence([seed, 1, split_no, index]))
         num_frames = _clip_length(frames, clip_rng)
         clip = render_clip(generator_ids[label], num_frames, (width, height), clip_rng,

@@ -1,13 +1,21 @@
-"""What every fastvid plot shares: the Agg backend, atomic PNG writes, plain device names and
-one number format for a table cell and the label of the same value in a plot."""
+"""What every fastvid report and plot shares: the Agg backend, atomic PNG writes, plain device
+names, one number format for a table cell and the label of the same value in a plot, and the
+markdown table (``fastvid report`` and ``bench/report.py`` write theirs with it)."""
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
-__all__ = ["pyplot", "save", "fmt", "fmt_pct", "plain_device", "unique_names"]
+__all__ = ["pyplot", "save", "fmt", "fmt_pct", "plain_device", "unique_names", "markdown_table"]
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table; a ``|`` inside a cell is escaped."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                    for row in rows]
 
 
 def pyplot() -> Any:

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 from fastvid.errors import FastvidError
 
-from .plotting import fmt, fmt_pct, pyplot, save, unique_names
+from .plotting import fmt, fmt_pct, markdown_table, pyplot, save, unique_names
 
 __all__ = ["RunMetrics", "read_run", "is_run_dir", "render_training_report", "ema",
            "TRAINING_PLOTS", "Drawn"]
@@ -346,7 +346,7 @@ def _summary_table(runs: Sequence[RunMetrics]) -> list[str]:
             is not None else "–",
             fmt(sum(vps) / len(vps)) if vps else "–", fmt_pct(sum(wait) / len(wait)) if wait else "–",
             fmt(time_to_first_step(run)), fmt(time_s)])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def epoch_lr(run: RunMetrics) -> dict[int, Optional[float]]:
@@ -378,12 +378,7 @@ def _epoch_table(run: RunMetrics) -> list[str]:
              fmt_pct(e.get("val_top1")), fmt_pct(e.get("val_top5")), fmt_pct(e.get("val_mean_class_acc")),
              fmt(e.get("videos_per_s")), fmt_pct(e.get("data_wait")), fmt(e.get("epoch_time_s")),
              str(e.get("bad_samples", "–"))] for e in run.epochs]
-    return _table(header, rows)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return markdown_table(header, rows)
 
 
 def _startup_lines(runs: Sequence[RunMetrics]) -> list[str]:

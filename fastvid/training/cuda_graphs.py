@@ -37,6 +37,7 @@ import torch.nn as nn
 
 from fastvid.distributed import DistInfo
 from fastvid.errors import FastvidError
+from fastvid.precision import Precision
 
 from .optim import supports_device_skip
 from .step import StepOutput, TrainStep, to_input_format
@@ -178,6 +179,14 @@ class GraphedTrainStep:
     @property
     def scaler(self) -> torch.amp.GradScaler:
         return self.step.scaler
+
+    @property
+    def precision(self) -> Precision:
+        return self.step.precision
+
+    @property
+    def memory_format(self) -> Optional[torch.memory_format]:
+        return self.step.memory_format
 
     @property
     def captured(self) -> bool:

@@ -1,5 +1,5 @@
-"""The training loop: build everything in :func:`train`, run :func:`train_one_epoch` per epoch,
-evaluate, checkpoint (torchvision's ``references/video_classification/train.py`` is the model).
+"""The training loop: :func:`train` sets the run up, runs :func:`train_one_epoch` per epoch,
+evaluates, checkpoints (torchvision's ``references/video_classification/train.py`` is the model).
 
 It never asks which loader or precision it has: the loader yields the batch contract on the
 device, :class:`fastvid.precision.Precision` supplies autocast and the GradScaler, and
@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -33,13 +33,14 @@ from fastvid.distributed import DistInfo, any_rank, init_distributed, unwrap
 from fastvid.errors import FastvidError, TrainingAborted
 from fastvid.evaluate import evaluate_sharded
 from fastvid.loaders import close_loader
-from fastvid.models import create_model_from_config, load_pretrained, to_channels_last
+from fastvid.models import create_model_from_config, load_pretrained
 from fastvid.precision import resolve_precision
 from fastvid.version import __version__
 
 from .bn import recompute_bn_stats
-from .cuda_graphs import GraphedTrainStep, cuda_graphs_unsupported, lr_to_floats
-from .optim import build_lr_scheduler, build_optimizer, load_optimizer_state
+from .build import StepOptions, build_train_step
+from .cuda_graphs import cuda_graphs_unsupported, lr_to_floats
+from .optim import build_lr_scheduler, load_optimizer_state
 from .step import NonFiniteMonitor, TrainStep
 
 __all__ = ["TrainOptions", "train", "train_one_epoch", "EpochSetup", "MetricsLog", "StopFlag",
@@ -154,32 +155,6 @@ def _num_classes(cfg: Config, dataset: Any, records: list) -> int:
     return max(r.label for r in records) + 1
 
 
-def _checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
-                      scheduler: Any, cfg: Config, classes: Optional[list[str]], epoch: int,
-                      step: int, batch_in_epoch: int, best_top1: float) -> dict[str, Any]:
-    plain = unwrap(model)
-    opt_state = optimizer.state_dict()  # fresh dicts per group: converting them changes nothing live
-    lr_to_floats(opt_state["param_groups"])  # a CUDA-graph run keeps its lr in device tensors
-    sched_state = scheduler.state_dict()
-    sched_state["_last_lr"] = [float(v) for v in sched_state.get("_last_lr", [])]
-    return {
-        "model": plain.state_dict(),
-        "optimizer": opt_state,
-        "scaler": scaler.state_dict(),
-        "scheduler": sched_state,
-        "epoch": epoch,
-        "step": step,
-        "batch_in_epoch": batch_in_epoch,
-        "rng": capture_rng(plain),
-        "config": cfg.to_dict(),
-        "classes": classes,
-        "data_geometry": data_geometry(cfg),
-        "model_name": cfg.model_name,
-        "best_top1": best_top1,
-        "fastvid_version": __version__,
-    }
-
-
 def process_start_time() -> float:
     """``time.time()`` at which this process started (Linux ``/proc``; else fastvid's import)."""
     try:
@@ -192,19 +167,6 @@ def process_start_time() -> float:
 
 
 _IMPORTED_AT = time.time()
-
-
-def configure_compile_cache() -> str:
-    """Keep Inductor's compiled kernels and FX/AOTAutograd graph caches across runs.
-
-    ``TORCHINDUCTOR_CACHE_DIR`` (when unset) becomes ``$XDG_CACHE_HOME/fastvid/inductor``
-    (``~/.cache/...``) instead of a per-user folder under /tmp that reboots clear, so a second
-    ``fastvid train --compile`` of the same model starts from the cache. Returns the folder.
-    """
-    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "fastvid" / "inductor")
-    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
 def compile_unsupported(device: torch.device | str) -> Optional[str]:
@@ -327,9 +289,18 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
 
     Rank 0 holds the run directory's lock (:class:`fastvid.workdir_lock.WorkDirLock`) for the
     whole run, and the loaders are closed (workers and pipelines shut down) however it ends.
+    The run is :func:`_setup` (lists, lock, checkpoint, loaders, model and step, restored by
+    :func:`_resume`), one :func:`_run_epoch` per epoch, then :func:`_finish`.
     """
     with ExitStack() as resources:
-        return _train(cfg, opts, resources)
+        run = _setup(cfg, opts, resources)
+        if isinstance(run, dict):  # resumed from a run that had already finished
+            return run
+        t_start = time.time()
+        with run.stop.installed():
+            for epoch in range(run.start_epoch, cfg.train.epochs):
+                _run_epoch(run, epoch)
+        return _finish(run, time.time() - t_start)
 
 
 def _lock_work_dir(work_dir: Path, dist_info: DistInfo, resources: ExitStack) -> None:
@@ -354,14 +325,35 @@ def _lock_work_dir(work_dir: Path, dist_info: DistInfo, resources: ExitStack) ->
         raise error
 
 
-def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, Any]:
-    from fastvid.data.lists import resolve_dataset
-    from fastvid.loaders import build_loader
+@dataclass
+class _Run:
+    """One run: what :func:`_setup` builds, :func:`_resume` restores and the epochs advance."""
 
-    t_process = process_start_time()
-    dist_info = init_distributed(opts.device)
-    device = dist_info.device
-    precision = resolve_precision(opts.amp, opts.amp_dtype, device)
+    cfg: Config
+    opts: TrainOptions
+    dist_info: DistInfo
+    work_dir: Path
+    classes: Optional[list[str]]
+    train_loader: Any
+    val_loader: Any
+    stop: StopFlag = field(default_factory=StopFlag)
+    train_step: Any = None  # TrainStep or GraphedTrainStep (build_train_step)
+    scheduler: Any = None
+    setup: Optional[EpochSetup] = None  # what train_one_epoch needs (metrics, monitor, ...)
+    resume_path: Optional[Path] = None  # the checkpoint it resumes from
+    start_epoch: int = 0  # where the run (re)starts
+    skip_batches: int = 0  # batches of start_epoch a resumed run already did
+    step: int = 0  # global optimisation steps done
+    best_top1: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)  # epoch records (rank 0)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.cfg.model.num_classes)
+
+
+def _check_options(opts: TrainOptions, device: torch.device, dist_info: DistInfo) -> None:
+    """Refuse --cuda-graphs / --compile where they cannot run, before any data is read."""
     if opts.cuda_graphs:
         reason = cuda_graphs_unsupported(device, dist_info)
         if reason is None and opts.compile and _compile_mode_uses_cudagraphs(opts.compile_mode):
@@ -374,9 +366,11 @@ def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, A
         reason = compile_unsupported(device)
         if reason:
             raise FastvidError(f"--compile: {reason}")
-    work_dir = Path(opts.work_dir)
-    if dist_info.is_main:
-        _check_writable(work_dir)
+
+
+def _read_lists(cfg: Config, opts: TrainOptions) -> tuple[Any, list, list]:
+    """The dataset and its train / val records; sets ``cfg.model.num_classes`` (checked)."""
+    from fastvid.data.lists import resolve_dataset
 
     dataset = resolve_dataset(opts.data_root, cfg.data)
     train_records = dataset.records("train", frame_tmpl=cfg.data.frame_tmpl)
@@ -388,31 +382,62 @@ def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, A
             raise FastvidError(f"{split} list has class index {bad[0].label} but the model has "
                                f"{num_classes} classes (model.num_classes)")
     cfg.model.num_classes = num_classes
-    classes = dataset.categories
-    # Before anything is read from or written to the run directory (lists checked first, so a
-    # bad list still creates nothing).
-    _lock_work_dir(work_dir, dist_info, resources)
+    return dataset, train_records, val_records
 
+
+def _open_checkpoint(cfg: Config, opts: TrainOptions, work_dir: Path, dist_info: DistInfo
+                     ) -> tuple[Optional[Path], Optional[dict[str, Any]], Optional[dict[str, Any]]]:
+    """``(path, checkpoint, None)`` to resume from, ``(None, None, None)`` for a new run, or
+    ``(path, None, summary)`` when the checkpoint ended the configured training.
+
+    A resumed run's ``metrics.jsonl`` is cut back to the checkpoint (rank 0).
+    """
     resume_path = _resume_path(opts, work_dir)
-    ckpt = None
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path)
-        check_config_matches(ckpt.get("config", {}), cfg, str(resume_path))
-        finished = _finished_summary(work_dir, ckpt, cfg)
-        if finished is not None:
-            if dist_info.is_main:
-                if not (work_dir / "summary.json").is_file():
-                    write_text_atomic(work_dir / "summary.json", json.dumps(finished, indent=2),
-                                      "run summary")
-                log.info("%s: this run already finished its %d epochs; nothing to do (raise "
-                         "--epochs to train on)", resume_path, cfg.train.epochs)
-            if dist_info.distributed:
-                dist.destroy_process_group()
-            return finished
-
-    if ckpt is not None and dist_info.is_main:
+    if resume_path is None:
+        return None, None, None
+    ckpt = load_checkpoint(resume_path)
+    check_config_matches(ckpt.get("config", {}), cfg, str(resume_path))
+    finished = _finished_summary(work_dir, ckpt, cfg)
+    if finished is not None:
+        if dist_info.is_main:
+            if not (work_dir / "summary.json").is_file():
+                write_text_atomic(work_dir / "summary.json", json.dumps(finished, indent=2),
+                                  "run summary")
+            log.info("%s: this run already finished its %d epochs; nothing to do (raise "
+                     "--epochs to train on)", resume_path, cfg.train.epochs)
+        if dist_info.distributed:
+            dist.destroy_process_group()
+        return resume_path, None, finished
+    if dist_info.is_main:
         truncate_metrics(work_dir / "metrics.jsonl", int(ckpt.get("step", 0)),
                          int(ckpt.get("epoch", 0)))
+    return resume_path, ckpt, None
+
+
+def _setup(cfg: Config, opts: TrainOptions, resources: ExitStack) -> "_Run | dict[str, Any]":
+    """Everything before the first epoch; a finished run's summary when there is nothing to do.
+
+    Order matters: options and lists are checked before the run directory is locked (a bad
+    list creates nothing), the loaders start decoding before the model is built, and the
+    checkpoint is restored before the step is compiled, wrapped or captured.
+    """
+    from fastvid.loaders import build_loader
+
+    t_process = process_start_time()
+    dist_info = init_distributed(opts.device)
+    device = dist_info.device
+    precision = resolve_precision(opts.amp, opts.amp_dtype, device)
+    _check_options(opts, device, dist_info)
+    work_dir = Path(opts.work_dir)
+    if dist_info.is_main:
+        _check_writable(work_dir)
+    dataset, train_records, val_records = _read_lists(cfg, opts)
+    # Before anything is read from or written to the run directory.
+    _lock_work_dir(work_dir, dist_info, resources)
+    resume_path, ckpt, finished = _open_checkpoint(cfg, opts, work_dir, dist_info)
+    if finished is not None:
+        return finished
+
     start_epoch = int(ckpt["epoch"]) if ckpt is not None else 0
     skip_batches = int(ckpt.get("batch_in_epoch", 0)) if ckpt is not None else 0
     train_loader = build_loader(cfg, dataset, "train", loader=opts.loader, device=device,
@@ -430,55 +455,20 @@ def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, A
         val_loader = build_loader(cfg, dataset, "val", loader=opts.loader, device=device,
                                   records=val_shard)
         resources.callback(close_loader, val_loader)
+    run = _Run(cfg, opts, dist_info, work_dir, dataset.categories, train_loader, val_loader,
+               start_epoch=start_epoch, skip_batches=skip_batches, resume_path=resume_path)
 
     torch.manual_seed(cfg.train.seed + dist_info.rank)
-    model = create_model_from_config(cfg.model, num_classes)
+    model = create_model_from_config(cfg.model, run.num_classes)
     if opts.pretrained and ckpt is None:
         load_pretrained(model, opts.pretrained)
-    fmt = cfg.spec.memory_format
-    model = to_channels_last(model.to(device))
-    if device.type == "cuda":
-        # Fixed input shapes: let cuDNN time its algorithms once (torchvision's reference does).
-        torch.backends.cudnn.benchmark = True
-    optimizer = build_optimizer(model, cfg, device, apex=opts.apex)
-    scheduler = build_lr_scheduler(optimizer, cfg)
-
-    step, best_top1 = 0, -1.0
-    scaler_state = None
-    if ckpt is not None:
-        unwrap(model).load_state_dict(ckpt["model"])
-        load_optimizer_state(optimizer, ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler_state = ckpt.get("scaler")
-        step = int(ckpt["step"])
-        best_top1 = float(ckpt.get("best_top1", -1.0))
-        restore_rng(ckpt["rng"], unwrap(model))
-        if dist_info.rank:
-            # last.pt holds rank 0's generators only: restored on every rank they would give all
-            # ranks the same dropout masks and relation draws. Other ranks get their own stream.
-            torch.manual_seed(int(np.random.SeedSequence([cfg.train.seed, dist_info.rank, step])
-                                  .generate_state(1)[0]))
-        log.info("resumed from %s: epoch %d, step %d%s", resume_path, start_epoch, step,
-                 f", batch {skip_batches} of the epoch" if skip_batches else "")
-
-    if opts.cuda_graphs:
-        reason = cuda_graphs_unsupported(device, dist_info, optimizer)
-        if reason:
-            raise FastvidError(reason)
-    if opts.compile:
-        log.info("torch.compile (mode %s), kernels cached in %s", opts.compile_mode or "default",
-                 configure_compile_cache())
-        model = torch.compile(model, mode=opts.compile_mode)
-    if dist_info.distributed:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_step = TrainStep(model, optimizer, precision, aux_loss_weight=cfg.model.aux_loss_weight,
-                           clip_grad_norm=cfg.train.clip_grad_norm,
-                           label_smoothing=cfg.train.label_smoothing, memory_format=fmt,
-                           dist_info=dist_info)
-    if opts.cuda_graphs:
-        train_step = GraphedTrainStep(train_step)  # type: ignore[assignment]
-    scaler = train_step.scaler
+    run.train_step = build_train_step(
+        cfg, model, device=device, precision=precision, dist_info=dist_info,
+        options=StepOptions(compile=opts.compile, compile_mode=opts.compile_mode,
+                            cuda_graphs=opts.cuda_graphs, apex=opts.apex),
+        restore=lambda plain, optimizer: _resume(run, ckpt, plain, optimizer))
+    scaler = run.train_step.scaler
+    scaler_state = ckpt.get("scaler") if ckpt is not None else None
     if scaler_state or not scaler.is_enabled():
         scaler.load_state_dict(scaler_state or {})
     elif ckpt is not None:  # saved by an fp32/bf16 run (disabled scaler, empty state)
@@ -488,91 +478,158 @@ def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, A
         work_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, work_dir / "config.yaml")
         log.info("training %s (%d classes) on %s, %s, loader %s, %d train / %d val videos, "
-                 "world size %d", cfg.model_name, num_classes, device, precision.name,
+                 "world size %d", cfg.model_name, run.num_classes, device, precision.name,
                  train_loader.backend, len(train_records), len(val_records), dist_info.world_size)
     metrics = MetricsLog(work_dir / "metrics.jsonl" if dist_info.is_main else None,
                          work_dir / "tb" if (opts.tensorboard and dist_info.is_main) else None)
+    run.setup = EpochSetup(cfg, dist_info, metrics, run.stop,
+                           NonFiniteMonitor(device, cfg.train.max_nonfinite_steps),
+                           progress=opts.progress, max_steps=opts.max_steps_per_epoch,
+                           process_start=t_process, bn_batches=cfg.train.precise_bn_batches)
+    return run
 
-    history: list[dict[str, Any]] = []
-    stop = StopFlag()
-    setup = EpochSetup(cfg, dist_info, metrics, stop,
-                       NonFiniteMonitor(device, cfg.train.max_nonfinite_steps),
-                       progress=opts.progress, max_steps=opts.max_steps_per_epoch,
-                       process_start=t_process, bn_batches=cfg.train.precise_bn_batches)
-    t_start = time.time()
-    with stop.installed():
-        for epoch in range(start_epoch, cfg.train.epochs):
-            train_loader.set_epoch(epoch)
 
-            def save_mid_epoch(at_step: int, batches: int, epoch: int = epoch) -> None:
-                save_checkpoint(_checkpoint_state(model, optimizer, scaler, scheduler, cfg, classes,
-                                                  epoch, at_step, batches, best_top1),
-                                work_dir / "last.pt")
+def _resume(run: _Run, ckpt: Optional[dict[str, Any]], model: nn.Module,
+            optimizer: torch.optim.Optimizer) -> None:
+    """Build the LR schedule and, resuming, restore model, optimizer, schedule, step and RNG.
 
-            setup.save_mid_epoch = save_mid_epoch
-            result = train_one_epoch(train_step, train_loader, epoch, step, skip_batches, setup)
-            step = result["step"]
-            skip_batches = 0
-            if result["stopped"]:
-                if dist_info.is_main:
-                    save_mid_epoch(step, result["batches"])
-                    log.warning("saved %s at epoch %d step %d; continue with --resume auto",
-                                work_dir / "last.pt", epoch + 1, step)
-                signum = stop.signum or signal.SIGTERM
-                raise TrainingAborted(f"interrupted by {signal.Signals(signum).name}; last.pt saved "
-                                      f"(epoch {epoch + 1}, step {step}); continue with --resume auto",
-                                      ) from None
-            lr = float(optimizer.param_groups[0]["lr"])  # the lr this epoch trained with
-            scheduler.step()
-            record = {"type": "epoch", "epoch": epoch + 1, "step": step,
-                      "train_loss": result["loss"], "lr": lr,
-                      "next_lr": float(optimizer.param_groups[0]["lr"]),
-                      "videos_per_s": result["videos_per_s"], "data_wait": result["data_wait"],
-                      "bad_samples": len(getattr(train_loader, "bad_samples", []) or []),
-                      "epoch_time_s": result["time"]}
-            for key in ("startup_overhead_s", "outside_steady_share"):
-                if key in result:
-                    record[key] = result[key]
-            if cfg.train.precise_bn_batches > 0:
-                # The epoch's first batches (at most as many as it trained): kept from the epoch,
-                # or read again (a resumed epoch, or too big to keep) - the same batches.
-                kept = result.pop("bn_batches")
-                if kept is None:
-                    train_loader.set_epoch(epoch)
-                used = recompute_bn_stats(unwrap(model), train_loader if kept is None else kept,
-                                          result["bn_batches_wanted"], precision, fmt, dist_info)
-                del kept  # device memory back before evaluation
-                record["precise_bn_batches"] = used
-            is_best = False
-            ev = None
-            if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
-                ev = evaluate_sharded(unwrap(model), val_loader, num_classes, dist_info,
-                                      average=cfg.model.average_clips, autocast=precision.autocast)
-            if ev is not None:
-                record.update(val_top1=ev.top1, val_top5=ev.top5, val_mean_class_acc=ev.mean_class_acc)
-                is_best = ev.top1 > best_top1
-                best_top1 = max(best_top1, ev.top1)
-                log.info("epoch %d: loss %.4f, val top1 %.2f%% top5 %.2f%%", epoch + 1,
-                         result["loss"], 100 * ev.top1, 100 * ev.top5)
-            if dist_info.is_main:
-                metrics.write(record)
-                history.append(record)
-                state = _checkpoint_state(model, optimizer, scaler, scheduler, cfg, classes,
-                                          epoch + 1, step, 0, best_top1)
-                save_checkpoint(state, work_dir / "last.pt")
-                if is_best:
-                    save_checkpoint(state, work_dir / "best.pt")
-            if dist_info.distributed:
-                dist.barrier()
+    Called by :func:`build_train_step` with the plain model and its optimizer, before the model
+    is compiled or wrapped (the schedule must exist before the optimizer state is loaded: its
+    construction sets the first epoch's learning rate).
+    """
+    cfg, dist_info = run.cfg, run.dist_info
+    run.scheduler = build_lr_scheduler(optimizer, cfg)
+    if ckpt is None:
+        return
+    unwrap(model).load_state_dict(ckpt["model"])
+    load_optimizer_state(optimizer, ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.step = int(ckpt["step"])
+    run.best_top1 = float(ckpt.get("best_top1", -1.0))
+    restore_rng(ckpt["rng"], unwrap(model))
+    if dist_info.rank:
+        # last.pt holds rank 0's generators only: restored on every rank they would give all
+        # ranks the same dropout masks and relation draws. Other ranks get their own stream.
+        torch.manual_seed(int(np.random.SeedSequence([cfg.train.seed, dist_info.rank, run.step])
+                              .generate_state(1)[0]))
+    log.info("resumed from %s: epoch %d, step %d%s", run.resume_path, run.start_epoch, run.step,
+             f", batch {run.skip_batches} of the epoch" if run.skip_batches else "")
 
-    summary = {"model": cfg.model_name, "num_classes": num_classes, "epochs": cfg.train.epochs,
-               "steps": step, "best_top1": best_top1, "device": str(device),
-               "precision": precision.name, "loader": train_loader.backend,
-               "world_size": dist_info.world_size, "time_s": time.time() - t_start,
-               "final": history[-1] if history else None, "fastvid_version": __version__}
+
+def _checkpoint_state(run: _Run, epoch: int, step: int, batch_in_epoch: int) -> dict[str, Any]:
+    """``last.pt`` / ``best.pt`` at global ``step``: at ``batch_in_epoch`` of 0-based ``epoch``
+    (mid-epoch), or with ``epoch`` epochs done and ``batch_in_epoch`` 0."""
+    train_step = run.train_step
+    plain = unwrap(train_step.model)
+    opt_state = train_step.optimizer.state_dict()  # fresh dicts per group: converting changes nothing live
+    lr_to_floats(opt_state["param_groups"])  # a CUDA-graph run keeps its lr in device tensors
+    sched_state = run.scheduler.state_dict()
+    sched_state["_last_lr"] = [float(v) for v in sched_state.get("_last_lr", [])]
+    return {
+        "model": plain.state_dict(),
+        "optimizer": opt_state,
+        "scaler": train_step.scaler.state_dict(),
+        "scheduler": sched_state,
+        "epoch": epoch,
+        "step": step,
+        "batch_in_epoch": batch_in_epoch,
+        "rng": capture_rng(plain),
+        "config": run.cfg.to_dict(),
+        "classes": run.classes,
+        "data_geometry": data_geometry(run.cfg),
+        "model_name": run.cfg.model_name,
+        "best_top1": run.best_top1,
+        "fastvid_version": __version__,
+    }
+
+
+def _run_epoch(run: _Run, epoch: int) -> None:
+    """Train 0-based ``epoch`` (the rest of it, resumed), precise BN, evaluate, checkpoint.
+
+    Raises :class:`TrainingAborted` after saving ``last.pt`` when a signal stopped the epoch.
+    """
+    cfg, dist_info, setup = run.cfg, run.dist_info, run.setup
+    assert setup is not None
+    train_step, optimizer = run.train_step, run.train_step.optimizer
+    last = run.work_dir / "last.pt"
+    run.train_loader.set_epoch(epoch)
+
+    def save_mid_epoch(at_step: int, batches: int) -> None:
+        save_checkpoint(_checkpoint_state(run, epoch, at_step, batches), last)
+
+    setup.save_mid_epoch = save_mid_epoch
+    result = train_one_epoch(train_step, run.train_loader, epoch, run.step, run.skip_batches, setup)
+    run.step = result["step"]
+    run.skip_batches = 0
+    if result["stopped"]:
+        if dist_info.is_main:
+            save_mid_epoch(run.step, result["batches"])
+            log.warning("saved %s at epoch %d step %d; continue with --resume auto",
+                        last, epoch + 1, run.step)
+        signum = run.stop.signum or signal.SIGTERM
+        raise TrainingAborted(f"interrupted by {signal.Signals(signum).name}; last.pt saved "
+                              f"(epoch {epoch + 1}, step {run.step}); continue with --resume auto",
+                              ) from None
+    lr = float(optimizer.param_groups[0]["lr"])  # the lr this epoch trained with
+    run.scheduler.step()
+    record = {"type": "epoch", "epoch": epoch + 1, "step": run.step,
+              "train_loss": result["loss"], "lr": lr,
+              "next_lr": float(optimizer.param_groups[0]["lr"]),
+              "videos_per_s": result["videos_per_s"], "data_wait": result["data_wait"],
+              "bad_samples": len(getattr(run.train_loader, "bad_samples", []) or []),
+              "epoch_time_s": result["time"]}
+    for key in ("startup_overhead_s", "outside_steady_share"):
+        if key in result:
+            record[key] = result[key]
+    plain = unwrap(train_step.model)
+    if cfg.train.precise_bn_batches > 0:
+        # The epoch's first batches (at most as many as it trained): kept from the epoch,
+        # or read again (a resumed epoch, or too big to keep) - the same batches.
+        kept = result.pop("bn_batches")
+        if kept is None:
+            run.train_loader.set_epoch(epoch)
+        used = recompute_bn_stats(plain, run.train_loader if kept is None else kept,
+                                  result["bn_batches_wanted"], train_step.precision,
+                                  train_step.memory_format, dist_info)
+        del kept  # device memory back before evaluation
+        record["precise_bn_batches"] = used
+    is_best = False
+    ev = None
+    if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
+        ev = evaluate_sharded(plain, run.val_loader, run.num_classes, dist_info,
+                              average=cfg.model.average_clips,
+                              autocast=train_step.precision.autocast)
+    if ev is not None:
+        record.update(val_top1=ev.top1, val_top5=ev.top5, val_mean_class_acc=ev.mean_class_acc)
+        is_best = ev.top1 > run.best_top1
+        run.best_top1 = max(run.best_top1, ev.top1)
+        log.info("epoch %d: loss %.4f, val top1 %.2f%% top5 %.2f%%", epoch + 1,
+                 result["loss"], 100 * ev.top1, 100 * ev.top5)
     if dist_info.is_main:
-        write_text_atomic(work_dir / "summary.json", json.dumps(summary, indent=2), "run summary")
-    metrics.close()
+        setup.metrics.write(record)
+        run.history.append(record)
+        state = _checkpoint_state(run, epoch + 1, run.step, 0)
+        save_checkpoint(state, last)
+        if is_best:
+            save_checkpoint(state, run.work_dir / "best.pt")
+    if dist_info.distributed:
+        dist.barrier()
+
+
+def _finish(run: _Run, seconds: float) -> dict[str, Any]:
+    """The run summary (``summary.json`` on rank 0); closes the metrics log and DDP."""
+    dist_info, setup = run.dist_info, run.setup
+    assert setup is not None
+    summary = {"model": run.cfg.model_name, "num_classes": run.num_classes,
+               "epochs": run.cfg.train.epochs, "steps": run.step, "best_top1": run.best_top1,
+               "device": str(dist_info.device), "precision": run.train_step.precision.name,
+               "loader": run.train_loader.backend, "world_size": dist_info.world_size,
+               "time_s": seconds, "final": run.history[-1] if run.history else None,
+               "fastvid_version": __version__}
+    if dist_info.is_main:
+        write_text_atomic(run.work_dir / "summary.json", json.dumps(summary, indent=2),
+                          "run summary")
+    setup.metrics.close()
     if dist_info.distributed:
         dist.barrier()
         dist.destroy_process_group()
@@ -592,7 +649,7 @@ def train_one_epoch(train_step: TrainStep, loader: Any, epoch: int, step: int, s
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    cfg, dist_info, monitor = setup.cfg, setup.dist_info, setup.monitor
+    cfg, dist_info = setup.cfg, setup.dist_info
     train_step.model.train()
     total = len(loader)
     if setup.max_steps:
