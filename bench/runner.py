@@ -38,7 +38,8 @@ import torch.nn as nn
 
 from fastvid.errors import BackendUnavailable
 from fastvid.models import input_layout, memory_format, to_channels_last
-from fastvid.precision import DTYPES
+from fastvid.cpu import compile_unsupported
+from fastvid.precision import DTYPES, precision_unusable
 
 from .flops import annotate_record
 from .graphed import GraphedRunner, cuda_graph_unsupported
@@ -273,11 +274,9 @@ class InferenceBenchmarkRunner:
         """Why (backend, precision) cannot run here (package, device, precision), or None."""
         import engines
 
-        if precision == "fp16" and self.device.type == "cpu":
-            return "fp16 inference needs a CUDA device (no fast fp16 CPU kernels)"
-        if (precision == "bf16" and self.device.type == "cuda"
-                and not torch.cuda.is_bf16_supported(including_emulation=False)):
-            return "this GPU has no bf16 support"
+        reason = precision_unusable(precision, self.device)
+        if reason:
+            return reason
         known = inference_backends()
         if backend not in known:
             return f"unknown backend {backend!r}; known: {', '.join(known)}"
@@ -292,8 +291,6 @@ class InferenceBenchmarkRunner:
             return None
         if backend == "compile":
             # Inductor's JIT: Triton on CUDA (not AOTInductor's C++ compiler and CUDA headers)
-            from fastvid.training import compile_unsupported
-
             return compile_unsupported(self.device)
         status = engines.available_backends(self.device)
         if status[backend]:

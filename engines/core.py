@@ -23,23 +23,19 @@ import torch.nn as nn
 from fastvid.atomic import WriteError, write_text_atomic
 from fastvid.errors import BackendUnavailable, FastvidError, is_write_failure, write_error_message
 from fastvid.models import input_layout
-from fastvid.precision import DTYPES
+from fastvid.cpu import available_cores
+from fastvid.precision import DTYPES, precision_unusable
 from fastvid.version import __version__
 
 from .backends import EngineBackend, engine_backend, engine_backends, engine_names
 from .export import cast_for_precision, export_model, graph_problems, validation_batch
 
-__all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENSIONS",
-           "TOLERANCES", "available_backends", "build_engine", "load", "meta_path",
+__all__ = ["Engine", "EngineError", "EngineValidationError", "TOLERANCES", "precision_reason", "available_backends", "build_engine", "load", "meta_path",
            "backend_versions", "require_backend", "read_meta", "check_supported", "auto_backend",
            "tolerance", "cpu_threads_beside_loader",
            "artifact_companions", "artifact_digest", "verify_artifact"]
 
 log = logging.getLogger(__name__)
-
-# Derived from the registry (engines/backends.py), kept as names for callers.
-BACKENDS = engine_names()
-EXTENSIONS = {e.name: e.extension for e in engine_backends()}
 
 # Allowed max |engine - eager fp32| divided by the logit scale max |eager fp32 logits|. fp32 on CUDA is
 # looser because cuDNN convolutions may run in TF32 (10-bit mantissa) in the engine; fp16 keeps
@@ -64,6 +60,14 @@ def _backend_module(backend: str) -> EngineBackend:
     return engine_backend(backend).load()
 
 
+def precision_reason(backend: str, precision: str, device: torch.device | str) -> Optional[str]:
+    """Why ``backend`` cannot build or run ``precision`` on ``device``: the device's rule
+    (:func:`fastvid.precision.usable_precisions`), then the backend's own restrictions; or None."""
+    device = torch.device(device)
+    return (precision_unusable(precision, device)
+            or _backend_module(backend).precision_unsupported(precision, device))
+
+
 def tolerance(backend: str, precision: str, device: torch.device) -> float:
     """The validation tolerance (relative to the logit scale) of a ``backend`` engine."""
     own = getattr(_backend_module(backend), "TOLERANCES", None) or {}
@@ -74,7 +78,7 @@ def cpu_threads_beside_loader(loader_threads: int) -> int:
     """CPU threads for an engine that runs while a loader uses ``loader_threads`` (worker
     processes or DALI threads): every core this process may use, less the loader's, but never
     less than half of them (on a CPU, inference is most of an evaluation's work)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     return max(1, cores - min(max(0, int(loader_threads)), cores // 2))
 
 
@@ -90,7 +94,7 @@ def auto_backend(device: torch.device | str | None = None, precision: str = "fp3
                     key=lambda e: e.preference[device.type])
     tried = []
     for entry in ranked:
-        reason = status[entry.name] or _backend_module(entry.name).precision_unsupported(precision, device)
+        reason = status[entry.name] or precision_reason(entry.name, precision, device)
         if reason is None:
             return entry.name
         tried.append(f"{entry.name}: {reason}")
@@ -125,7 +129,7 @@ def require_backend(backend: str, device: torch.device | str) -> None:
 def check_supported(backend: str, precision: str, device: torch.device | str) -> None:
     """Raise :class:`BackendUnavailable` when ``backend`` cannot build ``precision`` on ``device``."""
     require_backend(backend, device)
-    reason = _backend_module(backend).precision_unsupported(precision, torch.device(device))
+    reason = precision_reason(backend, precision, device)
     if reason:
         raise BackendUnavailable(f"{backend} {precision} on {torch.device(device)}: {reason}")
 
@@ -322,8 +326,9 @@ def _build_into(model: nn.Module, example_input: torch.Tensor, backend: str, mod
     with torch.no_grad():
         num_classes = int(getattr(model, "num_classes", 0) or model(example_input[:1].to(device)).shape[-1])
     input_shape = [batch, *sample_shape]
+    note = engine_backend(backend).build_note.get(device.type)
     log.info("compiling with %s for %s, batch 1-%d%s", backend, device, max_batch,
-             " (AOTInductor on a CPU: a minute or more)" if backend == "aoti" and device.type == "cpu" else "")
+             f" ({note})" if note else "")
     try:
         mod.compile_and_save(exported, typed_example, precision=precision, batch=batch,
                              max_batch=max_batch, out_path=tmp, device=device)
@@ -577,10 +582,10 @@ def load(path: str | Path, device: torch.device | str | None = None, *, cuda_gra
         device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     backend = meta["backend"]
     require_backend(backend, device)
-    if backend == "aoti" and meta.get("device") != device.type:
-        raise EngineError(f"{path}: AOTInductor package compiled for {meta.get('device')}; cannot run on "
+    if engine_backend(backend).device_bound and meta.get("device") != device.type:
+        raise EngineError(f"{path}: {backend} engine built for {meta.get('device')}; it cannot run on "
                           f"{device.type} (rebuild it with --device {device.type})")
-    reason = _backend_module(backend).precision_unsupported(meta["precision"], device)
+    reason = precision_reason(backend, meta["precision"], device)
     if reason:
         raise BackendUnavailable(f"{path}: {reason}")
     try:

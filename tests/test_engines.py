@@ -13,6 +13,7 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 import engines
+from engines.backends import engine_backend
 from fastvid.errors import BackendUnavailable
 
 from _tiny import Tiny2D
@@ -108,7 +109,7 @@ def test_export_refuses_train_mode():
 @pytest.mark.parametrize("backend", [pytest.param("aoti", marks=pytest.mark.slow), "onnx"])
 def test_trn_engine_matches_eager_over_the_batch_range(trn, backend, request):
     path = request.getfixturevalue(f"trn_{backend}")
-    assert path.suffix == engines.EXTENSIONS[backend] and path.is_file()
+    assert path.suffix == engine_backend(backend).extension and path.is_file()
     meta = json.loads(engines.meta_path(path).read_text())
     assert meta["backend"] == backend and meta["precision"] == "fp32" and meta["valid"] is True
     assert meta["input_shape"] == [2, FRAMES, 3, SIZE, SIZE] and meta["batch_range"] == [1, MAX_BATCH]
@@ -241,7 +242,10 @@ def test_trt_save_example_keeps_the_batch_dynamic():
 
 
 def test_trt_bf16_check_ignores_emulated_bf16(monkeypatch):
-    from engines.tensorrt import precision_unsupported
+    from engines.core import precision_reason
+
+    def precision_unsupported(precision, device):  # the device's rule, then TensorRT's own
+        return precision_reason("trt", precision, device)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     # A pre-Ampere GPU: bf16 only emulated, so the default (including_emulation=True) says True.

@@ -8,19 +8,18 @@ from typing import Any, Optional
 import click
 
 from bench.runner import inference_backends
-from engines.backends import engine_names
+from engines.backends import backend_help, engine_names
 from fastvid.cli import cli
 from fastvid.cli.common import (class_order_option, config_options, friendly_errors, int_list,
                                 load_inference_config, resolve_device)
 from fastvid.loaders import loader_names
+from fastvid.precision import PRECISIONS
 
 log = logging.getLogger("fastvid.cli.engine")
 
 ENGINE_BACKENDS = engine_names()
 BENCH_BACKENDS = inference_backends()
 LOADERS = loader_names(auto=False)
-PRECISIONS = ("fp32", "fp16", "bf16")
-
 
 def _split(value: Optional[str], choices: tuple[str, ...], option: str) -> list[str]:
     items = [v.strip() for v in (value or "").split(",") if v.strip()]
@@ -76,10 +75,7 @@ def _model_for(cfg: Any, checkpoint: Optional[str], device: Any,
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="Trained checkpoint (fastvid, TRN-pytorch or mmaction2) to export.")
 @click.option("--backend", required=True, type=click.Choice(("auto",) + ENGINE_BACKENDS),
-              help="trt: Torch-TensorRT (.ep, CUDA only); aoti: AOTInductor (.pt2, CPU or CUDA); "
-                   "onnx: ONNX Runtime (.onnx); openvino: OpenVINO IR (.xml + .bin, CPU only); "
-                   "auto: the fastest available for the device and precision (CUDA: trt, aoti, "
-                   "onnx; CPU: openvino, aoti, onnx).")
+              help=backend_help())
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Engine precision; model and input are cast as a whole (OpenVINO: the graph "
                    "stays fp32, the runtime computes in the precision). fp16 needs CUDA; bf16 works "
