@@ -50,7 +50,7 @@ import torch
 from bench.gpu_plan import (CostModel, Estimate, PlannedItem, PlannedSlot, Priors, Schedule, compiled_keys,
                             format_schedule, remember_compiled)
 from bench.records import append_records, new_run_id, read_records, stamp
-from bench.runner import GRAPH_SUFFIX, InferenceBenchmarkRunner, Variant, inference_plan, split_backend
+from bench.runner import GRAPH_SUFFIX, BenchSettings, InferenceBenchmarkRunner, Variant, inference_plan, split_backend
 from bench.train import bench_training
 from fastvid.cpu import available_cores
 from fastvid.models import get_model_spec
@@ -466,13 +466,12 @@ def _measure(sec: _Section, variants: Sequence[V], *, stub: Callable[[V], dict[s
 
 
 def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset = "full",
-                device: Optional[str] = None, deadline: Optional[float] = None,
-                budget: Optional[TimeBudget] = None, run_id: Optional[str] = None,
-                cost_model: Optional[CostModel] = None, **overrides: Any) -> list[dict[str, Any]]:
+                device: Optional[str] = None, budget: Optional[TimeBudget] = None,
+                run_id: Optional[str] = None, **overrides: Any) -> list[dict[str, Any]]:
     """Measure ``section`` (``train`` or ``infer``) of model ``name``; returns its records.
 
     Every record is appended to ``out_dir/results.json`` as soon as it is measured, and the
-    variants that do not fit before ``deadline`` as skipped ones. ``overrides`` replace
+    variants that do not fit before the budget's deadline (none by default) as skipped ones. ``overrides`` replace
     :class:`Preset` fields (``frames``, ``iters``, ``infer_plan``, ...). Raises
     :class:`StepStopped` (after recording the variant in flight and the rest) when the
     budget's signal handler fires. ``run_id`` (default :func:`bench.records.new_run_id`, i.e.
@@ -492,7 +491,7 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as fastvid train runs
-    sec = _Section(out_dir, budget or TimeBudget(deadline), dev)
+    sec = _Section(out_dir, budget or TimeBudget(None), dev)
     sample = spec.input_shape(1, cfg.frames, cfg.size)[1:]
     extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh",
              "run_id": run_id or new_run_id()}
@@ -524,7 +523,7 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
 
         # Each variant's own cost: its cold costs (cuDNN autotuning of a new dtype/layout, an
         # Inductor compile, a capture) + its steps, from the priors (bench/gpu_priors.yaml).
-        costs = _Costs(sec.budget, cost_model)
+        costs = _Costs(sec.budget)
 
         def train_expected(v: tuple, last: Optional[float]) -> float:
             return costs.expect(v, costs.model.train(name, v, batch=batch, warmup=cfg.train_warmup,
@@ -534,7 +533,7 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
 
     plan = list(cfg.infer_plan)
     runner: Optional[InferenceBenchmarkRunner] = None
-    costs = _Costs(sec.budget, cost_model)
+    costs = _Costs(sec.budget)
 
     def infer_stub(v: Variant) -> dict[str, Any]:
         backend, precision, batch = v
@@ -555,8 +554,8 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
     def infer(gated: Iterator[Variant]) -> None:
         nonlocal runner
         runner = InferenceBenchmarkRunner(model().eval().to(dev), sample, dev, model_name=name,
-                                          warmup=cfg.warmup, iters=cfg.iters, extra=extra, mean=mean,
-                                          std=std)
+                                          extra=extra, norm=(mean, std),
+                                          settings=BenchSettings(warmup=cfg.warmup, iters=cfg.iters))
         runner.run_variants(gated, max_batch=max(b for _, _, b in plan), on_record=on_record)
 
     return _measure(sec, plan, stub=infer_stub, expected_s=expected, run=infer)
@@ -621,9 +620,8 @@ def _replicate_train_list(root: Path, videos: int) -> int:
 
 
 def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional[str] = None,
-                deadline: Optional[float] = None, budget: Optional[TimeBudget] = None,
-                workers: Optional[int] = None, run_id: Optional[str] = None,
-                cost_model: Optional[CostModel] = None, **overrides: Any) -> list[dict[str, Any]]:
+                budget: Optional[TimeBudget] = None, workers: Optional[int] = None,
+                run_id: Optional[str] = None, **overrides: Any) -> list[dict[str, Any]]:
     """Loader rows at steady state (DALI on the GPU, torch, DALI on the CPU) on a synthetic set.
 
     The set (JPEG frame folders, written with PIL into a temporary folder, removed after) is
@@ -642,7 +640,7 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
 
     cfg = _resolve(preset, **overrides)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sec = _Section(out_dir, budget or TimeBudget(deadline), dev)
+    sec = _Section(out_dir, budget or TimeBudget(None), dev)
     n_workers = workers if workers is not None else max(1, min(8, available_cores() // 2))
     train_cfg = load_config(REPO / "configs" / "trn_bninception_jester.yaml",
                             [f"data.image_size={cfg.size}", f"data.scale_size={cfg.size * 8 // 7}",
@@ -651,7 +649,7 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
               "source": "scripts/gpu_check.sh", "batch_size": cfg.loader_batch,
               "run_id": run_id or new_run_id()}
     plan = loader_items(cfg, cuda=dev.type == "cuda")
-    costs = _Costs(sec.budget, cost_model)
+    costs = _Costs(sec.budget)
     unique = min(cfg.loader_videos, cfg.loader_unique)
     state: dict[str, Any] = {"previous": None}
 

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -251,8 +252,7 @@ def _validate(runner: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, 
 
 def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, precision: str = "fp32",
                  batch: int = 1, max_batch: Optional[int] = None, out_path: str | Path = "model",
-                 meta: Optional[dict[str, Any]] = None,
-                 validation_input: Optional[torch.Tensor] = None) -> Path:
+                 meta: Optional[dict[str, Any]] = None) -> Path:
     """Export ``model``, compile it with ``backend``, save it, reload it and validate it.
 
     Args:
@@ -264,8 +264,8 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
         max_batch: largest batch the engine accepts (default ``batch``).
         out_path: artifact path; the backend's extension is added when missing.
         meta: extra keys for ``<artifact>.json`` (model_name, classes, checkpoint, config, mean, std).
-        validation_input: batch to validate on; default a seeded batch in the model's value range
-            (pixels 0-255 normalized with ``meta['mean']``/``meta['std']`` when given).
+            The engine is validated on a seeded batch in the model's value range (pixels 0-255
+            normalized with ``meta['mean']``/``meta['std']`` when given).
 
     Returns:
         The artifact path. ``<artifact>.json`` holds the build description and validation numbers.
@@ -284,13 +284,8 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     out.parent.mkdir(parents=True, exist_ok=True)
     layout = input_layout(model, default=meta.get("input_layout") or "NTCHW")
     sample_shape = tuple(example_input.shape[1:])
-    if validation_input is None:
-        validation_input = validation_batch((max_batch,) + sample_shape, meta.get("mean"), meta.get("std"),
-                                            layout=layout, seed=0)
-    if tuple(validation_input.shape[1:]) != sample_shape:
-        raise EngineError(f"validation input {tuple(validation_input.shape)} does not match the example "
-                          f"input {tuple(example_input.shape)}")
-    validation_input = validation_input[:max_batch].to(device)
+    validation_input = validation_batch((max_batch,) + sample_shape, meta.get("mean"), meta.get("std"),
+                                        layout=layout, seed=0).to(device)
 
     companions = artifact_companions(backend)
     _remove_stale_partials(out, companions)
@@ -299,18 +294,40 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     # engine at the final path, and a rebuild never puts an unvalidated file beside the old JSON.
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}-{secrets.token_hex(3)}{out.suffix}")
     try:
-        return _build_into(model, example_input, backend, mod, precision, batch, max_batch, out, tmp,
-                           companions, meta, device, layout, sample_shape, validation_input)
+        return _build_into(model, example_input, _BuildJob(
+            backend, mod, precision, batch, max_batch, out, tmp, companions, meta, device, layout,
+            sample_shape, validation_input))
     finally:
         _remove_artifact(tmp, companions)
         _remove_artifact(Path(f"{tmp}.json"), ())
 
 
-def _build_into(model: nn.Module, example_input: torch.Tensor, backend: str, mod: EngineBackend,
-                precision: str, batch: int, max_batch: int, out: Path, tmp: Path,
-                companions: tuple[str, ...], meta: dict[str, Any], device: torch.device, layout: str,
-                sample_shape: tuple[int, ...], validation_input: torch.Tensor) -> Path:
-    """:func:`build_engine`'s work: compile to ``tmp``, validate, then move the pair to ``out``."""
+@dataclass(frozen=True)
+class _BuildJob:
+    """What :func:`build_engine` settled before the work: backend, precision, batch range,
+    paths (``tmp``: the partial artifact beside ``out``), the target device and input."""
+
+    backend: str
+    mod: EngineBackend
+    precision: str
+    batch: int
+    max_batch: int
+    out: Path
+    tmp: Path
+    companions: tuple[str, ...]
+    meta: dict[str, Any]
+    device: torch.device
+    layout: str
+    sample_shape: tuple[int, ...]
+    validation_input: torch.Tensor
+
+
+def _build_into(model: nn.Module, example_input: torch.Tensor, job: _BuildJob) -> Path:
+    """:func:`build_engine`'s work: compile to ``job.tmp``, validate, then move the pair to ``job.out``."""
+    (backend, mod, precision, batch, max_batch, out, tmp, companions, meta, device, layout,
+     sample_shape, validation_input) = (
+        job.backend, job.mod, job.precision, job.batch, job.max_batch, job.out, job.tmp,
+        job.companions, job.meta, job.device, job.layout, job.sample_shape, job.validation_input)
     t0 = time.perf_counter()
     log.info("%s %s engine -> %s: exporting %s with torch.export", backend, precision, out,
              type(model).__name__)
