@@ -55,7 +55,7 @@ from bench.train import bench_training
 from fastvid.cpu import available_cores
 from fastvid.models import get_model_spec
 
-__all__ = ["check_models", "test_group_args", "PRESETS", "TEST_GROUPS", "Preset", "slot_parts", "loader_items", "shell_slots", "TimeBudget", "StepStopped", "run_section",
+__all__ = ["check_models", "group_pytest_args", "PRESETS", "TEST_GROUPS", "Preset", "slot_parts", "loader_items", "shell_slots", "TimeBudget", "StepStopped", "run_section",
            "build_schedule",
            "run_loaders", "keep_results", "main"]
 
@@ -103,7 +103,7 @@ def _test_path(name: str) -> str:
     return found[0].relative_to(REPO).as_posix() if found else f"tests/{name}"
 
 
-def test_group_args(group: str) -> list[str]:
+def group_pytest_args(group: str) -> list[str]:
     """pytest's arguments for a test group: its paths, ``-m`` marker, ``--ignore``d files."""
     files, marker, ignored = TEST_GROUPS[group]
     return [*map(_test_path, files), "-m", marker, *(f"--ignore={_test_path(f)}" for f in ignored)]
@@ -592,7 +592,7 @@ def shell_slots(preset: str) -> str:
 
     lines = ["SLOTS=(" + " ".join(f"{n}:{t}" for n, t in PRESETS[preset].slots) + ")"]
     for group in TEST_GROUPS:
-        lines.append(f"TESTS_{group}=(" + " ".join(shlex.quote(a) for a in test_group_args(group)) + ")")
+        lines.append(f"TESTS_{group}=(" + " ".join(shlex.quote(a) for a in group_pytest_args(group)) + ")")
     return "\n".join(lines)
 
 
