@@ -149,3 +149,21 @@ def test_available_cores_is_the_process_share():
     from fastvid.cpu import available_cores
 
     assert 1 <= available_cores() <= (__import__("os").cpu_count() or 1)
+
+
+def test_an_engine_file_is_hashed_once_per_process_until_it_changes(tmp_path, monkeypatch):
+    from engines import core
+
+    calls = []
+    real = core._sha256
+    monkeypatch.setattr(core, "_sha256", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(core, "_VERIFIED", set())
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"abc")
+    meta = {"artifact_size": 3, "artifact_sha256": real(artifact)}
+    for _ in range(3):  # eval --engine reads the description three times
+        core.verify_artifact(artifact, meta)
+    assert len(calls) == 1
+    artifact.write_bytes(b"abd")  # same size, another file
+    with pytest.raises(engines.EngineError, match="was changed after it was built"):
+        core.verify_artifact(artifact, meta)
