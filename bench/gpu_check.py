@@ -596,12 +596,13 @@ def shell_slots(preset: str) -> str:
     return "\n".join(lines)
 
 
-def _replicate_train_list(root: Path, videos: int) -> int:
-    """Grow the synthetic set's train list to ``videos`` clips with hard-linked copies of the
-    written ones (the same JPEG bytes to decode; writing them all would take a minute)."""
-    lst = root / "train_videofolder.txt"
+def _replicate_train_list(dataset: Any, videos: int) -> int:
+    """Grow a frame-folder dataset's train list (a :class:`fastvid.data.lists.DatasetInfo`) to
+    ``videos`` clips with hard-linked copies of the written ones (the same JPEG bytes to decode;
+    writing them all would take a minute)."""
+    lst = dataset.train_list
     lines = [ln.split() for ln in lst.read_text().splitlines() if ln.strip()]
-    frames_dir = root / "20bn-jester-v1"
+    frames_dir = dataset.data_dir
     out = [" ".join(ln) for ln in lines]
     copy = 0
     while len(out) < videos:
@@ -674,8 +675,9 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
             # Written before the first row is gated: a stop meanwhile records every row skipped.
             synth_dataset(tmp, kind="frames", classes=4, train=unique, val=4, frames=16,
                           size=(176, 100), seed=0)
-            _replicate_train_list(Path(tmp), cfg.loader_videos)
-            bench_loaders(train_cfg, resolve_dataset(tmp, train_cfg.data), (), dev,
+            dataset = resolve_dataset(tmp, train_cfg.data)
+            _replicate_train_list(dataset, cfg.loader_videos)
+            bench_loaders(train_cfg, dataset, (), dev,
                           cfg.loader_batches, cfg.loader_batch, workers=n_workers,
                           dali_options={"prefetch": cfg.loader_prefetch}, pairs=gated,
                           on_record=on_record, train_steps=cfg.loader_train_steps,
