@@ -258,7 +258,7 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     Args:
         model: eval-mode model on the target device (its device decides CPU vs CUDA engine).
         example_input: one batch in the model's input layout; only its per-sample shape is used.
-        backend: ``aoti`` | ``onnx`` | ``trt``.
+        backend: a registered engine backend (``engines.backends.engine_names()``).
         precision: ``fp32`` | ``fp16`` | ``bf16``; the whole graph and the input are cast.
         batch: the batch size to optimise for (TensorRT's opt shape); the engine takes [1, max_batch].
         max_batch: largest batch the engine accepts (default ``batch``).

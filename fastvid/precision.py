@@ -88,7 +88,9 @@ def resolve_precision(amp: bool, amp_dtype: str, device: torch.device | str) -> 
         return Precision(device.type, None)
     if amp_dtype not in ("fp16", "bf16"):
         raise FastvidError(f"unknown AMP dtype {amp_dtype!r}; expected fp16 or bf16")
-    reason = precision_unusable(amp_dtype, device, option="--amp-dtype")
-    if reason:
-        raise FastvidError(f"--amp-dtype {reason}" if amp_dtype == "fp16" else reason)
+    if amp_dtype not in usable_precisions(device):
+        # training's own hints: fp16 is GradScaler training, and fp32 is --no-amp, not a dtype
+        raise FastvidError("--amp-dtype fp16 needs a CUDA device (GradScaler fp16 training); use "
+                           "--amp-dtype bf16 on CPU" if amp_dtype == "fp16"
+                           else "this GPU does not support bf16; use --amp-dtype fp16")
     return Precision(device.type, DTYPES[amp_dtype])

@@ -119,7 +119,7 @@ def test_usable_precisions_is_the_one_rule(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     assert usable_precisions(torch.device("cuda", 0)) == ("fp32", "fp16")
     assert "no bf16 support" in precision_unusable("bf16", "cuda")
-    assert "fp16 needs a CUDA device" in precision_unusable("fp16", "cpu", option="--amp-dtype")
+    assert "use --amp-dtype fp32 or bf16" in precision_unusable("fp16", "cpu", option="--amp-dtype")
     assert all(precision_unusable(p, "cpu") is None for p in usable_precisions("cpu"))
     assert set(usable_precisions("cpu")) <= set(PRECISIONS)
 
