@@ -50,11 +50,12 @@ import torch
 from bench.gpu_plan import (CostModel, Estimate, PlannedItem, PlannedSlot, Priors, Schedule, compiled_keys,
                             format_schedule, remember_compiled)
 from bench.records import append_records, new_run_id, read_records, stamp
-from bench.runner import InferenceBenchmarkRunner, Variant, inference_plan, split_backend
+from bench.runner import GRAPH_SUFFIX, BenchSettings, InferenceBenchmarkRunner, Variant, inference_plan, split_backend
 from bench.train import bench_training
+from fastvid.cpu import available_cores
 from fastvid.models import get_model_spec
 
-__all__ = ["MODELS", "PRESETS", "TEST_GROUPS", "Preset", "slot_parts", "loader_items", "shell_slots", "TimeBudget", "StepStopped", "run_section",
+__all__ = ["check_models", "group_pytest_args", "PRESETS", "TEST_GROUPS", "Preset", "slot_parts", "loader_items", "shell_slots", "TimeBudget", "StepStopped", "run_section",
            "build_schedule",
            "run_loaders", "keep_results", "main"]
 
@@ -62,27 +63,50 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 V = TypeVar("V")
 
-# name: (create_model kwargs, training batch on a GPU); layout, normalisation and frames come
-# from the model's spec. The training batches are those of the 2026-11-30 H200 reference run
-# (TRN's config batch, 24).
-MODELS: dict[str, tuple[dict[str, Any], int]] = {
-    "trn_bninception": (dict(num_classes=27, consensus="trn_multiscale"), 24),
-    "tpn_slowonly_r50": (dict(num_classes=400), 8),
-}
+def check_models(priors: Optional[Priors] = None) -> dict[str, tuple[dict[str, Any], int]]:
+    """``{name: (create_model kwargs, training batch on a GPU)}``: every registered model
+    (:func:`fastvid.models.model_specs`) that ``bench/gpu_priors.yaml`` has training and
+    inference priors for, with the classes and batch of its reference run (TRN: Jester's 27,
+    batch 24; TPN: Kinetics-400, batch 8). Layout, normalisation and frames come from the spec."""
+    from fastvid.models import model_specs
+
+    priors = priors or Priors.load()
+    out: dict[str, tuple[dict[str, Any], int]] = {}
+    for spec in model_specs():
+        if spec.name in (priors.data.get("train") or {}) and spec.name in (priors.data.get("infer") or {}):
+            train = ("train", spec.name)
+            out[spec.name] = ({"num_classes": int(priors.get(*train, "num_classes"))},
+                              int(priors.get(*train, "batch")))
+    return out
+
 
 TIME_BUDGET = "time budget"
 
 # Test groups, in the order run (each in its slot): name -> (paths, marker expression, extra
 # pytest arguments). The capture tests first (the only check that replayed steps equal eager
 # ones), then DALI's GPU graph, then the rest; AOTInductor's cold CUDA build last, alone.
+# Test files are named, not placed: each is found under tests/ wherever the suite keeps it.
 TEST_GROUPS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
-    "capture": (("tests/unit/test_step_capture.py", "tests/unit/test_graphed.py"), "gpu", ()),
-    "dali_gpu": (("tests/unit/test_dali.py", "tests/e2e/test_predict.py"), "gpu and dali", ()),
+    "capture": (("test_step_capture.py", "test_graphed.py"), "gpu", ()),
+    "dali_gpu": (("test_dali.py", "test_predict.py"), "gpu and dali", ()),
     "more": (("tests",), "(gpu or trt or dali) and not (gpu and dali)",
-             ("--ignore=tests/unit/test_step_capture.py", "--ignore=tests/unit/test_graphed.py",
-              "--ignore=tests/unit/test_engines.py")),
-    "aoti": (("tests/unit/test_engines.py",), "gpu or trt", ()),
+             ("test_step_capture.py", "test_graphed.py", "test_engines.py")),
+    "aoti": (("test_engines.py",), "gpu or trt", ()),
 }
+
+
+def _test_path(name: str) -> str:
+    """``test_x.py`` -> its path under tests/ relative to the repository (``tests`` itself as is)."""
+    if "/" in name or name == "tests":
+        return name
+    found = sorted((REPO / "tests").rglob(name))
+    return found[0].relative_to(REPO).as_posix() if found else f"tests/{name}"
+
+
+def group_pytest_args(group: str) -> list[str]:
+    """pytest's arguments for a test group: its paths, ``-m`` marker, ``--ignore``d files."""
+    files, marker, ignored = TEST_GROUPS[group]
+    return [*map(_test_path, files), "-m", marker, *(f"--ignore={_test_path(f)}" for f in ignored)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +125,7 @@ class Preset:
     loader_plan: tuple[tuple[str, str], ...]
     frames: int = 8
     size: int = 224
-    train_batch: Optional[int] = None  # None: the model's (MODELS)
+    train_batch: Optional[int] = None  # None: the model's (check_models)
     train_warmup: int = 2
     train_iters: int = 6
     warmup: int = 5
@@ -130,21 +154,60 @@ _TRAIN_FULL = (
     ("fp32", True, "eager"),
     ("fp16", False, "eager"),
 )
+def _cuda_engines() -> list[Any]:
+    """The engine backends that run on CUDA (``preference`` names it), cheapest build first by
+    the priors' ``engine_build_s`` (a backend without a prior last): one long build goes last."""
+    from engines.backends import engine_backends
+
+    priors = Priors.load()
+    builds: dict[str, float] = {}
+    for model in priors.data.get("infer") or {}:
+        for name, secs in priors.get("infer", model, "engine_build_s").items():
+            builds[name] = max(builds.get(name, 0.0), float(secs))
+    return sorted((e for e in engine_backends() if "cuda" in e.preference),
+                  key=lambda e: builds.get(e.name, float("inf")))
+
+
+def _engine_variants(batches: Sequence[int]) -> tuple[Variant, ...]:
+    """fp16 engines of every CUDA engine backend at ``batches``, each also replayed from a CUDA
+    graph where its runner can be captured."""
+    out: list[Variant] = []
+    for entry in _cuda_engines():
+        for n in batches:
+            out += [(entry.name, "fp16", n)] + ([(entry.name + GRAPH_SUFFIX, "fp16", n)] if entry.cuda_graphs else [])
+    return tuple(out)
+
+
 # Batch 1 first (the serving targets): eager fp32 (the baseline of ratio_to_eager, seconds),
 # eager fp16, the compiled model replayed from CUDA graphs, eager replayed; then batch 16, then
-# the rest; one ~2.5 min AOTInductor build last.
+# the rest; then the engines, the ~2.5 min AOTInductor build last.
 _INFER_FULL = (
     ("eager", "fp32", 1), ("eager", "fp16", 1), ("compile+cudagraph", "fp16", 1), ("eager+cudagraph", "fp16", 1),
     ("eager", "fp32", 16), ("eager", "fp16", 16), ("compile+cudagraph", "fp16", 16),
     ("eager+cudagraph", "fp16", 16),
     ("compile", "fp16", 1), ("compile", "fp16", 16),
     ("eager", "fp32", 8), ("eager", "fp16", 8), ("eager+cudagraph", "fp16", 8), ("compile+cudagraph", "fp16", 8),
-    ("onnx", "fp16", 1), ("onnx", "fp16", 16),
-    ("trt", "fp16", 1), ("trt+cudagraph", "fp16", 1), ("trt", "fp16", 16), ("trt+cudagraph", "fp16", 16),
-    ("aoti", "fp16", 16), ("aoti+cudagraph", "fp16", 1), ("aoti+cudagraph", "fp16", 16), ("aoti", "fp16", 1),
-)
-_LOADER_FULL = (("torch", "throughput"), ("dali", "throughput"), ("dali", "data_wait"),
-                ("dali-cpu", "throughput"), ("dali", "stages"), ("torch", "stages"))
+) + _engine_variants((1, 16))
+
+
+def _loader_plan(full: bool) -> tuple[tuple[str, str], ...]:
+    """Loader rows from the loader registry, in auto's order of preference: the last resort
+    (the baseline) and the first choice at steady state, the first choice feeding training
+    steps (data_wait) and its stage timings, the others' throughput. ``full``: the data_wait
+    run before the others (the figure the check is for) and the baseline's stages too; else
+    every throughput first (the smoke test's order)."""
+    from fastvid.loaders import loader_backends
+
+    ranked = [b.name for b in loader_backends()]
+    best, baseline = ranked[0], ranked[-1]
+    others = [(name, "throughput") for name in ranked[1:-1]]
+    head = [(baseline, "throughput"), (best, "throughput")]
+    if full:
+        return tuple(head + [(best, "data_wait")] + others + [(best, "stages"), (baseline, "stages")])
+    return tuple(head + others + [(best, "data_wait"), (best, "stages")])
+
+
+_LOADER_FULL = _loader_plan(full=True)
 PRESETS: dict[str, Preset] = {
     # 420 s: one run after DALI's parts arrive (a lease of 15 min: machine start, two part
     # transfers, this, one --quick rerun)
@@ -165,9 +228,9 @@ PRESETS: dict[str, Preset] = {
                      ("tests_more", 0), ("tests_aoti", 0), ("report", 30)),
                     (("fp32", False, "eager"), ("fp32", True, "eager")),
                     (("eager", "fp32", 1), ("eager", "fp32", 2), ("eager+cudagraph", "fp32", 2),
-                     ("trt", "fp16", 2)),
-                    (("torch", "throughput"), ("dali", "throughput"), ("dali-cpu", "throughput"),
-                     ("dali", "data_wait"), ("dali", "stages")),
+                     # the engine a GPU prefers: skipped on a CPU, with its reason
+                     (min(_cuda_engines(), key=lambda e: e.preference["cuda"]).name, "fp16", 2)),
+                    _loader_plan(full=False),
                     frames=4, size=64, train_batch=2, train_warmup=1, train_iters=1, warmup=1, iters=2,
                     loader_batches=2, loader_batch=2, loader_videos=(2 + 8) * 2, loader_unique=4,
                     loader_train_steps=2),
@@ -185,11 +248,21 @@ def slot_parts(slot: str) -> tuple[str, Optional[str]]:
 
 def loader_items(preset: Preset, cuda: bool = True) -> list[tuple[str, Optional[int], str]]:
     """The loader rows as bench.loader items ``(backend, threads, part)``: each backend with its
-    usual threads and workers (threads None); on a CPU the details of "dali" run on dali-cpu."""
+    usual threads and workers (threads None). On a CPU the details (data_wait, stages) of a
+    backend that cannot run there run on the next backend in auto's order that can (DALI's GPU
+    loader -> DALI on the CPU); its throughput row stays, recorded as skipped with the reason."""
+    from fastvid.loaders import loader_backends
+
+    ranked = loader_backends()
+    cpu = torch.device("cpu")
     items: list[tuple[str, Optional[int], str]] = []
     for backend, part in preset.loader_plan:
-        if not cuda and backend == "dali" and part != "throughput":
-            backend = "dali-cpu"
+        if not cuda and part != "throughput":
+            names = [b.name for b in ranked]
+            entry = ranked[names.index(backend)] if backend in names else None
+            if entry is not None and entry.unavailable_reason(cpu) is not None:
+                backend = next((b.name for b in ranked[names.index(backend) + 1:]
+                                if b.unavailable_reason(cpu) is None), backend)
         if (backend, None, part) not in items:
             items.append((backend, None, part))
     return items
@@ -233,13 +306,13 @@ class TimeBudget:
     def left_s(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - self.clock()
 
-    def gate(self, variants: Iterable[V], *, kind: Callable[[V], str],
-             expected_s: Callable[[V, Optional[float]], float],
-             on_skip: Callable[[V, dict[str, Any]], None]) -> Iterator[V]:
+    def gate(self, variants: Iterable[V], *, expected_s: Callable[[V, Optional[float]], float],
+             on_skip: Callable[[V, dict[str, Any]], None],
+             kind: Callable[[V], str] = lambda v: "") -> Iterator[V]:
         """Yield the variants that fit; ``on_skip(variant, info)`` for those that do not.
 
-        ``expected_s(variant, last_s)`` gets the last duration of the variant's kind in this
-        call (None before the first) and returns the seconds it expects. Skipping one variant
+        ``expected_s(variant, last_s)`` gets the last duration of the variant's ``kind`` in this
+        call (None before the first; one kind for all when not given) and returns the seconds it expects. Skipping one variant
         does not stop the rest: a cheaper one later in the list may still fit. The consumer
         calls :meth:`finished` when a variant's record is written (else the next request
         does).
@@ -363,7 +436,7 @@ def _resolve(preset: str | Preset, **overrides: Any) -> Preset:
 
 
 def _measure(sec: _Section, variants: Sequence[V], *, stub: Callable[[V], dict[str, Any]],
-             kind: Callable[[V], str], expected_s: Callable[[V, Optional[float]], float],
+             expected_s: Callable[[V, Optional[float]], float],
              run: Callable[[Iterator[V]], Any]) -> list[dict[str, Any]]:
     """``run(gated variants)`` under the budget; every variant ends up recorded.
 
@@ -379,7 +452,7 @@ def _measure(sec: _Section, variants: Sequence[V], *, stub: Callable[[V], dict[s
                 while budget.pending:
                     sec.skip(stub(budget.pending.pop(0)), {"left_s": 0.0})
         else:
-            run(budget.gate(variants, kind=kind, expected_s=expected_s,
+            run(budget.gate(variants, expected_s=expected_s,
                             on_skip=lambda v, info: sec.skip(stub(v), info)))
     except StepStopped:
         with budget.hold():
@@ -393,25 +466,24 @@ def _measure(sec: _Section, variants: Sequence[V], *, stub: Callable[[V], dict[s
 
 
 def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset = "full",
-                device: Optional[str] = None, deadline: Optional[float] = None,
-                budget: Optional[TimeBudget] = None, run_id: Optional[str] = None,
-                cost_model: Optional[CostModel] = None, **overrides: Any) -> list[dict[str, Any]]:
+                device: Optional[str] = None, budget: Optional[TimeBudget] = None,
+                run_id: Optional[str] = None, **overrides: Any) -> list[dict[str, Any]]:
     """Measure ``section`` (``train`` or ``infer``) of model ``name``; returns its records.
 
     Every record is appended to ``out_dir/results.json`` as soon as it is measured, and the
-    variants that do not fit before ``deadline`` as skipped ones. ``overrides`` replace
+    variants that do not fit before the budget's deadline (none by default) as skipped ones. ``overrides`` replace
     :class:`Preset` fields (``frames``, ``iters``, ``infer_plan``, ...). Raises
     :class:`StepStopped` (after recording the variant in flight and the rest) when the
     budget's signal handler fires. ``run_id`` (default :func:`bench.records.new_run_id`, i.e.
     ``$FASTVID_RUN_ID`` when set) goes into every record: the script's steps share one, so the
     report shows them as one run.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    if name not in check_models():
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(check_models())}")
     if section not in ("train", "infer"):
         raise ValueError(f"section must be 'train' or 'infer', got {section!r}")
     cfg = _resolve(preset, **overrides)
-    kwargs, gpu_batch = MODELS[name]
+    kwargs, gpu_batch = check_models()[name]
     spec = get_model_spec(name)
     if not spec.is_3d:  # a 2D model (TRN's relation head) is built for its number of segments
         kwargs = {**kwargs, "num_segments": cfg.frames}
@@ -419,7 +491,7 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as fastvid train runs
-    sec = _Section(out_dir, budget or TimeBudget(deadline), dev)
+    sec = _Section(out_dir, budget or TimeBudget(None), dev)
     sample = spec.input_shape(1, cfg.frames, cfg.size)[1:]
     extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh",
              "run_id": run_id or new_run_id()}
@@ -451,18 +523,17 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
 
         # Each variant's own cost: its cold costs (cuDNN autotuning of a new dtype/layout, an
         # Inductor compile, a capture) + its steps, from the priors (bench/gpu_priors.yaml).
-        costs = _Costs(sec.budget, cost_model)
+        costs = _Costs(sec.budget)
 
         def train_expected(v: tuple, last: Optional[float]) -> float:
             return costs.expect(v, costs.model.train(name, v, batch=batch, warmup=cfg.train_warmup,
                                                      iters=cfg.train_iters))
 
-        return _measure(sec, variants, stub=train_stub, kind=train_mode, expected_s=train_expected,
-                        run=train)
+        return _measure(sec, variants, stub=train_stub, expected_s=train_expected, run=train)
 
     plan = list(cfg.infer_plan)
     runner: Optional[InferenceBenchmarkRunner] = None
-    costs = _Costs(sec.budget, cost_model)
+    costs = _Costs(sec.budget)
 
     def infer_stub(v: Variant) -> dict[str, Any]:
         backend, precision, batch = v
@@ -483,16 +554,16 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
     def infer(gated: Iterator[Variant]) -> None:
         nonlocal runner
         runner = InferenceBenchmarkRunner(model().eval().to(dev), sample, dev, model_name=name,
-                                          warmup=cfg.warmup, iters=cfg.iters, extra=extra, mean=mean,
-                                          std=std)
+                                          extra=extra, norm=(mean, std),
+                                          settings=BenchSettings(warmup=cfg.warmup, iters=cfg.iters))
         runner.run_variants(gated, max_batch=max(b for _, _, b in plan), on_record=on_record)
 
-    return _measure(sec, plan, stub=infer_stub, kind=lambda v: v[0], expected_s=expected, run=infer)
+    return _measure(sec, plan, stub=infer_stub, expected_s=expected, run=infer)
 
 
 #: What each slot runs (docs/gpu-check.md's table, :func:`slot_table`).
 SLOT_WHAT = {
-    "tests_capture": "`pytest -m gpu` on tests/unit/test_step_capture.py, tests/unit/test_graphed.py: replayed (and compiled + captured) steps equal eager ones",
+    "tests_capture": "`pytest -m gpu` on tests/test_step_capture.py, tests/test_graphed.py: replayed (and compiled + captured) steps equal eager ones",
     "dali": "loader rows at steady state: torch, DALI GPU, the data_wait of 20 TRN steps fed by DALI, DALI CPU, stage timings",
     "train_trn_bninception": "TRN batch 24: bf16 channels-last eager, compile + CUDA graphs, CUDA graphs, fp32, then the rest",
     "train_tpn_slowonly_r50": "TPN-SlowOnly batch 8: the same order",
@@ -500,7 +571,7 @@ SLOT_WHAT = {
     "infer_tpn_slowonly_r50": "TPN-SlowOnly: the same order",
     "tests_dali_gpu": "`pytest -m 'gpu and dali'`: DALI's GPU graph (nvJPEG, NVDEC with test media)",
     "tests_more": "the other gpu/trt/dali tests (DALI on the CPU, TensorRT), when time remains",
-    "tests_aoti": "tests/unit/test_engines.py: AOTInductor's cold CUDA build, when time remains",
+    "tests_aoti": "tests/test_engines.py: AOTInductor's cold CUDA build, when time remains",
     "report": "report.md + up to 4 PNGs",
 }
 
@@ -520,17 +591,18 @@ def shell_slots(preset: str) -> str:
     import shlex
 
     lines = ["SLOTS=(" + " ".join(f"{n}:{t}" for n, t in PRESETS[preset].slots) + ")"]
-    for group, (paths, marker, extra) in TEST_GROUPS.items():
-        lines.append(f"TESTS_{group}=(" + " ".join(shlex.quote(a) for a in (*paths, "-m", marker, *extra)) + ")")
+    for group in TEST_GROUPS:
+        lines.append(f"TESTS_{group}=(" + " ".join(shlex.quote(a) for a in group_pytest_args(group)) + ")")
     return "\n".join(lines)
 
 
-def _replicate_train_list(root: Path, videos: int) -> int:
-    """Grow the synthetic set's train list to ``videos`` clips with hard-linked copies of the
-    written ones (the same JPEG bytes to decode; writing them all would take a minute)."""
-    lst = root / "train_videofolder.txt"
+def _replicate_train_list(dataset: Any, videos: int) -> int:
+    """Grow a frame-folder dataset's train list (a :class:`fastvid.data.lists.DatasetInfo`) to
+    ``videos`` clips with hard-linked copies of the written ones (the same JPEG bytes to decode;
+    writing them all would take a minute)."""
+    lst = dataset.train_list
     lines = [ln.split() for ln in lst.read_text().splitlines() if ln.strip()]
-    frames_dir = root / "20bn-jester-v1"
+    frames_dir = dataset.data_dir
     out = [" ".join(ln) for ln in lines]
     copy = 0
     while len(out) < videos:
@@ -549,9 +621,8 @@ def _replicate_train_list(root: Path, videos: int) -> int:
 
 
 def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional[str] = None,
-                deadline: Optional[float] = None, budget: Optional[TimeBudget] = None,
-                workers: Optional[int] = None, run_id: Optional[str] = None,
-                cost_model: Optional[CostModel] = None, **overrides: Any) -> list[dict[str, Any]]:
+                budget: Optional[TimeBudget] = None, workers: Optional[int] = None,
+                run_id: Optional[str] = None, **overrides: Any) -> list[dict[str, Any]]:
     """Loader rows at steady state (DALI on the GPU, torch, DALI on the CPU) on a synthetic set.
 
     The set (JPEG frame folders, written with PIL into a temporary folder, removed after) is
@@ -570,8 +641,8 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
 
     cfg = _resolve(preset, **overrides)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sec = _Section(out_dir, budget or TimeBudget(deadline), dev)
-    n_workers = workers if workers is not None else max(1, min(8, (os.cpu_count() or 2) // 2))
+    sec = _Section(out_dir, budget or TimeBudget(None), dev)
+    n_workers = workers if workers is not None else max(1, min(8, available_cores() // 2))
     train_cfg = load_config(REPO / "configs" / "trn_bninception_jester.yaml",
                             [f"data.image_size={cfg.size}", f"data.scale_size={cfg.size * 8 // 7}",
                              f"train.workers={n_workers}", f"model.num_segments={cfg.frames}"])
@@ -579,7 +650,7 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
               "source": "scripts/gpu_check.sh", "batch_size": cfg.loader_batch,
               "run_id": run_id or new_run_id()}
     plan = loader_items(cfg, cuda=dev.type == "cuda")
-    costs = _Costs(sec.budget, cost_model)
+    costs = _Costs(sec.budget)
     unique = min(cfg.loader_videos, cfg.loader_unique)
     state: dict[str, Any] = {"previous": None}
 
@@ -604,14 +675,15 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
             # Written before the first row is gated: a stop meanwhile records every row skipped.
             synth_dataset(tmp, kind="frames", classes=4, train=unique, val=4, frames=16,
                           size=(176, 100), seed=0)
-            _replicate_train_list(Path(tmp), cfg.loader_videos)
-            bench_loaders(train_cfg, resolve_dataset(tmp, train_cfg.data), (), dev,
+            dataset = resolve_dataset(tmp, train_cfg.data)
+            _replicate_train_list(dataset, cfg.loader_videos)
+            bench_loaders(train_cfg, dataset, (), dev,
                           cfg.loader_batches, cfg.loader_batch, workers=n_workers,
                           dali_options={"prefetch": cfg.loader_prefetch}, pairs=gated,
                           on_record=on_record, train_steps=cfg.loader_train_steps,
                           amp=dev.type == "cuda")
 
-    return _measure(sec, plan, stub=stub, kind=lambda v: v[0], expected_s=expected, run=measure)
+    return _measure(sec, plan, stub=stub, expected_s=expected, run=measure)
 
 
 # ------------------------------------------------------------------------- keep
@@ -716,7 +788,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--run-id", default=None,
                         help="id stored in every record (default: $FASTVID_RUN_ID, else a new one)")
     models = argparse.ArgumentParser(add_help=False)
-    models.add_argument("model", choices=sorted(MODELS))
+    models.add_argument("model", choices=sorted(check_models()))
     models.add_argument("out_dir")
     models.add_argument("--train-variants", type=_train_variants, default=None,
                         help="instead of the preset's, e.g. fp32,bf16:cl,fp16:cl (:cl = channels-last)")
@@ -767,7 +839,7 @@ def build_schedule(preset_name: str, *, priors: Optional[Priors] = None, models:
     """
     preset = PRESETS[preset_name]
     priors = priors or Priors.load()
-    models = list(models) or list(MODELS)
+    models = list(models) or list(check_models(priors))
     cost = CostModel(priors, warm_compiles=warm_cache)
     t = float(priors.get("process", "env_probe_s"))
     slot_end = 0.0
@@ -793,7 +865,7 @@ def build_schedule(preset_name: str, *, priors: Optional[Priors] = None, models:
         if part == "tests":
             group = slot[len("tests_"):]
             est = cost.tests(group)
-            files = " ".join(_group_files(*TEST_GROUPS[group]))
+            files = " ".join(_group_files(group))
             name = f"pytest {files} -m '{TEST_GROUPS[group][1]}'"
             detail = f"{est.seconds:.0f} s after pytest's start-up"
             if slot_end - t < 3:  # the script skips a step with less than 3 s left
@@ -821,7 +893,7 @@ def build_schedule(preset_name: str, *, priors: Optional[Priors] = None, models:
                 previous = item if s.items[-1].status == "run" else None
             t = s.finish
             continue
-        kwargs, gpu_batch = MODELS[model]
+        kwargs, gpu_batch = check_models()[model]
         if part == "train":
             for v in preset.train_variants:
                 est = cost.train(model, v, batch=preset.train_batch or gpu_batch,
@@ -837,18 +909,16 @@ def build_schedule(preset_name: str, *, priors: Optional[Priors] = None, models:
                     "warm" if warm_cache else "cold")
 
 
-def _group_files(paths: Sequence[str], marker: str, extra: Sequence[str]) -> list[str]:
-    """The test files a group's pytest arguments select: folders expand to the files that carry
-    a gpu/trt/dali mark, minus the ``--ignore``d ones."""
-    repo = Path(__file__).resolve().parents[1]
-    ignored = {a.split("=", 1)[1] for a in extra if a.startswith("--ignore=")}
+def _group_files(group: str) -> list[str]:
+    """The test files a group's pytest arguments select: folders expand to the files (at any
+    depth) that carry a gpu/trt/dali mark, minus the ignored ones."""
+    paths, _marker, ignored = TEST_GROUPS[group]
     files: list[str] = []
     for p in paths:
-        if (repo / p).is_dir():
-            for f in sorted((repo / p).glob("test_*.py")):
-                rel = f.relative_to(repo).as_posix()
+        if (REPO / p).is_dir():
+            for f in sorted((REPO / p).rglob("test_*.py"), key=lambda f: f.name):
                 text = f.read_text()
-                if rel not in ignored and any(f"mark.{m}" in text for m in ("gpu", "trt", "dali")):
+                if f.name not in ignored and any(f"mark.{m}" in text for m in ("gpu", "trt", "dali")):
                     files.append(f.name)
         else:
             files.append(Path(p).name)

@@ -156,8 +156,7 @@ class CostModel:
         s = float(self.p.get("tests", group))
         return Estimate(s, {"tests": s})
 
-    def train(self, model: str, variant: Sequence[Any], *, batch: int, warmup: int, iters: int,
-              graph_warmup: int = 3) -> Estimate:
+    def train(self, model: str, variant: Sequence[Any], *, batch: int, warmup: int, iters: int) -> Estimate:
         precision, cl, *rest = variant
         mode = rest[0] if rest else "eager"
         m = ("train", model)
@@ -172,14 +171,16 @@ class CostModel:
             self._compile(("inductor", model, "train", precision, cl, batch), parts, "train", model, pays)
         if "cuda-graphs" in mode:
             parts["capture"] = float(self.p.get(*m, "capture_s"))
-            untimed = max(warmup, graph_warmup) + 2
+            from bench.train import GRAPH_WARMUP  # bench.train's untimed steps around a capture
+
+            untimed = max(warmup, GRAPH_WARMUP) + 2
         ratio = float(self.p.get(*m, "compiled_step_ratio")) if mode != "eager" else 1.0
         parts["steps"] = (untimed + iters) * step_ms * ratio / 1e3
         return Estimate(sum(parts.values()), parts, frozenset(pays))
 
     def infer(self, model: str, variant: Sequence[Any], *, warmup: int, iters: int,
               skip: Optional[Callable[[str, str], Optional[str]]] = None) -> Estimate:
-        from bench.runner import split_backend
+        from bench.runner import shares_engines, split_backend
 
         backend, precision, batch = variant
         runner, mode = split_backend(backend)
@@ -208,9 +209,10 @@ class CostModel:
                 if mode == "reduce-overhead":
                     parts["CUDA graph trees"] = float(self.p.get(*m, "reduce_overhead_s"))
         else:
-            shared = runner in ("aoti", "onnx")
-            key = ("engine", model, runner, precision) + (() if shared else (batch,))
-            build = float(self.p.get(*m, "aoti_build_cold_s" if runner == "aoti" else "onnx_build_s"))
+            # one engine per precision serves every batch, unless the backend tunes it per batch
+            key = ("engine", model, runner, precision) + (() if shares_engines(runner) else (batch,))
+            builds = self.p.get(*m, "engine_build_s")  # a backend without a prior: the slowest known
+            build = float(builds.get(runner, max(builds.values())))
             self._cold(key, parts, f"cold: {runner} build", build, pays)
         if mode == "cudagraph":
             parts["capture"] = float(self.p.get(*m, "graph_capture_s"))
@@ -234,23 +236,25 @@ class CostModel:
         p = ("loader",)
         vps = float(self.p.get(*p, "videos_per_s")[backend])
         startup = float(self.p.get(*p, "startup_s")[backend])
-        if backend != "torch" and py_workers > 0:
-            startup += float(self.p.get(*p, "py_workers_start_s"))
+        if py_workers > 0:
+            startup += float(self.p.get(*p, "py_workers_start_s").get(backend, 0.0))
         steady = batches * batch / vps
         pays: set[Key] = set()
         if part == "throughput":
             parts = {"start-up": startup, "timed batches": steady}
         elif part == "data_wait":
-            m = ("train", "trn_bninception")
+            model = str(self.p.get(*p, "data_wait_model"))
+            m = ("train", model)
             parts = {} if after is not None and tuple(after[:2]) == tuple(item[:2]) and after[2] == "throughput" \
                 else {"start-up": startup}
             parts["model copy"] = float(self.p.get(*m, "build_s"))
-            self._cold(("cudnn", "trn_bninception", "train", "bf16", True, batch), parts,
+            self._cold(("cudnn", model, "train", "bf16", True, batch), parts,
                        "cold: cuDNN autotune", float(self.p.get(*m, "cudnn_autotune_s")), pays)
-            step_s = max(float(self.p.get(*m, "step_ms")["bf16+cl"]) * batch / 24 / 1e3, batch / vps)
+            step_s = max(float(self.p.get(*m, "step_ms")["bf16+cl"]) * batch / float(self.p.get(*m, "batch")) / 1e3,
+                         batch / vps)
             parts["training steps"] = (2 + int(self.p.get(*p, "data_wait_steps"))) * step_s
         else:  # stages
-            if backend == "torch":  # one worker's steps, serially in the main process
+            if self.p.get(*p, "stages")[backend] == "serial":  # one worker's steps in the main process
                 parts = {"serial steps": steady * max(1, workers)}
             else:  # four graphs cut after each stage, each built and timed
                 parts = {"4 pipeline builds": 4 * startup, "timed batches": 4 * steady}

@@ -50,6 +50,7 @@ import torch
 
 from bench.records import device_name, now, versions
 from fastvid.config import Config
+from fastvid.cpu import available_cores
 from fastvid.data.lists import DatasetInfo
 from fastvid.errors import FastvidError
 
@@ -72,13 +73,6 @@ def _batches(loader: Any) -> Any:
     for epoch in itertools.count():
         loader.set_epoch(epoch)
         yield from loader
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def thread_counts(text: str | Sequence[int] | None) -> list[Optional[int]]:

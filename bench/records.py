@@ -43,6 +43,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from fastvid.cpu import available_cores
+
 __all__ = ["RESULTS_FILE", "CV_MAX", "TAIL_MAX", "RUN_ID_ENV", "device_name", "versions", "now",
            "stamp", "percentiles", "new_run_id", "load_average", "stability", "append_records",
            "read_records", "ResultsWriter"]
@@ -70,8 +72,7 @@ def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{_cpu_model()} ({cores} cores)"
+    return f"{_cpu_model()} ({available_cores()} cores)"
 
 
 def versions() -> dict[str, Optional[str]]:
@@ -123,10 +124,6 @@ def load_average() -> Optional[list[float]]:
         return None
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def stability(samples_ms: Sequence[float], load_avg: Optional[list[float]] = None) -> dict[str, Any]:
     """Dispersion of per-iteration times and whether the figure is stable enough to quote.
 
@@ -146,7 +143,7 @@ def stability(samples_ms: Sequence[float], load_avg: Optional[list[float]] = Non
     if tail is not None and tail > TAIL_MAX:
         reasons.append(f"p90 {tail:.1f}x p50 > {TAIL_MAX:g}x")
     load = load_avg if load_avg is not None else load_average()
-    cpus = _cpus()
+    cpus = available_cores()
     if reasons and load:
         reasons.append(f"load average {load[0]:g} on {cpus} CPUs")
     return {"cv": None if cv is None or math.isnan(cv) else round(cv, 4),

@@ -178,7 +178,9 @@ def _train_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool)
             *markdown_table(header, rows), ""]
 
 
-_LOADER_KEYS = ("backend", "device", "threads", "workers", "batch_size", "image_size", "videos_per_s",
+# measure: throughput, data_wait (feeding training steps) or stages; without it a data_wait or
+# stages row reads as a second throughput figure of the same backend.
+_LOADER_KEYS = ("backend", "measure", "device", "threads", "workers", "batch_size", "image_size", "videos_per_s",
                 "frames_per_s", "ratio_to_torch", "scaling", "cpu_ms_per_video", "startup_s",
                 "data_wait_share")
 _LOADER_DIGITS = {"ratio_to_torch": 2, "scaling": 2, "startup_s": 2, "data_wait_share": 3,
@@ -191,7 +193,8 @@ def _loader_section(records: list[dict[str, Any]], notes: _Footnotes, runs: bool
             + [_fmt(r.get(k), _LOADER_DIGITS.get(k, 1)) for k in _LOADER_KEYS]
             + [_fmt((r.get("loadavg_before") or [None])[0], 2), _status(r, notes)] for r in records]
     lines = ["## Data loaders", "",
-             "threads: DataLoader workers (torch) or DALI CPU threads; scaling: x the backend's "
+             "measure: throughput (steady state), data_wait (feeding real training steps) or "
+             "stages; threads: DataLoader workers (torch) or DALI CPU threads; scaling: x the backend's "
              "1-thread figure; cpu_ms_per_video: CPU time of the loader's process and workers per "
              "video; data_wait_share: steady-state share of a real training step spent "
              "waiting for the batch; load avg: the machine's 1-minute load before the run.", "",

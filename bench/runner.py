@@ -30,6 +30,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -38,7 +39,8 @@ import torch.nn as nn
 
 from fastvid.errors import BackendUnavailable
 from fastvid.models import input_layout, memory_format, to_channels_last
-from fastvid.precision import DTYPES
+from fastvid.cpu import compile_unsupported
+from fastvid.precision import DTYPES, precision_unusable
 
 from .flops import annotate_record
 from .graphed import GraphedRunner, cuda_graph_unsupported
@@ -46,7 +48,7 @@ from .memory import PeakMemory
 from .peers import PEER_BACKEND, build_peer, peer_unavailable
 from .records import CV_MAX, load_average, percentiles, stability, stamp
 
-__all__ = ["InferenceBenchmarkRunner", "INFERENCE_BACKENDS", "inference_backends", "inference_plan",
+__all__ = ["InferenceBenchmarkRunner", "BenchSettings", "INFERENCE_BACKENDS", "inference_backends", "inference_plan",
            "time_callable", "shares_engines", "split_backend", "GRAPH_SUFFIX"]
 
 log = logging.getLogger(__name__)
@@ -143,20 +145,13 @@ def time_callable(fn: Runner, x: torch.Tensor, device: torch.device, warmup: int
     return lat, time.perf_counter() - t0
 
 
-class InferenceBenchmarkRunner:
-    """Benchmark one model's inference across backends, batch sizes and precisions.
+@dataclass(frozen=True)
+class BenchSettings:
+    """How an :class:`InferenceBenchmarkRunner` times each variant.
 
-    Args:
-        model: eval-mode model (random or trained weights) on ``device``.
-        sample_shape: one sample in the batch contract, e.g. ``(8, 3, 224, 224)``.
-        device: where to run.
-        model_name: registry name written into the records.
+    Attributes:
         warmup: untimed iterations per (backend, batch, precision) (also triggers compilation).
         iters: timed iterations.
-        engines: prebuilt engine artifacts by backend (``--engine``); backends without one are
-            built on the fly into a temporary folder for the requested batch and precision.
-        extra: keys copied into every record (config path, weights, ...).
-        mean, std: input normalization, used for the engines' validation batch.
         channels_last: memory format of eager and compile runs: None (default) picks the faster
             of channels-first and channels-last by a short eager trial for fp16/bf16 and keeps
             fp32 channels-first (the baseline as users run it); True/False force it.
@@ -165,25 +160,46 @@ class InferenceBenchmarkRunner:
             ``fastvid train`` does); a process-wide setting, recorded in every record.
     """
 
+    warmup: int = 5
+    iters: int = 20
+    channels_last: Optional[bool] = None
+    graph_warmup: int = 3
+    cudnn_benchmark: bool = True
+
+
+class InferenceBenchmarkRunner:
+    """Benchmark one model's inference across backends, batch sizes and precisions.
+
+    Args:
+        model: eval-mode model (random or trained weights) on ``device``.
+        sample_shape: one sample in the batch contract, e.g. ``(8, 3, 224, 224)``.
+        device: where to run.
+        model_name: registry name written into the records.
+        engines: prebuilt engine artifacts by backend (``--engine``); backends without one are
+            built on the fly into a temporary folder for the requested batch and precision.
+        extra: keys copied into every record (config path, weights, ...).
+        norm: the input's ``(mean, std)``, used for the engines' validation batch.
+        settings: warm-up, iterations, memory format, CUDA graph warm-up, cuDNN autotuning.
+    """
+
     def __init__(self, model: nn.Module, sample_shape: Sequence[int], device: torch.device | str, *,
-                 model_name: str = "", warmup: int = 5, iters: int = 20,
-                 engines: Optional[dict[str, list[Path]]] = None, extra: Optional[dict[str, Any]] = None,
-                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 channels_last: Optional[bool] = None, graph_warmup: int = 3,
-                 cudnn_benchmark: bool = True) -> None:
+                 model_name: str = "", engines: Optional[dict[str, list[Path]]] = None,
+                 extra: Optional[dict[str, Any]] = None,
+                 norm: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+                 settings: BenchSettings = BenchSettings()) -> None:
         self.model = model.eval()
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.device = torch.device(device)
         self.model_name = model_name
-        self.warmup = max(0, warmup)
-        self.iters = max(1, iters)
+        self.warmup = max(0, settings.warmup)
+        self.iters = max(1, settings.iters)
         self.engines = {k: [Path(p) for p in v] for k, v in (engines or {}).items()}
         self.extra = dict(extra or {})
-        self.mean, self.std = mean, std
-        self.channels_last = channels_last
-        self.graph_warmup = max(1, graph_warmup)
+        self.mean, self.std = norm if norm is not None else (None, None)
+        self.channels_last = settings.channels_last
+        self.graph_warmup = max(1, settings.graph_warmup)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = cudnn_benchmark
+            torch.backends.cudnn.benchmark = settings.cudnn_benchmark
         self._tmp: Optional[Path] = None
         self._typed: dict[tuple[str, bool], nn.Module] = {}
         self._max_batch = 1
@@ -273,11 +289,9 @@ class InferenceBenchmarkRunner:
         """Why (backend, precision) cannot run here (package, device, precision), or None."""
         import engines
 
-        if precision == "fp16" and self.device.type == "cpu":
-            return "fp16 inference needs a CUDA device (no fast fp16 CPU kernels)"
-        if (precision == "bf16" and self.device.type == "cuda"
-                and not torch.cuda.is_bf16_supported(including_emulation=False)):
-            return "this GPU has no bf16 support"
+        reason = precision_unusable(precision, self.device)
+        if reason:
+            return reason
         known = inference_backends()
         if backend not in known:
             return f"unknown backend {backend!r}; known: {', '.join(known)}"
@@ -292,8 +306,6 @@ class InferenceBenchmarkRunner:
             return None
         if backend == "compile":
             # Inductor's JIT: Triton on CUDA (not AOTInductor's C++ compiler and CUDA headers)
-            from fastvid.training import compile_unsupported
-
             return compile_unsupported(self.device)
         status = engines.available_backends(self.device)
         if status[backend]:

@@ -4,11 +4,12 @@ Works on CPU (needs a C++ compiler) and on CUDA. The package is compiled for one
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+
+from fastvid.cpu import cxx_compiler_missing
 
 __all__ = ["unavailable_reason", "precision_unsupported", "compile_and_save", "load_runner"]
 
@@ -19,13 +20,10 @@ def unavailable_reason(device: torch.device) -> Optional[str]:
         return f"device type {device.type!r} is not supported"
     if device.type == "cuda" and not torch.cuda.is_available():
         return "CUDA is not available (torch.cuda.is_available() is False)"
-    from torch._inductor import config
-
     # The C++ wrapper is compiled on both device types.
-    cxx = config.cpp.cxx[-1] if isinstance(config.cpp.cxx, tuple) else config.cpp.cxx
-    if not (cxx and shutil.which(cxx)):
-        return (f"AOTInductor on {device.type.upper()} needs a C++ compiler "
-                f"({cxx or 'g++'} not found on PATH)")
+    missing = cxx_compiler_missing()
+    if missing:
+        return f"AOTInductor on {device.type.upper()} needs a C++ compiler ({missing} not found on PATH)"
     if device.type == "cuda":
         from torch.utils import cpp_extension
 
@@ -38,14 +36,8 @@ def unavailable_reason(device: torch.device) -> Optional[str]:
 
 
 def precision_unsupported(precision: str, device: torch.device) -> Optional[str]:
-    """Why ``precision`` cannot be built for ``device``, or None."""
-    if device.type == "cpu" and precision == "fp16":
-        return ("fp16 engines need a CUDA device: CPU kernels have no fast fp16 path; "
-                "use --precision bf16 or fp32 on CPU")
-    # including_emulation=False: pre-Ampere GPUs, which only emulate bf16, say True by default.
-    if (device.type == "cuda" and precision == "bf16"
-            and not torch.cuda.is_bf16_supported(including_emulation=False)):
-        return "this GPU has no bf16 support; use --precision fp16"
+    """None: AOTInductor builds every precision that :func:`fastvid.precision.usable_precisions`
+    allows on the device."""
     return None
 
 

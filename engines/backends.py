@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import torch
 
 from fastvid.errors import FastvidError
 
 __all__ = ["EngineBackend", "EngineBackendEntry", "register_engine", "engine_backends",
-           "engine_backend", "engine_names", "UnknownEngineBackend"]
+           "engine_backend", "engine_names", "backend_help", "UnknownEngineBackend"]
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -27,7 +27,6 @@ class UnknownEngineBackend(FastvidError, ValueError):
     """No engine backend of that name is registered."""
 
 
-@runtime_checkable
 class EngineBackend(Protocol):
     """What a backend module provides (module-level functions)."""
 
@@ -35,7 +34,9 @@ class EngineBackend(Protocol):
         """None when the backend can build and run engines on ``device``, else why not."""
 
     def precision_unsupported(self, precision: str, device: torch.device) -> Optional[str]:
-        """Why ``precision`` (fp32/fp16/bf16) cannot be built for ``device``, or None."""
+        """Why ``precision`` cannot be built for ``device`` by this backend, or None. Only the
+        backend's own restrictions: :func:`fastvid.precision.usable_precisions` (the device's
+        rule) is checked before it."""
 
     def compile_and_save(self, exported: torch.export.ExportedProgram, example: torch.Tensor, *,
                          precision: str, batch: int, max_batch: int, out_path: Path,
@@ -50,6 +51,13 @@ class EngineBackend(Protocol):
 @dataclass(frozen=True)
 class EngineBackendEntry:
     """A registered backend: ``--backend`` name, artifact extension, and its module.
+
+    ``description``: one line, shown by ``fastvid build-engine --help`` for ``--backend``.
+    ``device_bound``: an engine runs only on the device type it was built for (AOTInductor's
+    generated kernels are C++ or Triton); loading it elsewhere is refused with a rebuild hint.
+    ``packages``: the pip distributions it needs beyond fastvid's own requirements, which are
+    its extra in ``setup.py`` (``pip install fastvid[<name>]``).
+    ``build_note``: ``{device type: note}`` logged when a build starts (a slow compile).
 
     ``tuned_per_batch``: its engines are optimised for one batch size (TensorRT's opt shape), so
     a benchmark builds one per batch instead of one for every batch.
@@ -71,6 +79,9 @@ class EngineBackendEntry:
     cuda_graphs: bool = False
     cast_graph: bool = True
     preference: Mapping[str, int] = field(default_factory=dict)
+    device_bound: bool = False
+    packages: tuple[str, ...] = ()
+    build_note: Mapping[str, str] = field(default_factory=dict)
 
     def load(self) -> EngineBackend:
         """Import the backend module and check that it fulfils :class:`EngineBackend`."""
@@ -102,6 +113,19 @@ def engine_names() -> tuple[str, ...]:
     return tuple(_ENGINES)
 
 
+def backend_help() -> str:
+    """``fastvid build-engine --backend``'s help: each backend's description, then what
+    ``auto`` picks per device type (by ``preference``)."""
+    lines = [f"{e.name}: {e.description}" for e in _ENGINES.values()]
+    device_types = sorted({d for e in _ENGINES.values() for d in e.preference},
+                          key=lambda d: (d != "cuda", d))
+    order = "; ".join(
+        f"{d.upper()}: " + ", ".join(e.name for e in sorted(
+            (e for e in _ENGINES.values() if d in e.preference), key=lambda e: e.preference[d]))
+        for d in device_types)
+    return "; ".join(lines + [f"auto: the fastest available for the device and precision ({order})"]) + "."
+
+
 def engine_backend(name: str) -> EngineBackendEntry:
     """The entry of ``name``; :class:`UnknownEngineBackend` lists the known ones."""
     if name not in _ENGINES:
@@ -112,16 +136,18 @@ def engine_backend(name: str) -> EngineBackendEntry:
 
 register_engine(EngineBackendEntry(
     "trt", ".ep", "engines.tensorrt",
-    "Torch-TensorRT: TensorRT engines inside a saved ExportedProgram (CUDA only)",
-    tuned_per_batch=True, cuda_graphs=True, preference={"cuda": 10}))
+    "Torch-TensorRT (.ep, CUDA only)",
+    tuned_per_batch=True, cuda_graphs=True, preference={"cuda": 10}, packages=("torch-tensorrt",)))
 register_engine(EngineBackendEntry(
     "aoti", ".pt2", "engines.aoti",
-    "AOTInductor: a .pt2 package of generated C++/Triton kernels (CPU or CUDA)",
-    cuda_graphs=True, preference={"cuda": 20, "cpu": 20}))
+    "AOTInductor (.pt2, CPU or CUDA; runs on the device type it was built for)",
+    cuda_graphs=True, preference={"cuda": 20, "cpu": 20}, device_bound=True,
+    build_note={"cpu": "AOTInductor on a CPU: a minute or more"}))
 register_engine(EngineBackendEntry(
     "onnx", ".onnx", "engines.onnx_rt",
-    "ONNX Runtime (CPU, or CUDA with onnxruntime-gpu)", preference={"cuda": 30, "cpu": 30}))
+    "ONNX Runtime (.onnx; CPU, or CUDA with onnxruntime-gpu)", preference={"cuda": 30, "cpu": 30},
+    packages=("onnx", "onnxruntime", "onnxscript")))
 register_engine(EngineBackendEntry(
     "openvino", ".xml", "engines.openvino",
-    "OpenVINO: IR (.xml + .bin) compiled by OpenVINO's CPU plugin (CPU only; fp32, bf16)",
-    cast_graph=False, preference={"cpu": 10}))
+    "OpenVINO IR (.xml + .bin, CPU only; fp32, bf16)",
+    cast_graph=False, preference={"cpu": 10}, packages=("openvino",)))

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -23,23 +24,19 @@ import torch.nn as nn
 from fastvid.atomic import WriteError, write_text_atomic
 from fastvid.errors import BackendUnavailable, FastvidError, is_write_failure, write_error_message
 from fastvid.models import input_layout
-from fastvid.precision import DTYPES
+from fastvid.cpu import available_cores
+from fastvid.precision import DTYPES, precision_unusable
 from fastvid.version import __version__
 
 from .backends import EngineBackend, engine_backend, engine_backends, engine_names
 from .export import cast_for_precision, export_model, graph_problems, validation_batch
 
-__all__ = ["Engine", "EngineError", "EngineValidationError", "BACKENDS", "EXTENSIONS",
-           "TOLERANCES", "available_backends", "build_engine", "load", "meta_path",
+__all__ = ["Engine", "EngineError", "EngineValidationError", "TOLERANCES", "precision_reason", "available_backends", "build_engine", "load", "meta_path",
            "backend_versions", "require_backend", "read_meta", "check_supported", "auto_backend",
            "tolerance", "cpu_threads_beside_loader",
            "artifact_companions", "artifact_digest", "verify_artifact"]
 
 log = logging.getLogger(__name__)
-
-# Derived from the registry (engines/backends.py), kept as names for callers.
-BACKENDS = engine_names()
-EXTENSIONS = {e.name: e.extension for e in engine_backends()}
 
 # Allowed max |engine - eager fp32| divided by the logit scale max |eager fp32 logits|. fp32 on CUDA is
 # looser because cuDNN convolutions may run in TF32 (10-bit mantissa) in the engine; fp16 keeps
@@ -64,6 +61,14 @@ def _backend_module(backend: str) -> EngineBackend:
     return engine_backend(backend).load()
 
 
+def precision_reason(backend: str, precision: str, device: torch.device | str) -> Optional[str]:
+    """Why ``backend`` cannot build or run ``precision`` on ``device``: the device's rule
+    (:func:`fastvid.precision.usable_precisions`), then the backend's own restrictions; or None."""
+    device = torch.device(device)
+    return (precision_unusable(precision, device)
+            or _backend_module(backend).precision_unsupported(precision, device))
+
+
 def tolerance(backend: str, precision: str, device: torch.device) -> float:
     """The validation tolerance (relative to the logit scale) of a ``backend`` engine."""
     own = getattr(_backend_module(backend), "TOLERANCES", None) or {}
@@ -74,7 +79,7 @@ def cpu_threads_beside_loader(loader_threads: int) -> int:
     """CPU threads for an engine that runs while a loader uses ``loader_threads`` (worker
     processes or DALI threads): every core this process may use, less the loader's, but never
     less than half of them (on a CPU, inference is most of an evaluation's work)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     return max(1, cores - min(max(0, int(loader_threads)), cores // 2))
 
 
@@ -90,7 +95,7 @@ def auto_backend(device: torch.device | str | None = None, precision: str = "fp3
                     key=lambda e: e.preference[device.type])
     tried = []
     for entry in ranked:
-        reason = status[entry.name] or _backend_module(entry.name).precision_unsupported(precision, device)
+        reason = status[entry.name] or precision_reason(entry.name, precision, device)
         if reason is None:
             return entry.name
         tried.append(f"{entry.name}: {reason}")
@@ -125,7 +130,7 @@ def require_backend(backend: str, device: torch.device | str) -> None:
 def check_supported(backend: str, precision: str, device: torch.device | str) -> None:
     """Raise :class:`BackendUnavailable` when ``backend`` cannot build ``precision`` on ``device``."""
     require_backend(backend, device)
-    reason = _backend_module(backend).precision_unsupported(precision, torch.device(device))
+    reason = precision_reason(backend, precision, device)
     if reason:
         raise BackendUnavailable(f"{backend} {precision} on {torch.device(device)}: {reason}")
 
@@ -247,21 +252,20 @@ def _validate(runner: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, 
 
 def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, precision: str = "fp32",
                  batch: int = 1, max_batch: Optional[int] = None, out_path: str | Path = "model",
-                 meta: Optional[dict[str, Any]] = None,
-                 validation_input: Optional[torch.Tensor] = None) -> Path:
+                 meta: Optional[dict[str, Any]] = None) -> Path:
     """Export ``model``, compile it with ``backend``, save it, reload it and validate it.
 
     Args:
         model: eval-mode model on the target device (its device decides CPU vs CUDA engine).
         example_input: one batch in the model's input layout; only its per-sample shape is used.
-        backend: ``aoti`` | ``onnx`` | ``trt``.
+        backend: a registered engine backend (``engines.backends.engine_names()``).
         precision: ``fp32`` | ``fp16`` | ``bf16``; the whole graph and the input are cast.
         batch: the batch size to optimise for (TensorRT's opt shape); the engine takes [1, max_batch].
         max_batch: largest batch the engine accepts (default ``batch``).
         out_path: artifact path; the backend's extension is added when missing.
         meta: extra keys for ``<artifact>.json`` (model_name, classes, checkpoint, config, mean, std).
-        validation_input: batch to validate on; default a seeded batch in the model's value range
-            (pixels 0-255 normalized with ``meta['mean']``/``meta['std']`` when given).
+            The engine is validated on a seeded batch in the model's value range (pixels 0-255
+            normalized with ``meta['mean']``/``meta['std']`` when given).
 
     Returns:
         The artifact path. ``<artifact>.json`` holds the build description and validation numbers.
@@ -280,13 +284,8 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     out.parent.mkdir(parents=True, exist_ok=True)
     layout = input_layout(model, default=meta.get("input_layout") or "NTCHW")
     sample_shape = tuple(example_input.shape[1:])
-    if validation_input is None:
-        validation_input = validation_batch((max_batch,) + sample_shape, meta.get("mean"), meta.get("std"),
-                                            layout=layout, seed=0)
-    if tuple(validation_input.shape[1:]) != sample_shape:
-        raise EngineError(f"validation input {tuple(validation_input.shape)} does not match the example "
-                          f"input {tuple(example_input.shape)}")
-    validation_input = validation_input[:max_batch].to(device)
+    validation_input = validation_batch((max_batch,) + sample_shape, meta.get("mean"), meta.get("std"),
+                                        layout=layout, seed=0).to(device)
 
     companions = artifact_companions(backend)
     _remove_stale_partials(out, companions)
@@ -295,18 +294,40 @@ def build_engine(model: nn.Module, example_input: torch.Tensor, backend: str, pr
     # engine at the final path, and a rebuild never puts an unvalidated file beside the old JSON.
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}-{secrets.token_hex(3)}{out.suffix}")
     try:
-        return _build_into(model, example_input, backend, mod, precision, batch, max_batch, out, tmp,
-                           companions, meta, device, layout, sample_shape, validation_input)
+        return _build_into(model, example_input, _BuildJob(
+            backend, mod, precision, batch, max_batch, out, tmp, companions, meta, device, layout,
+            sample_shape, validation_input))
     finally:
         _remove_artifact(tmp, companions)
         _remove_artifact(Path(f"{tmp}.json"), ())
 
 
-def _build_into(model: nn.Module, example_input: torch.Tensor, backend: str, mod: EngineBackend,
-                precision: str, batch: int, max_batch: int, out: Path, tmp: Path,
-                companions: tuple[str, ...], meta: dict[str, Any], device: torch.device, layout: str,
-                sample_shape: tuple[int, ...], validation_input: torch.Tensor) -> Path:
-    """:func:`build_engine`'s work: compile to ``tmp``, validate, then move the pair to ``out``."""
+@dataclass(frozen=True)
+class _BuildJob:
+    """What :func:`build_engine` settled before the work: backend, precision, batch range,
+    paths (``tmp``: the partial artifact beside ``out``), the target device and input."""
+
+    backend: str
+    mod: EngineBackend
+    precision: str
+    batch: int
+    max_batch: int
+    out: Path
+    tmp: Path
+    companions: tuple[str, ...]
+    meta: dict[str, Any]
+    device: torch.device
+    layout: str
+    sample_shape: tuple[int, ...]
+    validation_input: torch.Tensor
+
+
+def _build_into(model: nn.Module, example_input: torch.Tensor, job: _BuildJob) -> Path:
+    """:func:`build_engine`'s work: compile to ``job.tmp``, validate, then move the pair to ``job.out``."""
+    (backend, mod, precision, batch, max_batch, out, tmp, companions, meta, device, layout,
+     sample_shape, validation_input) = (
+        job.backend, job.mod, job.precision, job.batch, job.max_batch, job.out, job.tmp,
+        job.companions, job.meta, job.device, job.layout, job.sample_shape, job.validation_input)
     t0 = time.perf_counter()
     log.info("%s %s engine -> %s: exporting %s with torch.export", backend, precision, out,
              type(model).__name__)
@@ -322,8 +343,9 @@ def _build_into(model: nn.Module, example_input: torch.Tensor, backend: str, mod
     with torch.no_grad():
         num_classes = int(getattr(model, "num_classes", 0) or model(example_input[:1].to(device)).shape[-1])
     input_shape = [batch, *sample_shape]
+    note = engine_backend(backend).build_note.get(device.type)
     log.info("compiling with %s for %s, batch 1-%d%s", backend, device, max_batch,
-             " (AOTInductor on a CPU: a minute or more)" if backend == "aoti" and device.type == "cpu" else "")
+             f" ({note})" if note else "")
     try:
         mod.compile_and_save(exported, typed_example, precision=precision, batch=batch,
                              max_batch=max_batch, out_path=tmp, device=device)
@@ -498,6 +520,11 @@ def _remove_artifact(path: Path, companions: Sequence[str] = ()) -> None:
         extra.unlink(missing_ok=True)
 
 
+# (resolved path, inode, size, mtime_ns, ctime_ns, sha256) of the files this process hashed and
+# found as built.
+_VERIFIED: set[tuple[str, int, int, int, int, str]] = set()
+
+
 def verify_artifact(path: Path, meta: dict[str, Any]) -> None:
     """Refuse an artifact whose files are not the ones ``meta`` was written for (size, sha256).
 
@@ -514,9 +541,17 @@ def verify_artifact(path: Path, meta: dict[str, Any]) -> None:
         if not p.is_file():
             raise EngineError(f"engine {path}: {p.name} is missing (its {meta_path(path).name} lists "
                               f"it); rebuild it with `fastvid build-engine`")
-        if (size is not None and p.stat().st_size != int(size)) or _sha256(p) != sha:
+        st = p.stat()
+        # One command reads an engine's description several times (eval: the config, the fit
+        # check, the load); a file already hashed and unchanged since (same inode, size, mtime
+        # and ctime) is not read again.
+        key = (str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha)
+        if key in _VERIFIED:
+            continue
+        if (size is not None and st.st_size != int(size)) or _sha256(p) != sha:
             raise EngineError(f"engine {p} was changed after it was built (size/hash differ from "
                               f"{meta_path(path).name}): rebuild it with `fastvid build-engine`")
+        _VERIFIED.add(key)
 
 
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -577,10 +612,10 @@ def load(path: str | Path, device: torch.device | str | None = None, *, cuda_gra
         device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     backend = meta["backend"]
     require_backend(backend, device)
-    if backend == "aoti" and meta.get("device") != device.type:
-        raise EngineError(f"{path}: AOTInductor package compiled for {meta.get('device')}; cannot run on "
+    if engine_backend(backend).device_bound and meta.get("device") != device.type:
+        raise EngineError(f"{path}: {backend} engine built for {meta.get('device')}; it cannot run on "
                           f"{device.type} (rebuild it with --device {device.type})")
-    reason = _backend_module(backend).precision_unsupported(meta["precision"], device)
+    reason = precision_reason(backend, meta["precision"], device)
     if reason:
         raise BackendUnavailable(f"{path}: {reason}")
     try:

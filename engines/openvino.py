@@ -35,6 +35,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from fastvid.cpu import available_cores
+
 __all__ = ["unavailable_reason", "precision_unsupported", "compile_and_save", "load_runner",
            "ARTIFACT_COMPANIONS", "TOLERANCES", "PRECISION_HINTS", "cache_dir", "default_threads",
            "OpenVINORunner"]
@@ -141,10 +143,6 @@ def cache_dir() -> Optional[Path]:
     return root
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def default_threads() -> int:
     """Inference threads when the caller says nothing: ``$FASTVID_OPENVINO_THREADS``, else every
     core this process may use (``fastvid bench`` and ``predict``; ``eval`` passes its own count
@@ -157,7 +155,7 @@ def default_threads() -> int:
             from .core import EngineError
 
             raise EngineError(f"${THREADS_ENV}={env!r} is not a whole number of threads") from None
-    return _cores()
+    return available_cores()
 
 
 def _runtime_precision(compiled: Any) -> str:

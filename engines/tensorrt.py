@@ -49,11 +49,8 @@ def unavailable_reason(device: torch.device) -> Optional[str]:
 
 
 def precision_unsupported(precision: str, device: torch.device) -> Optional[str]:
-    """Why TensorRT cannot build ``precision`` on ``device``, or None."""
-    # including_emulation=False: the default also says True on pre-Ampere GPUs that only emulate bf16.
-    if (precision == "bf16" and torch.cuda.is_available()
-            and not torch.cuda.is_bf16_supported(including_emulation=False)):
-        return "this GPU has no bf16 support; use --precision fp16"
+    """None: TensorRT builds every precision that :func:`fastvid.precision.usable_precisions`
+    allows on a GPU (strongly typed engines from the cast graph)."""
     return None
 
 

@@ -3,15 +3,51 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import ContextManager
+from typing import ContextManager, Optional
 
 import torch
 
 from fastvid.errors import FastvidError
 
-__all__ = ["Precision", "resolve_precision", "DTYPES"]
+__all__ = ["Precision", "resolve_precision", "DTYPES", "PRECISIONS", "usable_precisions",
+           "precision_unusable"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = tuple(DTYPES)
+
+
+def usable_precisions(device: torch.device | str) -> tuple[str, ...]:
+    """The precisions that train, eval, engines and bench may compute in on ``device``.
+
+    The one rule for every command: fp32 always; on CUDA fp16, and bf16 where the GPU has native
+    bf16 (Ampere or newer); on CPU bf16 but not fp16 (CPU kernels have no fast fp16 path, and
+    fp16 training needs a GradScaler, a CUDA recipe). Other device types are not checked here.
+    A backend may refuse more (``EngineBackend.precision_unsupported``).
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return ("fp32", "bf16")
+    if device.type == "cuda":
+        # including_emulation=False: by default pre-Ampere GPUs, which only emulate bf16, say True too.
+        native_bf16 = (torch.cuda.is_available()
+                       and torch.cuda.is_bf16_supported(including_emulation=False))
+        return ("fp32", "fp16") + (("bf16",) if native_bf16 else ())
+    return PRECISIONS
+
+
+def precision_unusable(precision: str, device: torch.device | str,
+                       option: str = "--precision") -> Optional[str]:
+    """Why ``precision`` is not in :func:`usable_precisions` of ``device`` (with the value of
+    ``option`` to use instead), or None."""
+    device = torch.device(device)
+    if precision not in DTYPES:
+        return f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+    if precision in usable_precisions(device):
+        return None
+    if precision == "fp16":
+        return (f"fp16 needs a CUDA device (CPU kernels have no fast fp16 path); use {option} "
+                f"fp32 or bf16 on CPU")
+    return f"this GPU has no bf16 support; use {option} fp16"
 
 
 @dataclass(frozen=True)
@@ -52,11 +88,9 @@ def resolve_precision(amp: bool, amp_dtype: str, device: torch.device | str) -> 
         return Precision(device.type, None)
     if amp_dtype not in ("fp16", "bf16"):
         raise FastvidError(f"unknown AMP dtype {amp_dtype!r}; expected fp16 or bf16")
-    if device.type == "cpu" and amp_dtype == "fp16":
-        raise FastvidError("--amp-dtype fp16 needs a CUDA device (GradScaler fp16 training); "
-                           "use --amp-dtype bf16 on CPU")
-    # including_emulation=False: by default pre-Ampere GPUs, which only emulate bf16, say True too.
-    if (device.type == "cuda" and amp_dtype == "bf16"
-            and not torch.cuda.is_bf16_supported(including_emulation=False)):
-        raise FastvidError("this GPU does not support bf16; use --amp-dtype fp16")
+    if amp_dtype not in usable_precisions(device):
+        # training's own hints: fp16 is GradScaler training, and fp32 is --no-amp, not a dtype
+        raise FastvidError("--amp-dtype fp16 needs a CUDA device (GradScaler fp16 training); use "
+                           "--amp-dtype bf16 on CPU" if amp_dtype == "fp16"
+                           else "this GPU does not support bf16; use --amp-dtype fp16")
     return Precision(device.type, DTYPES[amp_dtype])

@@ -31,8 +31,9 @@ step "4/6 build an engine with the best backend available"
 # on a CPU openvino (when installed), aoti, onnx.
 read -r BACKEND EXT < <(python - <<'PY'
 import engines
+from engines.backends import engine_backend
 name = engines.auto_backend()
-print(name, engines.EXTENSIONS[name].lstrip("."))
+print(name, engine_backend(name).extension.lstrip("."))
 PY
 )
 [[ -n "${BACKEND:-}" ]] || { echo "no engine backend available" >&2; exit 1; }

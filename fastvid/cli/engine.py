@@ -2,25 +2,25 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
-from bench.runner import inference_backends
-from engines.backends import engine_names
+from bench.runner import BenchSettings, inference_backends
+from engines.backends import backend_help, engine_names
 from fastvid.cli import cli
 from fastvid.cli.common import (class_order_option, config_options, friendly_errors, int_list,
                                 load_inference_config, resolve_device)
 from fastvid.loaders import loader_names
+from fastvid.precision import PRECISIONS
 
 log = logging.getLogger("fastvid.cli.engine")
 
 ENGINE_BACKENDS = engine_names()
 BENCH_BACKENDS = inference_backends()
 LOADERS = loader_names(auto=False)
-PRECISIONS = ("fp32", "fp16", "bf16")
-
 
 def _split(value: Optional[str], choices: tuple[str, ...], option: str) -> list[str]:
     items = [v.strip() for v in (value or "").split(",") if v.strip()]
@@ -73,10 +73,7 @@ def _model_for(cfg: Any, checkpoint: Optional[str], device: Any,
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="Trained checkpoint (fastvid, TRN-pytorch or mmaction2) to export.")
 @click.option("--backend", required=True, type=click.Choice(("auto",) + ENGINE_BACKENDS),
-              help="trt: Torch-TensorRT (.ep, CUDA only); aoti: AOTInductor (.pt2, CPU or CUDA); "
-                   "onnx: ONNX Runtime (.onnx); openvino: OpenVINO IR (.xml + .bin, CPU only); "
-                   "auto: the fastest available for the device and precision (CUDA: trt, aoti, "
-                   "onnx; CPU: openvino, aoti, onnx).")
+              help=backend_help())
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Engine precision; model and input are cast as a whole (OpenVINO: the graph "
                    "stays fp32, the runtime computes in the precision). fp16 needs CUDA; bf16 works "
@@ -244,9 +241,9 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
     path = writer.path
     try:
         if backend_list or engine_paths or train_bench:
-            _bench_models(cfg, dev, checkpoint, engine_paths, batches, backend_list, precisions,
-                          train_bench, train_batch, iters, warmup, common, train_modes, writer,
-                          raw)
+            plan = _ModelBench(tuple(batches), tuple(backend_list), tuple(precisions), train_bench,
+                               train_batch, iters, warmup, tuple(train_modes))
+            _bench_models(cfg, dev, checkpoint, engine_paths, plan, common, writer, raw)
         if loaders:
             _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
                            train_batch or cfg.train.batch_size, common,
@@ -272,14 +269,30 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
                f"`fastvid report {out_dir}`")
 
 
+@dataclass(frozen=True)
+class _ModelBench:
+    """What ``fastvid bench`` measures of the model: inference (backends x batches x
+    precisions) and, with ``train_bench``, training steps in ``train_modes``."""
+
+    batches: tuple[int, ...]
+    backends: tuple[str, ...]
+    precisions: tuple[str, ...]
+    train_bench: bool
+    train_batch: Optional[int]
+    iters: int
+    warmup: int
+    train_modes: tuple[str, ...]
+
+
 def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: tuple[str, ...],
-                  batches: list[int], backend_list: list[str], precisions: list[str], train_bench: bool,
-                  train_batch: Optional[int], iters: int, warmup: int,
-                  common: dict[str, Any], train_modes: list[str], writer: Any,
+                  plan: _ModelBench, common: dict[str, Any], writer: Any,
                   raw: Optional[dict[str, Any]] = None) -> None:
     """Inference and training records, each written by ``writer`` (a
     :class:`bench.records.ResultsWriter`) as soon as it is measured; ``raw``: the checkpoint
-    already read by :func:`load_inference_config`, if any."""
+    already read by :func:`load_inference_config`, if any. A prebuilt engine adds its backend
+    and precision to the plan's."""
+    backend_list, precisions = list(plan.backends), list(plan.precisions)
+    batches, iters, warmup, train_batch = list(plan.batches), plan.iters, plan.warmup, plan.train_batch
     import engines
     from bench.runner import InferenceBenchmarkRunner
     from engines.compat import check_engine_fits, expected_from_config
@@ -302,15 +315,15 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
         if info["precision"] not in precisions:  # measure a given engine in its own precision
             precisions.append(info["precision"])
     if backend_list:
-        runner = InferenceBenchmarkRunner(model, sample, dev, model_name=cfg.model_name, warmup=warmup,
-                                          iters=iters, engines=prebuilt, extra=extra, mean=spec["mean"],
-                                          std=spec["std"])
+        runner = InferenceBenchmarkRunner(model, sample, dev, model_name=cfg.model_name,
+                                          engines=prebuilt, extra=extra, norm=(spec["mean"], spec["std"]),
+                                          settings=BenchSettings(warmup=warmup, iters=iters))
         runner.run(backend_list, batches, precisions, on_record=writer.add, check_baseline=True)
         writer.flush()  # the baselines' second timing may have flagged ratios
-    if train_bench:
+    if plan.train_bench:
         from bench.train import bench_training, default_variants
 
-        variants = [(p, cl, mode) for mode in train_modes for p, cl in default_variants(dev)]
+        variants = [(p, cl, mode) for mode in plan.train_modes for p, cl in default_variants(dev)]
         bench_training(model, sample, int(meta["num_classes"]), dev,
                                   batch=train_batch or cfg.train.batch_size,
                                   warmup=min(warmup, 3) or 1, iters=min(iters, 20),

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -29,6 +28,7 @@ from fastvid.atomic import write_text_atomic
 from fastvid.checkpoint import (capture_rng, check_config_matches, data_geometry,
                                 load_checkpoint, restore_rng, save_checkpoint)
 from fastvid.config import Config, save_config
+from fastvid.cpu import compile_unsupported  # re-exported by fastvid.training
 from fastvid.distributed import DistInfo, any_rank, init_distributed, unwrap
 from fastvid.errors import FastvidError, TrainingAborted
 from fastvid.evaluate import evaluate_sharded
@@ -169,32 +169,6 @@ def process_start_time() -> float:
 _IMPORTED_AT = time.time()
 
 
-def compile_unsupported(device: torch.device | str) -> Optional[str]:
-    """Why ``torch.compile`` (Inductor) cannot generate code for ``device`` here, or None.
-
-    On CUDA Inductor writes Triton kernels: it needs Triton and a GPU Triton supports, not a C++
-    compiler or the CUDA toolkit (those are AOTInductor's). On CPU it writes C++ and needs the
-    compiler it is configured with.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return "torch.compile on CUDA needs a CUDA device (torch.cuda.is_available() is False)"
-        from torch.utils._triton import has_triton, has_triton_package
-
-        if not has_triton_package():
-            return "torch.compile on CUDA needs Triton (pip install triton; torch's CUDA wheels bring it)"
-        if not has_triton():
-            return "torch.compile on CUDA: Triton does not support this GPU"
-        return None
-    if device.type == "cpu":
-        from torch._inductor import config
-
-        cxx = config.cpp.cxx[-1] if isinstance(config.cpp.cxx, tuple) else config.cpp.cxx
-        if not (cxx and shutil.which(cxx)):
-            return f"torch.compile on CPU needs a C++ compiler ({cxx or 'g++'} not found on PATH)"
-        return None
-    return f"torch.compile is not set up for device type {device.type!r} here"
 
 
 def _compile_mode_uses_cudagraphs(mode: Optional[str]) -> bool:

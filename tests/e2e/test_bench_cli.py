@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 import engines
 from bench import InferenceBenchmarkRunner, append_records, read_records, render_report
+from bench.runner import BenchSettings
 from engines.backends import engine_names
 
 from _report_tables import assert_plots_match_tables, table_rows
@@ -28,8 +29,8 @@ def inference_records() -> list[dict]:
     """Eager and every registered engine backend at batch 2 (AOTInductor's CPU compile: minutes on
     2 shared cores; a tiny model keeps it to the compiler's fixed cost)."""
     torch.manual_seed(0)
-    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (4, 3, 32, 32), "cpu", model_name="tiny", warmup=1,
-                                      iters=4, extra={"weights": "random"})
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (4, 3, 32, 32), "cpu", model_name="tiny",
+                                      extra={"weights": "random"}, settings=BenchSettings(warmup=1, iters=4))
     return runner.run(["eager", *engine_names()], batches=[2], precisions=["fp32"])
 
 

@@ -13,13 +13,15 @@ from click.testing import CliRunner
 
 from bench import InferenceBenchmarkRunner, bench_training, render_report
 from bench.memory import PeakMemory
+from bench.runner import BenchSettings
 
 from _report_tables import table_rows
 from _tiny import Tiny2D, Tiny3D
 
 
 def test_unsupported_precision_is_recorded_as_skipped():
-    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 16, 16), "cpu", warmup=0, iters=2)
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 16, 16), "cpu",
+                                      settings=BenchSettings(warmup=0, iters=2))
     recs = runner.run(["eager", "onnx"], batches=[1], precisions=["fp16", "bf16"])
     status = {(r["backend"], r["precision"]): r for r in recs}
     assert status[("eager", "fp32")]["status"] == "ok"  # the baseline is always measured
@@ -76,7 +78,8 @@ def test_inference_plan_puts_the_baselines_first():
 
 def test_inference_runner_hands_over_each_record():
     seen: list[dict] = []
-    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 16, 16), "cpu", warmup=0, iters=2)
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 16, 16), "cpu",
+                                      settings=BenchSettings(warmup=0, iters=2))
     variants = [("eager", "fp32", 2), ("eager", "bf16", 2), ("trt", "fp32", 2), ("eager", "fp32", 1)]
     recs = runner.run_variants(iter(variants), on_record=lambda r: seen.append(dict(r)))
     assert [(r["backend"], r["precision"], r["batch"]) for r in seen] == variants
@@ -236,7 +239,8 @@ def test_stability_flags_dispersion_and_records_the_load():
 def test_ratio_is_flagged_when_the_eager_baseline_moves(monkeypatch):
     import bench.runner as runner_mod
 
-    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 8, 8), "cpu", warmup=0, iters=4)
+    runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 8, 8), "cpu",
+                                      settings=BenchSettings(warmup=0, iters=4))
     base = {"status": "ok", "batch": 1, "video_per_s": 100.0, "unstable": False}
     other = {"status": "ok", "batch": 1, "video_per_s": 150.0, "ratio_to_eager": 1.5, "unstable": False}
     # Re-timed at 50 video/s: the load changed while the batch was measured.

@@ -11,6 +11,7 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 import engines
+from engines.backends import engine_backend
 from fastvid.errors import BackendUnavailable
 
 from _engine_models import BGR_MEAN, BGR_STD, CLASSES, FRAMES, MAX_BATCH, SIZE, trn  # noqa: F401 - fixture
@@ -109,7 +110,10 @@ def test_trt_save_example_keeps_the_batch_dynamic():
 
 
 def test_trt_bf16_check_ignores_emulated_bf16(monkeypatch):
-    from engines.tensorrt import precision_unsupported
+    from engines.core import precision_reason
+
+    def precision_unsupported(precision, device):  # the device's rule, then TensorRT's own
+        return precision_reason("trt", precision, device)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     # A pre-Ampere GPU: bf16 only emulated, so the default (including_emulation=True) says True.

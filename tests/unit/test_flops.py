@@ -76,9 +76,11 @@ def test_annotate_record_reads_the_stamped_record():
 
 def test_inference_and_train_records_carry_consistent_flop_figures():
     from bench import InferenceBenchmarkRunner, bench_training
+    from bench.runner import BenchSettings
 
     model = Tiny2D(classes=5).eval()
-    runner = InferenceBenchmarkRunner(model, (4, 3, 16, 16), "cpu", model_name="tiny", warmup=0, iters=2)
+    runner = InferenceBenchmarkRunner(model, (4, 3, 16, 16), "cpu", model_name="tiny",
+                                      settings=BenchSettings(warmup=0, iters=2))
     (rec,) = runner.run(["eager"], [2], ["fp32"])
     assert rec["gflop_per_video"] == pytest.approx(TINY_GFLOP, rel=1e-3)
     assert rec["tflops"] == pytest.approx(rec["video_per_s"] * TINY_GFLOP / 1e3, rel=2e-3)

@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from bench import InferenceBenchmarkRunner
+from bench.runner import BenchSettings
 from bench.graphed import GraphedRunner, cuda_graph_unsupported
 from bench.runner import inference_backends, split_backend
 from fastvid.errors import FastvidError
@@ -93,7 +94,8 @@ def test_backend_names_say_runner_and_mode():
 
 
 def test_cudagraph_variants_are_skipped_on_cpu_with_the_reason():
-    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=1)
+    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu",
+                                      settings=BenchSettings(warmup=0, iters=1))
     recs = runner.run(["eager+cudagraph", "compile+cudagraph"], [1], ["fp32"])
     by = {r["backend"]: r for r in recs}
     assert by["eager"]["status"] == "ok" and by["eager"]["mode"] == "launch"
@@ -116,8 +118,8 @@ def _stand_in_graphs(monkeypatch) -> list[_StandInGraphs]:
 
 def test_runner_replays_eager_through_the_graph_wrapper(monkeypatch):
     made = _stand_in_graphs(monkeypatch)
-    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", model_name="tiny", warmup=1,
-                                      iters=3, graph_warmup=2)
+    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", model_name="tiny",
+                                      settings=BenchSettings(warmup=1, iters=3, graph_warmup=2))
     recs = runner.run(["eager+cudagraph"], [2], ["fp32", "bf16"])
     graphed = [r for r in recs if r["backend"] == "eager+cudagraph"]
     assert [r["status"] for r in graphed] == ["ok", "ok"], [r.get("reason") for r in graphed]
@@ -136,8 +138,8 @@ def test_runner_replays_eager_through_the_graph_wrapper(monkeypatch):
 
 
 def test_forced_channels_last_lays_out_weights_and_input():
-    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=1,
-                                      channels_last=True)
+    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu",
+                                      settings=BenchSettings(warmup=0, iters=1, channels_last=True))
     recs = runner.run(["eager"], [1], ["bf16"])
     bf16 = [r for r in recs if r["precision"] == "bf16"][0]
     assert bf16["status"] == "ok" and bf16["channels_last"] is True and "memory_format_trial" not in bf16
@@ -162,7 +164,8 @@ def test_engine_replayed_from_a_graph_reuses_the_built_engine(monkeypatch, tmp_p
     real_load = engines.load
     monkeypatch.setattr(engines, "load", lambda path, device=None, *, cuda_graph=False:
                         loads.append(cuda_graph) or real_load(path, device, cuda_graph=cuda_graph))
-    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu", warmup=0, iters=2)
+    runner = InferenceBenchmarkRunner(Tiny3D().eval(), (3, 4, 8, 8), "cpu",
+                                      settings=BenchSettings(warmup=0, iters=2))
     recs = runner.run(["fake", "fake+cudagraph"], [1, 2], ["fp32"])
     by = {(r["backend"], r["batch"]): r for r in recs}
     assert all(r["status"] == "ok" for r in recs), [r.get("reason") for r in recs]
@@ -208,7 +211,7 @@ def test_cuda_graph_replay_matches_eager_on_the_gpu():
 @pytest.mark.gpu
 def test_graph_modes_on_the_gpu_are_measured_and_annotated():
     runner = InferenceBenchmarkRunner(Tiny3D().eval().cuda(), (3, 4, 16, 16), "cuda", model_name="tiny",
-                                      warmup=2, iters=5)
+                                      settings=BenchSettings(warmup=2, iters=5))
     recs = runner.run(["eager+cudagraph", "compile+cudagraph"], [1, 4], ["fp16"])
     ok = {(r["backend"], r["batch"]): r for r in recs if r["status"] == "ok"}
     failed = [(r["backend"], r.get("reason")) for r in recs if r["status"] != "ok"]

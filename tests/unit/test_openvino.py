@@ -116,10 +116,10 @@ def test_threads_beside_a_loader_and_the_cache(tmp_path, monkeypatch):
 
 
 def test_bench_peer_is_skipped_with_the_reason_for_models_without_one():
-    from bench.runner import InferenceBenchmarkRunner
+    from bench.runner import BenchSettings, InferenceBenchmarkRunner
 
     runner = InferenceBenchmarkRunner(Tiny2D().eval(), (2, 3, 8, 8), "cpu", model_name="tiny",
-                                      warmup=0, iters=1)
+                                      settings=BenchSettings(warmup=0, iters=1))
     recs = runner.run(["mmaction2"], [1], ["fp32"])
     peer = next(r for r in recs if r["backend"] == "mmaction2")
     assert peer["status"] == "skipped" and "no mmaction2 peer for tiny" in peer["reason"]
