@@ -20,7 +20,7 @@ from _media import write_frames_dataset, write_video, write_videos_dataset
 from fastvid.config import Config, replace
 from fastvid.data.lists import resolve_dataset
 from fastvid.errors import BackendUnavailable, DataError
-from fastvid.loaders import build_loader, resolve_loader_name
+from fastvid.loaders import LoaderRequest, build_loader, resolve_loader_name
 
 CPU = torch.device("cpu")
 # torchvision 0.29 deprecates its JPEG decoder in favour of torchcodec (not installed here).
@@ -64,7 +64,8 @@ def make_cfg(kind: str = "2d", **data) -> Config:
 def loader_for(root, backend, split="val", kind="2d", views=None, records=None, data=None, **kw):
     cfg = make_cfg(kind, **(data or {}))
     ds = resolve_dataset(root, cfg.data)
-    return build_loader(cfg, ds, split, loader=backend, device=CPU, views=views, records=records, **kw)
+    request = LoaderRequest(split, views=views, records=records, **kw)
+    return build_loader(cfg, ds, request, loader=backend, device=CPU)
 
 
 def collect(loader):

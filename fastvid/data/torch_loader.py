@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from fastvid.data.transforms import SamplePlanner, ViewPlan, apply_plan, normali
 from fastvid.data.video_io import (probe_video, read_frame_folder, read_video_frames,
                                    require_pyav)
 from fastvid.errors import DataError
+
+if TYPE_CHECKING:
+    from fastvid.loaders import LoaderSettings
 
 __all__ = ["VideoClipDataset", "EpochShardSampler", "TorchVideoLoader", "MAX_REDRAWS"]
 
@@ -159,30 +162,27 @@ def _worker_init(worker_id: int) -> None:
 class TorchVideoLoader:
     """DataLoader-backed loader yielding the batch contract on ``device``."""
 
-    backend = "torch"
-
-    def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner, *,
-                 device: torch.device, batch_size: int, workers: int, mean: Sequence[float],
-                 std: Sequence[float], bgr: bool, channels_first: bool, shuffle: bool,
-                 drop_last: bool, shard_id: int = 0, num_shards: int = 1,
-                 frame_tmpl: str = "{:05d}.jpg", max_bad_fraction: float = 0.01,
-                 seed: int = 0) -> None:
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.workers = workers
-        self.drop_last = drop_last
+    def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner,
+                 settings: "LoaderSettings") -> None:
+        self.settings = settings
+        self.backend = settings.backend
+        self.device = torch.device(settings.device)
+        self.batch_size = batch_size = settings.batch_size
+        self.workers = workers = settings.workers
+        self.drop_last = drop_last = settings.drop_last
         self.planner = planner
-        self._norm = dict(mean=list(mean), std=list(std), bgr=bgr, channels_first=channels_first)
-        self.dataset = VideoClipDataset(records, planner, frame_tmpl)
+        self._norm = settings.norm_args()
+        self.dataset = VideoClipDataset(records, planner, settings.frame_tmpl)
         first_video = next((r.path for r in self.dataset.records if r.is_video), None)
         if first_video is not None:
             require_pyav(first_video)
-        self.sampler = EpochShardSampler(len(self.dataset), shuffle, seed, num_shards, shard_id)
+        self.sampler = EpochShardSampler(len(self.dataset), settings.shuffle, settings.seed,
+                                         settings.num_shards, settings.shard_id)
         self.num_samples = len(self.sampler)
         if drop_last and self.num_samples < batch_size:
             raise DataError(f"{self.num_samples} samples per shard is fewer than one batch of "
                             f"{batch_size}; lower the batch size")
-        self._bad = BadSampleLog(max_bad_fraction)
+        self._bad = BadSampleLog(settings.max_bad_fraction)
         self._pending: Optional[Iterator] = None  # an iterator start() began
         cuda = self.device.type == "cuda"
         kwargs: dict[str, Any] = {}
@@ -193,7 +193,7 @@ class TorchVideoLoader:
         # resumed twin (and after precise-BN passes). Sampling does not depend on it.
         self._dl = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler,
                               num_workers=workers, collate_fn=_collate, pin_memory=cuda,
-                              drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
+                              drop_last=drop_last, generator=torch.Generator().manual_seed(settings.seed),
                               **kwargs)
 
     @property

@@ -356,7 +356,7 @@ def _lock_work_dir(work_dir: Path, dist_info: DistInfo, resources: ExitStack) ->
 
 def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, Any]:
     from fastvid.data.lists import resolve_dataset
-    from fastvid.loaders import build_loader
+    from fastvid.loaders import LoaderRequest, build_loader
 
     t_process = process_start_time()
     dist_info = init_distributed(opts.device)
@@ -415,9 +415,9 @@ def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, A
                          int(ckpt.get("epoch", 0)))
     start_epoch = int(ckpt["epoch"]) if ckpt is not None else 0
     skip_batches = int(ckpt.get("batch_in_epoch", 0)) if ckpt is not None else 0
-    train_loader = build_loader(cfg, dataset, "train", loader=opts.loader, device=device,
-                                shard_id=dist_info.rank, num_shards=dist_info.world_size,
-                                records=train_records)
+    train_loader = build_loader(cfg, dataset, LoaderRequest(
+        "train", shard_id=dist_info.rank, num_shards=dist_info.world_size, records=train_records),
+        loader=opts.loader, device=device)
     resources.callback(close_loader, train_loader)
     # Workers/pipelines start now and decode the first batches while the model is built,
     # moved, compiled; a resumed run starts at its batch without decoding the ones before.
@@ -427,8 +427,8 @@ def _train(cfg: Config, opts: TrainOptions, resources: ExitStack) -> dict[str, A
     val_shard = val_records[dist_info.rank::dist_info.world_size]
     val_loader = None
     if val_shard:
-        val_loader = build_loader(cfg, dataset, "val", loader=opts.loader, device=device,
-                                  records=val_shard)
+        val_loader = build_loader(cfg, dataset, LoaderRequest("val", records=val_shard),
+                                  loader=opts.loader, device=device)
         resources.callback(close_loader, val_loader)
 
     torch.manual_seed(cfg.train.seed + dist_info.rank)
