@@ -272,6 +272,67 @@ class DaliVideoLoader:
                 out[k] = out.get(k, 0.0) + v
         return out
 
+    def stage_profile(self, batches: int) -> dict[str, Any]:
+        """Where a batch's time goes: the graph cut after each stage (see
+        :data:`dali_pipelines.pipelines.GRAPH_STAGES`), rebuilt and timed over ``batches``
+        batches after one warm-up batch, at this loader's threads; the increments are each
+        stage's cost (``stage_ms``), plus the source's and the loader's own Python timers
+        (``python_ms``). The loader is closed after and builds its full graph again when next
+        iterated."""
+        import itertools
+        import warnings
+
+        from dali_pipelines.pipelines import GRAPH_STAGES
+
+        def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for epoch in itertools.count():
+                self.set_epoch(epoch)
+                yield from self
+
+        def sync() -> None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
+        cumulative: dict[str, float] = {}
+        python: dict[str, float] = {}
+        try:
+            for stage in GRAPH_STAGES:
+                self.close()
+                self.stage = stage
+                self.set_epoch(0)
+                batches_of = stream()
+                with warnings.catch_warnings():  # a cut graph leaves source outputs unused
+                    warnings.filterwarnings("ignore", message="The external source node")
+                    next(batches_of)
+                before_src, before = self.source_timings, dict(self.timings)
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(batches):
+                    next(batches_of)
+                sync()
+                cumulative[stage] = 1e3 * (time.perf_counter() - t0) / batches
+                if stage == "all":
+                    for k, v in self.source_timings.items():
+                        python[f"source_{k}"] = 1e3 * (v - before_src.get(k, 0.0)) / batches
+                    for k in ("run_s", "to_torch_s", "python_s"):
+                        python[f"loader_{k[:-2]}"] = 1e3 * (self.timings[k] - before[k]) / batches
+                del batches_of
+        finally:
+            self.close()
+            self.stage = "all"
+        names = {"source": "source (plan + read + checks)", "decode": "decode",
+                 "resize": "crop/resize", "all": "normalize + layout"}
+        increments, prev = {}, 0.0
+        for stage in GRAPH_STAGES:
+            increments[names[stage]] = round(cumulative[stage] - prev, 2)
+            prev = cumulative[stage]
+        return {"stage_ms": increments,
+                "stage_cumulative_ms": {k: round(v, 2) for k, v in cumulative.items()},
+                "python_ms": {k: round(v, 3) for k, v in python.items()},
+                "stage_method": "graph cut after each stage, per-batch ms at these threads; "
+                                "python_ms: the source's and loader's own timers (source run in "
+                                "the main process inside DALI's run())"}
+
     def set_epoch(self, epoch: int) -> None:
         if int(epoch) != self._epoch:  # cancels a start() on another epoch
             self._first_batch = 0
