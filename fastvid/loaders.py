@@ -32,7 +32,7 @@ from fastvid.errors import BackendUnavailable, DataError
 
 __all__ = ["VideoLoader", "LoaderBackend", "LoaderSettings", "LoaderTuning", "LoaderRequest",
            "register_loader", "loader_backends", "loader_backend", "baseline_loader",
-           "streaming_loader", "loader_names", "close_loader",
+           "streaming_loader", "frame_stream", "loader_names", "close_loader",
            "build_loader", "resolve_loader_name", "dali_available", "planner_for", "list_codecs",
            "DALI_GPU_CODECS"]
 
@@ -345,27 +345,34 @@ FOOTAGE_CODEC = "h264"
 
 
 def streaming_loader(name: str, device: torch.device) -> LoaderBackend:
-    """The backend ``fastvid predict`` decodes with: ``name``, or for ``auto`` the first
-    available backend (in order of preference) that streams windows and decodes H.264 on
-    ``device`` (DALI on a GPU; elsewhere the torch loader's PyAV).
+    """The backend ``fastvid predict`` decodes with: ``name`` (checked to run here), or for
+    ``auto`` the first available backend (in order of preference) that streams windows and
+    decodes H.264 on ``device`` (DALI on a GPU; elsewhere the torch loader's PyAV). Whether an
+    explicit backend streams is asked when windows are read (:func:`frame_stream`): a whole
+    input goes through its loader.
 
     Raises:
-        BackendUnavailable: an explicit backend that cannot run here or cannot stream.
+        BackendUnavailable: an explicit backend that cannot run here.
     """
     device = torch.device(device)
     if name != "auto":
-        backend = loader_backend(resolve_loader_name(name, device))
-        if backend.stream is None:
-            usable = [b.name for b in loader_backends() if b.stream is not None]
-            raise BackendUnavailable(f"--loader {name} cannot read a video as a stream of frames "
-                                     f"(fastvid predict); use --loader {' or '.join(usable)}")
-        return backend
+        return loader_backend(resolve_loader_name(name, device))
     for backend in loader_backends():
         if (backend.stream is not None and backend.reason(device) is None
                 and backend.decodes(FOOTAGE_CODEC, device)):
             log.debug("loader auto -> %s for predict", backend.name)
             return backend
     raise BackendUnavailable("no registered loader backend can stream video frames here")
+
+
+def frame_stream(backend: LoaderBackend) -> FrameStream:
+    """``backend.stream``; BackendUnavailable naming the backends that have one when it has not."""
+    if backend.stream is None:
+        usable = [b.name for b in loader_backends() if b.stream is not None]
+        raise BackendUnavailable(f"--loader {backend.name} cannot read a video as a stream of "
+                                 f"frames (fastvid predict --window); use --loader "
+                                 f"{' or '.join(usable)}")
+    return backend.stream
 
 
 # How many of a list's videos auto reads the container headers of: datasets come in one codec

@@ -187,7 +187,7 @@ class FrameSource:
         self.device = torch.device(device)
         self.chunk_frames = int(chunk_frames)
         if spec.kind == "video":
-            # Checked before the first frame: installed, runs on this device, streams.
+            # Checked before the first frame: installed and runs on this device.
             self.backend = streaming_loader(loader, self.device)
             self.loader = self.backend.name
             self.info = probe_input_video(spec.path, self.loader)
@@ -203,8 +203,10 @@ class FrameSource:
         if self.spec.kind == "frames":
             yield from self._folder_frames()
             return
-        for chunk in self.backend.stream(str(self.spec.path), self.device, self.chunk_frames,
-                                         self.info):
+        from fastvid.loaders import frame_stream
+
+        stream = frame_stream(self.backend)
+        for chunk in stream(str(self.spec.path), self.device, self.chunk_frames, self.info):
             for frame in chunk:
                 yield frame.permute(2, 0, 1)
 
