@@ -38,7 +38,7 @@ from fastvid.data.video_io import first_frame_size
 from fastvid.errors import BackendUnavailable, DataError, FastvidError
 
 if TYPE_CHECKING:
-    from fastvid.loaders import LoaderSettings
+    from fastvid.data.loader_settings import LoaderSettings
 
 __all__ = ["DaliVideoLoader", "default_num_threads"]
 

@@ -38,7 +38,7 @@ from nvidia.dali import pipeline_def
 from dali_pipelines.sources import BatchSource
 
 if TYPE_CHECKING:
-    from fastvid.loaders import LoaderSettings
+    from fastvid.data.loader_settings import LoaderSettings
 
 __all__ = ["build_pipeline", "build_decode_check", "build_video_stream", "GRAPH_STAGES",
            "gpu_decoder_options"]

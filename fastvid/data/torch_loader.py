@@ -30,7 +30,7 @@ from fastvid.data.video_io import (probe_video, read_frame_folder, read_video_fr
 from fastvid.errors import DataError
 
 if TYPE_CHECKING:
-    from fastvid.loaders import LoaderSettings
+    from fastvid.data.loader_settings import LoaderSettings
 
 __all__ = ["VideoClipDataset", "EpochShardSampler", "TorchVideoLoader", "MAX_REDRAWS", "STAGES"]
 
