@@ -329,14 +329,16 @@ def _first_file(dirs: Sequence[Path], names: Sequence[str]) -> Optional[Path]:
 
 
 def _find_label_file(root: Path, names: Sequence[str], labels_dir: Optional[str | Path],
-                     option: str, what: str, near: Optional[Path] = None) -> Path:
-    """The first of ``names`` in the label folders; ListError naming every place looked in."""
+                     what: str, near: Optional[Path] = None,
+                     missing: str = "{what} not found: looked for {names} in {dirs}; put the "
+                                    "downloaded file there or pass --labels-dir DIR") -> Path:
+    """The first of ``names`` in the label folders (:func:`_label_dirs`); else ListError from
+    ``missing`` (``{what}``, ``{names}``, ``{dirs}``: every place looked in)."""
     dirs = _label_dirs(root, labels_dir, near)
     found = _first_file(dirs, names)
     if found is None:
-        raise ListError(f"{what} not found: looked for {' or '.join(names)} in "
-                        f"{', '.join(str(d) for d in dirs)}; put the downloaded file there or "
-                        f"pass {option} DIR")
+        raise ListError(missing.format(what=what, names=" or ".join(names),
+                                       dirs=", ".join(str(d) for d in dirs)))
     return found
 
 
@@ -409,7 +411,7 @@ def prepare_frames(root: str | Path, dataset: str = "jester", frames_dir: Option
     if not root.is_dir():
         raise ListError(f"dataset root not found: {root}")
     frames_dir = frames_dir or ds.frames_dir
-    labels_path = _find_label_file(root, ds.label_names("labels"), labels_dir, "--labels-dir",
+    labels_path = _find_label_file(root, ds.label_names("labels"), labels_dir,
                                    f"{ds.title} label file")
     names = _read_labels_csv(labels_path)
     class_index = {name: i for i, name in enumerate(names)}
@@ -417,7 +419,7 @@ def prepare_frames(root: str | Path, dataset: str = "jester", frames_dir: Option
     splits = {"train": ("train", "train_videofolder.txt"),
               "val": ("validation", "val_videofolder.txt")}
     # The split files go with the labels file: its folder first, then the other places.
-    sources = {split: _find_label_file(root, ds.label_names(kind), labels_dir, "--labels-dir",
+    sources = {split: _find_label_file(root, ds.label_names(kind), labels_dir,
                                        f"{ds.title} {kind} split", near=labels_path.parent)
                for split, (kind, _) in splits.items()}
     rows = {split: _read_split_csv(path, class_index, labels_path.name)
@@ -763,13 +765,10 @@ def _find_annotation(root: Path, names: Sequence[str], annotations_dir: Optional
                      near: Optional[Path] = None) -> Path:
     """The first of ``names`` in ``annotations_dir`` (relative to ``root`` or absolute), else in
     ``near`` (the labels JSON's folder) and then ``root``, ``root/labels``, ``root/annotations``."""
-    dirs = _label_dirs(root, annotations_dir, near)
-    found = _first_file(dirs, names)
-    if found is None:
-        raise ListError(f"Something-Something V2 annotations: {' or '.join(names)} not found in "
-                        f"{', '.join(str(d) for d in dirs)}; put the downloaded labels/ folder "
-                        f"there or pass --annotations-dir DIR")
-    return found
+    return _find_label_file(root, names, annotations_dir, "Something-Something V2 annotations",
+                            near, missing="{what}: {names} not found in {dirs}; put the "
+                                          "downloaded labels/ folder there or pass "
+                                          "--annotations-dir DIR")
 
 
 def _read_sthv2_labels(path: Path) -> list[str]:
