@@ -5,13 +5,15 @@ trainer sees them) after one warm-up batch, whose time -- pipeline build, worker
 reported apart as ``startup_s``. The clock is read after synchronising the device, so GPU
 loaders are charged for their asynchronous work.
 
-Threads: ``threads=[1, 2, ...]`` measures every backend at each count -- the torch loader with
-that many DataLoader workers, the DALI loaders with that many DALI CPU threads (their batches
-built in the main process unless ``dali_workers`` asks for Python worker processes). Each
-throughput record (``measure: throughput``) holds ``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (torch at the same
-thread count) and ``scaling`` (the backend's own 1-thread figure, when measured), plus the
-machine's load average before and after, since a shared machine skews every number, and
-``cpu_ms_per_video`` / ``cpu_cores_used`` (CPU time of the process and its workers, /proc).
+Threads: ``threads=[1, 2, ...]`` measures every backend at each count -- a backend with its own
+CPU threads (entry ``threads=True``: DALI) with that many threads (its batches built in the main
+process unless ``py_workers`` asks for Python worker processes), any other (the torch loader)
+with that many worker processes. Each throughput record (``measure: throughput``) holds
+``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (the registry's baseline
+backend, :func:`fastvid.loaders.baseline_loader`, at the same thread count; the field keeps its
+name) and ``scaling`` (the backend's own 1-thread figure, when measured), plus the machine's load
+average before and after, since a shared machine skews every number, and ``cpu_ms_per_video`` /
+``cpu_cores_used`` (CPU time of the process and its workers, /proc).
 
 Steady state: time enough batches that DALI's prefetch queue and the DataLoader's
 ``workers x prefetch_factor`` batches in flight are a small part of them, on a set larger than
@@ -20,11 +22,10 @@ the batches timed plus those in flight (an epoch boundary re-primes the torch wo
 
 The details below are records of their own, written after the throughput record (a run
 stopped while they are measured keeps the throughput). ``stages=True`` adds where the time goes
-at the sweep's last thread count, per batch (``measure: stages``, ``stage_ms``): for DALI the graph is cut after each stage (source -> decode -> resize ->
-normalize) and timed at the same threads, the
-increments being each stage's cost, plus the source's own Python timers (plan, file read, JPEG
-checks, assembly) and the loader's (waiting on DALI, DLPack/host-to-device, Python); for torch,
-one worker's steps timed in this process (plan, read, decode, crop/resize, normalize).
+at the sweep's last thread count, per batch (``measure: stages``, ``stage_ms``): the loader's own
+``stage_profile(batches)`` (DALI: the graph cut after each stage, source -> decode -> resize ->
+normalize, timed at the same threads, plus the source's and loader's Python timers; torch: its
+dataset's loading steps run serially in this process).
 
 ``train_steps`` > 0 adds a short real training run (the config's model, random weights,
 forward + backward + SGD, as ``fastvid train``) fed by the loader at the sweep's last thread
@@ -43,7 +44,6 @@ import logging
 import os
 import platform
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
