@@ -633,7 +633,7 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
     throughput record is written when measured; the data_wait run and the stage timings follow
     as records of their own.
     """
-    from bench.loader import bench_loaders
+    from bench.loader import LoaderBenchSettings, bench_loaders
     from fastvid.config import load_config
     from fastvid.data.lists import resolve_dataset
     from fastvid.data.synth import synth_dataset
@@ -677,11 +677,11 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
                           size=(176, 100), seed=0)
             dataset = resolve_dataset(tmp, train_cfg.data)
             _replicate_train_list(dataset, cfg.loader_videos)
-            bench_loaders(train_cfg, dataset, (), dev,
-                          cfg.loader_batches, cfg.loader_batch, workers=n_workers,
-                          dali_options={"prefetch": cfg.loader_prefetch}, pairs=gated,
-                          on_record=on_record, train_steps=cfg.loader_train_steps,
-                          amp=dev.type == "cuda")
+            settings = LoaderBenchSettings(
+                cfg.loader_batches, cfg.loader_batch, workers=n_workers,
+                options={"prefetch": cfg.loader_prefetch}, train_steps=cfg.loader_train_steps,
+                amp=dev.type == "cuda")
+            bench_loaders(train_cfg, dataset, (), dev, settings, pairs=gated, on_record=on_record)
 
     return _measure(sec, plan, stub=stub, expected_s=expected, run=measure)
 

@@ -5,13 +5,15 @@ trainer sees them) after one warm-up batch, whose time -- pipeline build, worker
 reported apart as ``startup_s``. The clock is read after synchronising the device, so GPU
 loaders are charged for their asynchronous work.
 
-Threads: ``threads=[1, 2, ...]`` measures every backend at each count -- the torch loader with
-that many DataLoader workers, the DALI loaders with that many DALI CPU threads (their batches
-built in the main process unless ``dali_workers`` asks for Python worker processes). Each
-throughput record (``measure: throughput``) holds ``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (torch at the same
-thread count) and ``scaling`` (the backend's own 1-thread figure, when measured), plus the
-machine's load average before and after, since a shared machine skews every number, and
-``cpu_ms_per_video`` / ``cpu_cores_used`` (CPU time of the process and its workers, /proc).
+Threads: ``threads=[1, 2, ...]`` measures every backend at each count -- a backend with its own
+CPU threads (entry ``threads=True``: DALI) with that many threads (its batches built in the main
+process unless ``py_workers`` asks for Python worker processes), any other (the torch loader)
+with that many worker processes. Each throughput record (``measure: throughput``) holds
+``threads``, ``videos_per_s``, ``frames_per_s``, ``ratio_to_torch`` (the registry's baseline
+backend, :func:`fastvid.loaders.baseline_loader`, at the same thread count; the field keeps its
+name) and ``scaling`` (the backend's own 1-thread figure, when measured), plus the machine's load
+average before and after, since a shared machine skews every number, and ``cpu_ms_per_video`` /
+``cpu_cores_used`` (CPU time of the process and its workers, /proc).
 
 Steady state: time enough batches that DALI's prefetch queue and the DataLoader's
 ``workers x prefetch_factor`` batches in flight are a small part of them, on a set larger than
@@ -20,11 +22,10 @@ the batches timed plus those in flight (an epoch boundary re-primes the torch wo
 
 The details below are records of their own, written after the throughput record (a run
 stopped while they are measured keeps the throughput). ``stages=True`` adds where the time goes
-at the sweep's last thread count, per batch (``measure: stages``, ``stage_ms``): for DALI the graph is cut after each stage (source -> decode -> resize ->
-normalize) and timed at the same threads, the
-increments being each stage's cost, plus the source's own Python timers (plan, file read, JPEG
-checks, assembly) and the loader's (waiting on DALI, DLPack/host-to-device, Python); for torch,
-one worker's steps timed in this process (plan, read, decode, crop/resize, normalize).
+at the sweep's last thread count, per batch (``measure: stages``, ``stage_ms``): the loader's own
+``stage_profile(batches)`` (DALI: the graph cut after each stage, source -> decode -> resize ->
+normalize, timed at the same threads, plus the source's and loader's Python timers; torch: its
+dataset's loading steps run serially in this process).
 
 ``train_steps`` > 0 adds a short real training run (the config's model, random weights,
 forward + backward + SGD, as ``fastvid train``) fed by the loader at the sweep's last thread
@@ -36,15 +37,16 @@ the share of steady-state step time spent waiting for the batch.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
 import os
 import platform
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
@@ -54,13 +56,14 @@ from fastvid.cpu import available_cores
 from fastvid.data.lists import DatasetInfo
 from fastvid.errors import FastvidError
 
-__all__ = ["bench_loaders", "LOADER_PARTS", "thread_counts", "available_cores", "dali_option_values", "main"]
+if TYPE_CHECKING:
+    from fastvid.loaders import LoaderBackend, LoaderRequest
+
+__all__ = ["bench_loaders", "LoaderBenchSettings", "LOADER_PARTS", "thread_counts", "available_cores", "dali_option_values", "main"]
 
 DALI_OPTIONS = ("prefetch", "hw_decoder_load", "decoder_pipelines")
 
 log = logging.getLogger(__name__)
-
-DALI_STAGES = ("source", "decode", "resize", "all")  # dali_pipelines.pipelines.GRAPH_STAGES
 
 
 def _sync(device: torch.device) -> None:
@@ -178,104 +181,6 @@ def _time_batches(stream: Any, batches: int, device: torch.device
     return elapsed, n_videos, (cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None)
 
 
-def _dali_stages(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.device,
-                 batches: int, batch_size: int, records: list, opts: dict[str, Any],
-                 workers: int) -> dict[str, Any]:
-    """Per-batch ms of the graph cut after each stage, and the source/loader Python timers."""
-    from fastvid.loaders import build_loader, close_loader
-
-    cumulative: dict[str, float] = {}
-    python: dict[str, float] = {}
-    for stage in DALI_STAGES:
-        loader = build_loader(cfg, dataset, "train", loader=backend, device=device,
-                              batch_size=batch_size, workers=workers, records=records,
-                              dali_options=opts)
-        loader.stage = stage
-        stream = _batches(loader)
-        with warnings.catch_warnings():  # a cut graph leaves source outputs unused, on purpose
-            warnings.filterwarnings("ignore", message="The external source node")
-            next(stream)
-        before_src = loader.source_timings
-        before = dict(loader.timings)
-        elapsed, _, _ = _time_batches(stream, batches, device)
-        cumulative[stage] = 1e3 * elapsed / batches
-        if stage == "all":
-            after_src = loader.source_timings
-            for k, v in after_src.items():
-                python[f"source_{k}"] = 1e3 * (v - before_src.get(k, 0.0)) / batches
-            for k in ("run_s", "to_torch_s", "python_s"):
-                python[f"loader_{k[:-2]}"] = 1e3 * (loader.timings[k] - before[k]) / batches
-        del stream
-        close_loader(loader)  # its workers / pipelines end now, not at garbage collection
-        del loader
-    names = {"source": "source (plan + read + checks)", "decode": "decode",
-             "resize": "crop/resize", "all": "normalize + layout"}
-    increments, prev = {}, 0.0
-    for stage in DALI_STAGES:
-        increments[names[stage]] = round(cumulative[stage] - prev, 2)
-        prev = cumulative[stage]
-    return {"stage_ms": increments, "stage_cumulative_ms": {k: round(v, 2) for k, v in cumulative.items()},
-            "python_ms": {k: round(v, 3) for k, v in python.items()},
-            "stage_method": "graph cut after each stage, per-batch ms at these threads; "
-                            "python_ms: the source's and loader's own timers (source run in the "
-                            "main process inside DALI's run())"}
-
-
-def _torch_stages(cfg: Config, records: list, batch_size: int, batches: int,
-                  device: torch.device) -> dict[str, Any]:
-    """One worker's steps, timed serially in this process, per batch of ``batch_size``."""
-    from fastvid.data.video_headers import read_video_bytes
-    from fastvid.data.video_io import decode_jpeg_rgb, probe_video, read_jpeg_file, read_video_frames
-    from fastvid.data.transforms import apply_plan, normalize_video
-    from fastvid.loaders import planner_for
-
-    planner = planner_for(cfg, "train", None)
-    spec = cfg.input_spec
-    acc = dict.fromkeys(("plan", "read", "decode", "crop/resize", "normalize + to device"), 0.0)
-    for b in range(-1, batches):  # batch -1 warms up (lazy imports, first-call allocations)
-        if b == 0:
-            acc = dict.fromkeys(acc, 0.0)
-        clips = []
-        for k in range(batch_size):
-            index = ((b + 1) * batch_size + k) % len(records)
-            rec = records[index]
-            t0 = time.perf_counter()
-            if rec.is_video:
-                info = probe_video(rec.path)
-                idx = planner.frame_indices(info.num_frames, 0, index, 0, 0)
-            else:
-                idx = planner.frame_indices(rec.num_frames, 0, index, 0, 1)
-            t1 = time.perf_counter()
-            if rec.is_video:
-                read_video_bytes(rec.path)
-                t2 = time.perf_counter()
-                frames = read_video_frames(rec.path, idx, info)
-            else:
-                raw = [read_jpeg_file(os.path.join(rec.path, cfg.data.frame_tmpl.format(int(i))))
-                       for i in idx]
-                t2 = time.perf_counter()
-                frames = torch.stack([decode_jpeg_rgb(d) for d in raw])
-            t3 = time.perf_counter()
-            plan = planner.view_plan(frames.shape[-2], frames.shape[-1], 0, index, 0)
-            t4 = time.perf_counter()
-            clips.append(apply_plan(frames, plan))
-            t5 = time.perf_counter()
-            acc["plan"] += (t1 - t0) + (t4 - t3)
-            acc["read"] += t2 - t1
-            acc["decode"] += t3 - t2
-            acc["crop/resize"] += t5 - t4
-        t0 = time.perf_counter()
-        batch = torch.stack(clips).to(device)
-        normalize_video(batch, spec["mean"], spec["std"], bgr=spec["color"] == "BGR",
-                        channels_first=cfg.spec.is_3d)
-        _sync(device)
-        acc["normalize + to device"] += time.perf_counter() - t0
-    return {"stage_ms": {k: round(1e3 * v / batches, 2) for k, v in acc.items()},
-            "stage_method": f"one worker's steps timed serially in the main process over "
-                            f"{batches} batches (the DataLoader spreads them over its workers; "
-                            f"collation and inter-process transfer are not included)"}
-
-
 def _train_feed(cfg: Config, dataset: DatasetInfo, stream: Any, device: torch.device, steps: int,
                 warmup: int, amp: bool) -> dict[str, Any]:
     """Steady-state share of a real training step spent waiting for the loader.
@@ -319,38 +224,91 @@ LOADER_PARTS = ("throughput", "data_wait", "stages")
 LoaderItem = tuple  # (backend, threads) or (backend, threads, part)
 
 
+@dataclass(frozen=True)
+class LoaderBenchSettings:
+    """What a loader benchmark measures, beside the config, dataset, backends and device.
+
+    Attributes:
+        batches: batches timed per throughput record (after one warm-up batch).
+        batch_size: videos per batch.
+        workers: default ``cfg.train.workers`` (the sweep-less worker count).
+        split: the list read.
+        threads: thread counts to sweep (:func:`thread_counts`); None: each backend's default.
+        py_workers: Python worker processes of a backend with its own CPU threads (DALI) in a
+            thread sweep (0: the main process).
+        options: backend tuning (:func:`dali_option_values`), recorded as ``dali_options``.
+        stages: also time each stage (``measure: stages``).
+        train_steps: > 0: also measure ``data_wait`` over this many real training steps.
+        train_warmup: steps before the data_wait clock starts.
+        amp: bf16 autocast for the training steps.
+        detail_backends: the backends that get the detail records (None: all).
+    """
+
+    batches: int = 20
+    batch_size: int = 8
+    workers: Optional[int] = None
+    split: str = "train"
+    threads: Optional[Sequence[Optional[int]]] = None
+    py_workers: int = 0
+    options: Optional[dict[str, Any]] = None
+    stages: bool = False
+    train_steps: int = 0
+    train_warmup: int = 2
+    amp: bool = False
+    detail_backends: Optional[Sequence[str]] = None
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What every measurement of one benchmark run shares."""
+
+    cfg: Config
+    dataset: DatasetInfo
+    device: torch.device
+    records: list
+    batch_size: int
+
+    def build(self, backend: str, request: "LoaderRequest") -> Any:
+        from fastvid.loaders import build_loader
+
+        return build_loader(self.cfg, self.dataset, dataclasses.replace(
+            request, split="train", batch_size=self.batch_size, records=self.records),
+            loader=backend, device=self.device)
+
+
 def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], device: torch.device,
-                  batches: int, batch_size: int, *, workers: Optional[int] = None,
-                  split: str = "train", threads: Optional[Sequence[Optional[int]]] = None,
-                  dali_workers: int = 0, dali_options: Optional[dict[str, Any]] = None,
-                  stages: bool = False, train_steps: int = 0, train_warmup: int = 2,
-                  amp: bool = False,
+                  settings: LoaderBenchSettings = LoaderBenchSettings(), *,
                   pairs: Optional[Iterable[LoaderItem]] = None,
-                  on_record: Optional[Callable[[dict[str, Any]], None]] = None,
-                  detail_backends: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+                  on_record: Optional[Callable[[dict[str, Any]], None]] = None
+                  ) -> list[dict[str, Any]]:
     """Loader records: per (backend, thread count) its throughput, then its details.
 
     Each (backend, threads) gives a ``measure: throughput`` record (videos/s, frames/s,
     start-up, CPU cost, ratios), written first; at the sweep's largest thread count (for
-    ``detail_backends`` only, when given) a ``measure: data_wait`` record (``train_steps`` > 0:
-    a short real training run fed by the same loader, continuing its stream) and a ``measure:
-    stages`` record (``stages=True``) follow as records of their own, so a run stopped during
-    the details keeps the throughput it measured.
+    ``settings.detail_backends`` only, when given) a ``measure: data_wait`` record
+    (``train_steps`` > 0: a short real training run fed by the same loader, continuing its
+    stream) and a ``measure: stages`` record (``stages=True``: the loader's own
+    ``stage_profile``) follow as records of their own, so a run stopped during the details
+    keeps the throughput it measured.
 
     A backend that cannot run here (no DALI, no GPU, a codec DALI's CPU decoder lacks) gives a
     record with ``"skipped": reason`` instead of stopping the comparison. ``pairs`` replaces
     ``backends`` x ``threads``: items ``(backend, threads)`` (the throughput, then the details
     as above) or ``(backend, threads, part)`` with part in :data:`LOADER_PARTS` (exactly that
     record), read one at a time (a lazy iterable can stop early: a time budget). ``on_record``
-    gets each record as soon as it is measured, with ``ratio_to_torch`` and ``scaling`` when
-    their references were measured before it.
+    gets each record as soon as it is measured, with ``ratio_to_torch`` (to the registry's
+    baseline backend, :func:`fastvid.loaders.baseline_loader`) and ``scaling`` when their
+    references were measured before it.
     """
-    from fastvid.loaders import close_loader, loader_backend
+    from fastvid.loaders import LoaderRequest, LoaderTuning, close_loader, loader_backend
 
     device = torch.device(device)
-    records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
-    n_workers = cfg.train.workers if workers is None else workers
-    base = {"kind": "loader", "batches": batches, "batch_size": batch_size,
+    records = dataset.records(settings.split, frame_tmpl=cfg.data.frame_tmpl)
+    target = _Target(cfg, dataset, device, list(records), settings.batch_size)
+    n_workers = cfg.train.workers if settings.workers is None else settings.workers
+    batches, stages, train_steps = settings.batches, settings.stages, settings.train_steps
+    detail_backends, dali_options = settings.detail_backends, settings.options
+    base = {"kind": "loader", "batches": batches, "batch_size": settings.batch_size,
             "device": device_name(device), "device_type": device.type,
             "dataset": str(dataset.root), "format": dataset.format,
             "image_size": cfg.data.image_size, "layout": cfg.spec.input_layout,
@@ -358,7 +316,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
             "versions": dict(versions(), python=platform.python_version())}
     results: list[dict[str, Any]] = []
     swept: list[Optional[int]] = []  # the sweep's thread count of each record
-    sweep = list(threads) if threads else [None]
+    sweep = list(settings.threads) if settings.threads else [None]
     last_t = max((t for t in sweep if t is not None), default=None)
 
     def details(backend: str, t: Optional[int]) -> list[str]:
@@ -396,41 +354,37 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
         for backend, t, part in expand(pairs):
             if part not in LOADER_PARTS:
                 raise ValueError(f"loader part {part!r}: expected one of {', '.join(LOADER_PARTS)}")
-            # DALI's CPU threads are a pipeline option; torch's are its DataLoader worker processes.
-            threads_option = loader_backend(backend).threads_option
-            dali = threads_option is not None
-            opts = dict(dali_options or {})
-            if dali and t is not None:
-                opts[threads_option] = t
-            loader_workers = (dali_workers if t is not None else n_workers) if dali else \
-                (t if t is not None else n_workers)
+            # A backend with its own CPU threads (DALI) sweeps them; the others (the torch
+            # DataLoader) sweep their worker processes.
+            entry = loader_backend(backend)
+            tuning = LoaderTuning(**dict(dali_options or {}))
+            if entry.threads:
+                tuning = dataclasses.replace(tuning, threads=t)
+                loader_workers = settings.py_workers if t is not None else n_workers
+            else:
+                loader_workers = t if t is not None else n_workers
+            request = LoaderRequest(workers=loader_workers, tuning=tuning)
             rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,
                                        measure=part, loadavg_before=_loadavg(),
                                        date=now())
-            if dali and dali_options:
+            if entry.threads and dali_options:
                 rec["dali_options"] = dict(dali_options)
             key = (backend, t)
             if live.get("key") != key or part == "throughput":
                 drop_live()
             try:
                 if part == "throughput":
-                    rec.update(_throughput(cfg, dataset, backend, device, batches, batch_size,
-                                           records, opts if dali else None, loader_workers, live))
+                    rec.update(_throughput(target, entry, request, batches, live))
                     live["key"] = key
                 elif part == "data_wait":
                     if "stream" not in live:  # not right after its throughput item: a fresh start
-                        _throughput(cfg, dataset, backend, device, 0, batch_size, records,
-                                    opts if dali else None, loader_workers, live)
+                        _throughput(target, entry, request, 0, live)
                         live["key"] = key
                     rec.update(_train_feed(cfg, dataset, live["stream"], device, train_steps or 20,
-                                           train_warmup, amp))
+                                           settings.train_warmup, settings.amp))
                 else:
                     drop_live()
-                    if dali:
-                        rec.update(_dali_stages(cfg, dataset, backend, device, batches, batch_size,
-                                                records, opts, loader_workers))
-                    else:
-                        rec.update(_torch_stages(cfg, records, batch_size, batches, device))
+                    rec.update(_stage_profile(target, backend, request, batches))
             except FastvidError as exc:
                 drop_live()
                 rec.update(skipped=str(exc), status="skipped", reason=str(exc))
@@ -445,32 +399,44 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
     return results
 
 
-def _throughput(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.device, batches: int,
-                batch_size: int, records: list, dali_opts: Optional[dict[str, Any]], workers: int,
+def _stage_profile(target: _Target, backend: str, request: "LoaderRequest",
+                   batches: int) -> dict[str, Any]:
+    """The loader's own ``stage_profile(batches)`` (where a batch's time goes), on a loader of
+    its own; a backend without one is skipped with that reason."""
+    from fastvid.loaders import close_loader
+
+    loader = target.build(backend, request)
+    try:
+        profile = getattr(loader, "stage_profile", None)
+        if profile is None:
+            raise FastvidError(f"the {backend} loader has no stage_profile()")
+        return profile(batches)
+    finally:
+        close_loader(loader)  # its workers / pipelines end now, not at garbage collection
+
+
+def _throughput(target: _Target, entry: "LoaderBackend", request: "LoaderRequest", batches: int,
                 live: dict[str, Any]) -> dict[str, Any]:
     """Start a loader (timed apart as ``startup_s``), then time ``batches`` batches; the loader
     and its stream stay in ``live`` for a data_wait run that continues them."""
-    from fastvid.loaders import build_loader
-
+    device = target.device
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
-    loader = build_loader(cfg, dataset, "train", loader=backend, device=device,
-                          batch_size=batch_size, workers=workers, records=records,
-                          dali_options=dali_opts)
+    loader = target.build(entry.name, request)
     live["loader"] = loader
     stream = _batches(loader)
     video, _ = next(stream)  # warm-up: builds pipelines, starts workers
     _sync(device)
     live["stream"] = stream
     out["startup_s"] = round(time.perf_counter() - t0, 3)
-    if dali_opts is not None:
+    if entry.threads:  # what the backend's own CPU threads came to
         out["threads"] = out["dali_threads"] = loader.num_threads
         # Split decoder pipelines share the threads (at least one each): what ran.
         out["decoder_pipelines"] = len(loader.pipeline_threads)
         out["dali_threads_used"] = sum(loader.pipeline_threads)
     if batches <= 0:
         return out
-    frames_per_video = video.shape[cfg.spec.input_layout.index("T")]
+    frames_per_video = video.shape[target.cfg.spec.input_layout.index("T")]
     elapsed, n_videos, cpu_s = _time_batches(stream, batches, device)
     out.update(seconds=round(elapsed, 4), videos_per_s=round(n_videos / elapsed, 2),
                frames_per_s=round(n_videos * frames_per_video / elapsed, 1),
@@ -484,12 +450,16 @@ def _throughput(cfg: Config, dataset: DatasetInfo, backend: str, device: torch.d
 
 
 def _ratios(results: list[dict[str, Any]], swept: list[Optional[int]]) -> None:
-    """``ratio_to_torch`` (torch at the same sweep point) and ``scaling`` (the backend's own
-    1-thread figure) for every record whose reference is measured."""
+    """``ratio_to_torch`` (the registry's baseline backend at the same sweep point; the record
+    field keeps its name) and ``scaling`` (the backend's own 1-thread figure) for every record
+    whose reference is measured."""
+    from fastvid.loaders import baseline_loader
+
+    baseline = baseline_loader().name
     measured = [(r, t) for r, t in zip(results, swept) if "videos_per_s" in r]
     for rec, t in measured:
-        same = [r for r, t2 in measured if r["backend"] == "torch" and t2 == t]
-        if same:  # torch at the same sweep point (without a sweep: each backend's default)
+        same = [r for r, t2 in measured if r["backend"] == baseline and t2 == t]
+        if same:  # the baseline at the same sweep point (without a sweep: each one's default)
             rec["ratio_to_torch"] = round(rec["videos_per_s"] / same[0]["videos_per_s"], 3)
         one = [r for r, t2 in measured if r["backend"] == rec["backend"] and t2 == 1]
         if one and t is not None:
@@ -532,11 +502,12 @@ def main() -> None:
 
         cfg = load_config(config_path, overrides)
         dataset = resolve_dataset(data_root, cfg.data)
+        settings = LoaderBenchSettings(
+            batches, batch_size, workers=workers,
+            threads=thread_counts(threads) if threads else None, py_workers=dali_workers,
+            options=dali_option_values(dali_opts), stages=stages, train_steps=train_steps, amp=amp)
         results = bench_loaders(cfg, dataset, [b.strip() for b in backends.split(",") if b.strip()],
-                                torch.device(device), batches, batch_size, workers=workers,
-                                threads=thread_counts(threads) if threads else None,
-                                dali_workers=dali_workers, stages=stages, train_steps=train_steps,
-                                amp=amp, dali_options=dali_option_values(dali_opts))
+                                torch.device(device), settings)
         for r in results:
             click.echo(summary_line(r))
         if out:
@@ -562,7 +533,9 @@ def summary_line(r: dict[str, Any]) -> str:
     line = (f"{r['backend']:>9} {r.get('threads') or '-'!s:>3} thr: {r['videos_per_s']:8.1f} "
             f"videos/s {r['frames_per_s']:9.1f} frames/s")
     if r.get("ratio_to_torch") is not None:
-        line += f"  x{r['ratio_to_torch']:.2f} vs torch"
+        from fastvid.loaders import baseline_loader
+
+        line += f"  x{r['ratio_to_torch']:.2f} vs {baseline_loader().name}"
     if r.get("scaling") is not None:
         line += f"  x{r['scaling']:.2f} vs 1 thread"
     if r.get("cpu_ms_per_video") is not None:

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,11 @@ from fastvid.data.bad_samples import BadSampleLog
 from fastvid.data.lists import VideoRecord
 from fastvid.data.sampling import shard_indices
 from fastvid.data.transforms import SamplePlanner
+from fastvid.data.video_io import first_frame_size
 from fastvid.errors import BackendUnavailable, DataError, FastvidError
+
+if TYPE_CHECKING:
+    from fastvid.data.loader_settings import LoaderSettings
 
 __all__ = ["DaliVideoLoader", "default_num_threads"]
 
@@ -90,56 +94,55 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 class DaliVideoLoader:
-    """Batch-contract loader over DALI pipelines (``backend`` "dali" on GPU, "dali-cpu").
+    """Batch-contract loader over DALI pipelines (decoding on the GPU with ``use_gpu``, else on
+    the CPU); its ``backend`` name is the registry's, from ``settings``.
 
-    ``num_threads``: DALI CPU threads (default :func:`default_num_threads`) and ``workers``:
-    spawned Python processes building batches (0: the main process builds them, no start-up
-    cost), both split over ``decoder_pipelines``; ``prefetch``: batches DALI runs ahead;
-    ``hw_decoder_load``: nvJPEG hardware-decoder share (GPU only; None: DALI's default).
+    ``settings.tuning`` (:class:`fastvid.loaders.LoaderTuning`): ``threads``, DALI CPU threads
+    (default :func:`default_num_threads`), and ``settings.workers``, spawned Python processes
+    building batches (0: the main process builds them, no start-up cost), both split over
+    ``decoder_pipelines``; ``prefetch``: batches DALI runs ahead; ``hw_decoder_load``: nvJPEG
+    hardware-decoder share (GPU only; None: DALI's default).
     """
 
-    def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner, *, use_gpu: bool,
-                 device: torch.device, batch_size: int, workers: int, mean: Sequence[float],
-                 std: Sequence[float], bgr: bool, channels_first: bool, shuffle: bool,
-                 drop_last: bool, shard_id: int = 0, num_shards: int = 1,
-                 frame_tmpl: str = "{:05d}.jpg", max_bad_fraction: float = 0.01,
-                 seed: int = 0, num_threads: Optional[int] = None, prefetch: int = 2,
-                 hw_decoder_load: Optional[float] = None,
-                 decoder_pipelines: Optional[int] = None) -> None:
-        self.backend = "dali" if use_gpu else "dali-cpu"
-        self.device = torch.device(device)
+    def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner,
+                 settings: "LoaderSettings", *, use_gpu: bool) -> None:
+        self.settings = settings
+        self.backend = settings.backend  # the registry's name for this loader
+        self.device = torch.device(settings.device)
         if use_gpu and self.device.type != "cuda":
-            raise BackendUnavailable(f"--loader dali needs a CUDA target device, got {self.device}")
+            raise BackendUnavailable(f"--loader {self.backend} needs a CUDA target device, "
+                                     f"got {self.device}")
         self.use_gpu = use_gpu
-        self.batch_size = batch_size
-        self.workers = workers
+        self.batch_size = batch_size = settings.batch_size
+        self.workers = settings.workers
         self.planner = planner
-        self.drop_last = drop_last
-        self.channels_first = channels_first
+        self.drop_last = drop_last = settings.drop_last
+        self.channels_first = settings.channels_first
         self.records = list(records)
         self.video = bool(self.records[0].is_video)
         if any(r.is_video != self.video for r in self.records):
             raise DataError("a loader's records must be all frame folders or all video files")
-        self.num_samples = len(shard_indices(len(self.records), num_shards, shard_id))
+        self.num_samples = len(shard_indices(len(self.records), settings.num_shards,
+                                             settings.shard_id))
         if drop_last and self.num_samples < batch_size:
             raise DataError(f"{self.num_samples} samples per shard is fewer than one batch of "
                             f"{batch_size}; lower the batch size")
         self._items = items_per_epoch(self.num_samples, batch_size, drop_last)
-        self._graph_args = dict(mean=list(mean), std=list(std), bgr=bgr,
-                                channels_first=channels_first)
-        self._source_args = dict(shuffle=shuffle, num_shards=num_shards, shard_id=shard_id,
-                                 frame_tmpl=frame_tmpl)
-        self.num_threads = int(num_threads or default_num_threads())
+        self._source_args = dict(shuffle=settings.shuffle, num_shards=settings.num_shards,
+                                 shard_id=settings.shard_id, frame_tmpl=settings.frame_tmpl)
+        tuning = settings.tuning
+        self.num_threads = int(tuning.threads or default_num_threads())
         self.pipeline_threads: list[int] = []  # DALI threads each pipeline got (after a build)
-        self.prefetch = int(prefetch)
-        self.hw_decoder_load = hw_decoder_load
+        self.prefetch = int(tuning.prefetch)
+        self.hw_decoder_load = tuning.hw_decoder_load
         # Several video pipelines feed several NVDEC engines (DALI issue #6387: 1/2/4/7 pipelines
         # over shards of a list decoded 45/87/166/275 fps of 1080p H.264; not measured here);
         # frames go through one nvJPEG batch (and on CPU one thread pool), where splitting only
         # adds per-batch overhead.
         default_parts = 4 if (use_gpu and self.video) else 1
-        self.decoder_pipelines = max(1, min(int(decoder_pipelines or default_parts), batch_size))
-        self._bad = BadSampleLog(max_bad_fraction)
+        self.decoder_pipelines = max(1, min(int(tuning.decoder_pipelines or default_parts),
+                                            batch_size))
+        self._bad = BadSampleLog(settings.max_bad_fraction)
         self._epoch = 0
         self._pipes: list[Any] = []
         self._sources: list[BatchSource] = []
@@ -153,7 +156,8 @@ class DaliVideoLoader:
         self.stage = "all"  # the loader benchmark cuts the graph short (see pipelines.GRAPH_STAGES)
         self.timings: dict[str, float] = {"batches": 0, "build_s": 0.0, "run_s": 0.0,
                                           "to_torch_s": 0.0, "python_s": 0.0}
-        self._frame_hw = None if self.video else self._first_frame_size()
+        self._frame_hw = None if self.video else first_frame_size(
+            [r.path for r in self.records[:8]], settings.frame_tmpl)
         if self.video and not use_gpu:
             self._check_cpu_codec(self.records[0].path)
 
@@ -168,19 +172,6 @@ class DaliVideoLoader:
             return  # a broken first file is a bad sample, reported when it is read
         if codec not in DALI_CPU_CODECS:
             raise BackendUnavailable(cpu_codec_message(path, codec))
-
-    def _first_frame_size(self) -> Optional[tuple[int, int]]:
-        """Frame size of the first readable record (sizes nvJPEG's preallocations); None if none."""
-        from fastvid.data.video_io import jpeg_size
-
-        first = self._source_args["frame_tmpl"].format(1)
-        for rec in self.records[:8]:
-            try:
-                with open(os.path.join(rec.path, first), "rb") as fh:
-                    return jpeg_size(fh.read(1 << 16))
-            except (OSError, ValueError):
-                continue
-        return None
 
     def _build(self, epoch0: int, first_batch: int = 0) -> None:
         from dali_pipelines.pipelines import build_pipeline, gpu_decoder_options
@@ -208,17 +199,16 @@ class DaliVideoLoader:
                                  known_bad=dict(self._known_bad), **self._source_args)
             options = gpu_decoder_options(self.hw_decoder_load, self._frame_hw) \
                 if self.use_gpu else None
-            pipe = build_pipeline(source, use_gpu=self.use_gpu, num_threads=n_threads,
-                                  device_id=device_id, py_workers=py_workers,
-                                  prefetch=self.prefetch, decoder_options=options,
-                                  stage=self.stage, **self._graph_args)
+            pipe = build_pipeline(source, self.settings, use_gpu=self.use_gpu,
+                                  num_threads=n_threads, device_id=device_id,
+                                  py_workers=py_workers, decoder_options=options, stage=self.stage)
             try:
                 pipe.build()
             except RuntimeError as exc:
                 for p in pipes + [pipe]:
                     self._shutdown(p)
                 if "CUDA" in str(exc) or "GPU" in str(exc):
-                    raise BackendUnavailable(f"--loader dali: DALI could not build its GPU "
+                    raise BackendUnavailable(f"--loader {self.backend}: DALI could not build its GPU "
                                              f"pipeline: {str(exc).splitlines()[0]}") from None
                 raise
             pipes.append(pipe)
@@ -281,6 +271,67 @@ class DaliVideoLoader:
             for k, v in src.timings.items():
                 out[k] = out.get(k, 0.0) + v
         return out
+
+    def stage_profile(self, batches: int) -> dict[str, Any]:
+        """Where a batch's time goes: the graph cut after each stage (see
+        :data:`dali_pipelines.pipelines.GRAPH_STAGES`), rebuilt and timed over ``batches``
+        batches after one warm-up batch, at this loader's threads; the increments are each
+        stage's cost (``stage_ms``), plus the source's and the loader's own Python timers
+        (``python_ms``). The loader is closed after and builds its full graph again when next
+        iterated."""
+        import itertools
+        import warnings
+
+        from dali_pipelines.pipelines import GRAPH_STAGES
+
+        def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for epoch in itertools.count():
+                self.set_epoch(epoch)
+                yield from self
+
+        def sync() -> None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
+        cumulative: dict[str, float] = {}
+        python: dict[str, float] = {}
+        try:
+            for stage in GRAPH_STAGES:
+                self.close()
+                self.stage = stage
+                self.set_epoch(0)
+                batches_of = stream()
+                with warnings.catch_warnings():  # a cut graph leaves source outputs unused
+                    warnings.filterwarnings("ignore", message="The external source node")
+                    next(batches_of)
+                before_src, before = self.source_timings, dict(self.timings)
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(batches):
+                    next(batches_of)
+                sync()
+                cumulative[stage] = 1e3 * (time.perf_counter() - t0) / batches
+                if stage == "all":
+                    for k, v in self.source_timings.items():
+                        python[f"source_{k}"] = 1e3 * (v - before_src.get(k, 0.0)) / batches
+                    for k in ("run_s", "to_torch_s", "python_s"):
+                        python[f"loader_{k[:-2]}"] = 1e3 * (self.timings[k] - before[k]) / batches
+                del batches_of
+        finally:
+            self.close()
+            self.stage = "all"
+        names = {"source": "source (plan + read + checks)", "decode": "decode",
+                 "resize": "crop/resize", "all": "normalize + layout"}
+        increments, prev = {}, 0.0
+        for stage in GRAPH_STAGES:
+            increments[names[stage]] = round(cumulative[stage] - prev, 2)
+            prev = cumulative[stage]
+        return {"stage_ms": increments,
+                "stage_cumulative_ms": {k: round(v, 2) for k, v in cumulative.items()},
+                "python_ms": {k: round(v, 3) for k, v in python.items()},
+                "stage_method": "graph cut after each stage, per-batch ms at these threads; "
+                                "python_ms: the source's and loader's own timers (source run in "
+                                "the main process inside DALI's run())"}
 
     def set_epoch(self, epoch: int) -> None:
         if int(epoch) != self._epoch:  # cancels a start() on another epoch

@@ -29,13 +29,16 @@ CUDA such a graph fails at build time, which the loader reports as BackendUnavai
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
 from dali_pipelines.sources import BatchSource
+
+if TYPE_CHECKING:
+    from fastvid.data.loader_settings import LoaderSettings
 
 __all__ = ["build_pipeline", "build_decode_check", "build_video_stream", "GRAPH_STAGES",
            "gpu_decoder_options"]
@@ -72,11 +75,14 @@ def gpu_decoder_options(hw_decoder_load: Optional[float],
     return opts
 
 
-def build_pipeline(source: BatchSource, *, use_gpu: bool, mean: Sequence[float],
-                   std: Sequence[float], bgr: bool, channels_first: bool, num_threads: int,
-                   device_id: Optional[int], py_workers: int = 0, prefetch: int = 2,
+def build_pipeline(source: BatchSource, settings: "LoaderSettings", *, use_gpu: bool,
+                   num_threads: int, device_id: Optional[int], py_workers: int = 0,
                    decoder_options: Optional[dict[str, Any]] = None, stage: str = "all") -> Any:
-    """A pipeline (not yet built) yielding ``(video, label, bad)`` per unit; see the module doc."""
+    """A pipeline (not yet built) yielding ``(video, label, bad)`` per unit; see the module doc.
+
+    From ``settings`` (:class:`fastvid.loaders.LoaderSettings`) it takes the normalization
+    (``mean``, ``std``, ``bgr``), the layout (``channels_first``) and ``tuning.prefetch``.
+    """
     if stage not in GRAPH_STAGES:
         raise ValueError(f"stage must be one of {GRAPH_STAGES}, got {stage!r}")
     parallel = py_workers > 0
@@ -88,6 +94,8 @@ def build_pipeline(source: BatchSource, *, use_gpu: bool, mean: Sequence[float],
         extra = dict(py_num_workers=py_workers, py_start_method="spawn")
         # One batch per worker call: keep every worker busy.
         es_extra = dict(prefetch_queue_depth=max(2, py_workers))
+    mean, std, bgr = settings.mean, settings.std, settings.bgr
+    channels_first, prefetch = settings.channels_first, settings.tuning.prefetch
     color = types.BGR if bgr else types.RGB
     train = source.planner.train
     crops = source.crops_per_unit

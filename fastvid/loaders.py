@@ -7,35 +7,39 @@ models (``cfg.spec.input_layout``), normalized per ``cfg.input_spec``, plus a vi
 could not be decoded. The training loop and the evaluator never ask which backend they got.
 
 A backend is registered once (:func:`register_loader`) with its name, an availability check
-that says why it cannot run, and a factory; the CLI's ``--loader`` choices, ``auto``'s order of
-preference and the benchmark's lists are derived from the registry. The factories import
-``dali_pipelines`` / ``fastvid.data.torch_loader`` only when chosen, so the torch loader works
-without DALI installed.
+that says why it cannot run, a factory ``factory(records, planner, settings)`` taking one
+:class:`LoaderSettings`, and its capabilities (target devices, video codecs, CPU threads,
+windowed streaming for ``fastvid predict``, the benchmark's baseline); the CLI's ``--loader``
+choices, ``auto``'s order of preference, predict's decoder and the benchmark's lists and
+baseline are derived from the registry, so no module outside a backend's own asks for it by
+name. The factories import ``dali_pipelines`` / ``fastvid.data.torch_loader`` only when chosen,
+so the torch loader works without DALI installed.
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 import torch
 
 from fastvid.config import Config
 from fastvid.data.lists import DatasetInfo, VideoRecord
+from fastvid.data.loader_settings import LoaderSettings, LoaderTuning
 from fastvid.data.sampling import SamplingSpec
 from fastvid.data.transforms import SamplePlanner
 from fastvid.errors import BackendUnavailable, DataError
 
-__all__ = ["VideoLoader", "LoaderBackend", "register_loader", "loader_backends", "loader_backend",
-           "loader_names", "close_loader",
+__all__ = ["VideoLoader", "LoaderBackend", "LoaderSettings", "LoaderTuning", "LoaderRequest",
+           "register_loader", "loader_backends", "loader_backend", "baseline_loader",
+           "streaming_loader", "frame_stream", "loader_names", "close_loader",
            "build_loader", "resolve_loader_name", "dali_available", "planner_for", "list_codecs",
            "DALI_GPU_CODECS"]
 
 log = logging.getLogger(__name__)
 
 
-@runtime_checkable
 class VideoLoader(Protocol):
     """What every backend's loader object provides."""
 
@@ -71,25 +75,60 @@ def close_loader(loader: Optional[Any]) -> None:
         close()
 
 
-# The factory's keyword arguments, the same for every backend (see build_loader).
-LoaderFactory = Callable[..., VideoLoader]
+@dataclass(frozen=True)
+class LoaderRequest:
+    """What a caller of :func:`build_loader` asks for beyond the config (all optional).
+
+    Attributes:
+        split: ``"train"`` (random sampling and augmentation, shuffled, ``drop_last``) or any
+            other split (fixed sampling, centre crop or ``views``, list order, every sample).
+        batch_size: default ``cfg.train.batch_size``.
+        views: ``(clips, crops)`` per evaluation sample; None: one centre view.
+        shard_id, num_shards: this process's share of the list.
+        workers: default ``cfg.train.workers``.
+        drop_last: default True for ``train``, else False.
+        records: the samples to load instead of ``dataset.records(split)``.
+        tuning: backend tuning knobs (:class:`LoaderTuning`).
+    """
+
+    split: str = "train"
+    batch_size: Optional[int] = None
+    views: Optional[tuple[int, int]] = None
+    shard_id: int = 0
+    num_shards: int = 1
+    workers: Optional[int] = None
+    drop_last: Optional[bool] = None
+    records: Optional[Sequence[VideoRecord]] = None
+    tuning: LoaderTuning = field(default_factory=LoaderTuning)
+
+
+LoaderFactory = Callable[[Sequence[VideoRecord], SamplePlanner, LoaderSettings], VideoLoader]
+# stream(path, device, chunk_frames, info) -> the video's frames in order, as (F, H, W, 3) uint8
+# RGB chunks on the device the backend decodes to.
+FrameStream = Callable[[str, torch.device, int, Any], Iterator[torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class LoaderBackend:
-    """A registered loader backend.
+    """A registered loader backend: its name, how to build it, and what it can do.
 
     Attributes:
-        name: ``--loader`` value.
+        name: ``--loader`` value; the loader's ``backend`` (given in :class:`LoaderSettings`).
         description: One line for ``--help``.
         unavailable_reason: ``f(device) -> None`` when it can run for that target device, else
             why not (naming what to install or use instead).
-        factory: ``f(records, planner, options=..., **common) -> VideoLoader``; imports its
-            package lazily. ``options`` are the caller's backend tuning knobs (``dali_options``
-            of :func:`build_loader`); a backend without any ignores them.
+        factory: ``f(records, planner, settings) -> VideoLoader``; imports its package lazily.
         preference: ``auto`` takes the available backend with the lowest value.
-        threads_option: the option that sets its CPU threads (DALI: ``num_threads``); None when
-            its threads are its worker processes (the torch DataLoader's ``workers``).
+        devices: target device types it feeds (``torch.device.type``).
+        threads: True when :attr:`LoaderTuning.threads` sets its CPU threads (DALI's pipeline
+            threads); False when its CPU work runs in its ``workers`` processes (the torch
+            DataLoader). The benchmark's thread sweep sets one or the other.
+        video_codecs: the video codecs it decodes on a device (FFmpeg names, as the container
+            headers give them); None: any codec (PyAV). Frame folders (JPEG) every backend reads.
+        stream: how ``fastvid predict --window`` reads a long video with it, a chunk of frames at
+            a time (:data:`FrameStream`); None: it cannot, and predict refuses it for windows.
+        baseline: the benchmark's reference (``ratio_to_<name>``): the backend that runs
+            everywhere. One entry has it.
     """
 
     name: str
@@ -97,10 +136,23 @@ class LoaderBackend:
     unavailable_reason: Callable[[torch.device], Optional[str]]
     factory: LoaderFactory
     preference: int = 100
-    threads_option: Optional[str] = None
-    # The video codecs it decodes on a device (FFmpeg names, as the container headers give
-    # them); None: any codec (PyAV). Frame folders (JPEG) every backend reads.
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    threads: bool = False
     video_codecs: Optional[Callable[[torch.device], frozenset]] = None
+    stream: Optional[FrameStream] = None
+    baseline: bool = False
+
+    def decodes(self, codec: str, device: torch.device) -> bool:
+        """Whether it decodes ``codec`` videos for ``device``."""
+        return self.video_codecs is None or codec in self.video_codecs(device)
+
+    def reason(self, device: torch.device) -> Optional[str]:
+        """Why it cannot feed ``device`` (a device type it does not run on, or its own check)."""
+        device = torch.device(device)
+        reason = self.unavailable_reason(device)
+        if reason is None and device.type not in self.devices:
+            reason = f"it feeds {' or '.join(self.devices)} devices, not {device}"
+        return reason
 
 
 _BACKENDS: dict[str, LoaderBackend] = {}
@@ -139,21 +191,39 @@ def dali_available() -> bool:
         return False
 
 
-def _torch_factory(records: Sequence[VideoRecord], planner: SamplePlanner, options: dict[str, Any],
-                   **common: Any) -> VideoLoader:
+def _torch_factory(records: Sequence[VideoRecord], planner: SamplePlanner,
+                   settings: LoaderSettings) -> VideoLoader:
     from fastvid.data.torch_loader import TorchVideoLoader
 
-    return TorchVideoLoader(records, planner, **common)
+    return TorchVideoLoader(records, planner, settings)
+
+
+def _torch_stream(path: str, device: torch.device, chunk_frames: int,
+                  info: Any) -> Iterator[torch.Tensor]:
+    from fastvid.data.video_io import stream_video_frames
+
+    return stream_video_frames(path, chunk_frames)
 
 
 def _dali_factory(use_gpu: bool) -> LoaderFactory:
-    def make(records: Sequence[VideoRecord], planner: SamplePlanner, options: dict[str, Any],
-             **common: Any) -> VideoLoader:
+    def make(records: Sequence[VideoRecord], planner: SamplePlanner,
+             settings: LoaderSettings) -> VideoLoader:
         from dali_pipelines import DaliVideoLoader
 
-        return DaliVideoLoader(records, planner, use_gpu=use_gpu, **common, **options)
+        return DaliVideoLoader(records, planner, settings, use_gpu=use_gpu)
 
     return make
+
+
+def _dali_stream(use_gpu: bool) -> FrameStream:
+    def stream(path: str, device: torch.device, chunk_frames: int,
+               info: Any) -> Iterator[torch.Tensor]:
+        from dali_pipelines.stream import video_chunks
+
+        return video_chunks(path, use_gpu=use_gpu, device=device, chunk_frames=chunk_frames,
+                            info=info)
+
+    return stream
 
 
 def _dali_reason(device: torch.device) -> Optional[str]:
@@ -182,15 +252,59 @@ def _dali_cpu_codecs(device: torch.device) -> frozenset:
 
 register_loader(LoaderBackend(
     "dali", "NVIDIA DALI on the GPU: nvJPEG / NVDEC decode, crop, resize and normalize on the device",
-    _dali_gpu_reason, _dali_factory(use_gpu=True), preference=0, threads_option="num_threads",
-    video_codecs=lambda device: DALI_GPU_CODECS))
+    _dali_gpu_reason, _dali_factory(use_gpu=True), preference=0, devices=("cuda",), threads=True,
+    video_codecs=lambda device: DALI_GPU_CODECS, stream=_dali_stream(use_gpu=True)))
 register_loader(LoaderBackend(
     "dali-cpu", "NVIDIA DALI on the CPU (JPEG frames; VP8/VP9/MJPEG videos)",
-    _dali_reason, _dali_factory(use_gpu=False), preference=10, threads_option="num_threads",
-    video_codecs=_dali_cpu_codecs))
+    _dali_reason, _dali_factory(use_gpu=False), preference=10, threads=True,
+    video_codecs=_dali_cpu_codecs, stream=_dali_stream(use_gpu=False)))
 register_loader(LoaderBackend(
     "torch", "PyTorch DataLoader workers: libjpeg-turbo / PyAV decode, augment on the target device",
-    lambda device: None, _torch_factory, preference=20))
+    lambda device: None, _torch_factory, preference=20, stream=_torch_stream, baseline=True))
+
+
+def baseline_loader() -> LoaderBackend:
+    """The benchmark's reference backend (the entry registered with ``baseline=True``)."""
+    for backend in loader_backends():
+        if backend.baseline:
+            return backend
+    raise BackendUnavailable("no loader backend is registered as the baseline")
+
+
+# The codec ``fastvid predict``'s auto assumes of a user's footage before opening it: phones,
+# cameras and screen recorders write H.264, which DALI's CPU decoder cannot read.
+FOOTAGE_CODEC = "h264"
+
+
+def streaming_loader(name: str, device: torch.device) -> LoaderBackend:
+    """The backend ``fastvid predict`` decodes with: ``name`` (checked to run here), or for
+    ``auto`` the first available backend (in order of preference) that streams windows and
+    decodes H.264 on ``device`` (DALI on a GPU; elsewhere the torch loader's PyAV). Whether an
+    explicit backend streams is asked when windows are read (:func:`frame_stream`): a whole
+    input goes through its loader.
+
+    Raises:
+        BackendUnavailable: an explicit backend that cannot run here.
+    """
+    device = torch.device(device)
+    if name != "auto":
+        return loader_backend(resolve_loader_name(name, device))
+    for backend in loader_backends():
+        if (backend.stream is not None and backend.reason(device) is None
+                and backend.decodes(FOOTAGE_CODEC, device)):
+            log.debug("loader auto -> %s for predict", backend.name)
+            return backend
+    raise BackendUnavailable("no registered loader backend can stream video frames here")
+
+
+def frame_stream(backend: LoaderBackend) -> FrameStream:
+    """``backend.stream``; BackendUnavailable naming the backends that have one when it has not."""
+    if backend.stream is None:
+        usable = [b.name for b in loader_backends() if b.stream is not None]
+        raise BackendUnavailable(f"--loader {backend.name} cannot read a video as a stream of "
+                                 f"frames (fastvid predict --window); use --loader "
+                                 f"{' or '.join(usable)}")
+    return backend.stream
 
 
 # How many of a list's videos auto reads the container headers of: datasets come in one codec
@@ -230,7 +344,7 @@ def resolve_loader_name(name: str, device: torch.device,
     if name == "auto":
         codecs = list_codecs(records) if records else {}
         for backend in loader_backends():
-            reason = backend.unavailable_reason(device)
+            reason = backend.reason(device)
             if reason is None and codecs and backend.video_codecs is not None:
                 can = backend.video_codecs(device)
                 cannot = sorted(c for c in codecs if c not in can)
@@ -245,9 +359,9 @@ def resolve_loader_name(name: str, device: torch.device,
                 return backend.name
             log.debug("loader auto: not %s: %s", backend.name, reason)
         raise BackendUnavailable("no loader backend can run here")  # torch always can
-    reason = loader_backend(name).unavailable_reason(device)
+    reason = loader_backend(name).reason(device)
     if reason is not None:
-        usable = [b.name for b in loader_backends() if b.unavailable_reason(device) is None]
+        usable = [b.name for b in loader_backends() if b.reason(device) is None]
         raise BackendUnavailable(f"--loader {name}: {reason}; use --loader {' or '.join(usable)}")
     return name
 
@@ -278,20 +392,17 @@ _UPSCALE_WARNED: set[tuple[int, int, int]] = set()
 
 def _frame_size(record: VideoRecord, frame_tmpl: str) -> Optional[tuple[int, int]]:
     """(height, width) of a record's frames from its first JPEG's or the video's headers."""
-    import os
+    if record.is_video:
+        from fastvid.data.video_headers import probe_video_headers
 
-    try:
-        if record.is_video:
-            from fastvid.data.video_headers import probe_video_headers
-
+        try:
             info = probe_video_headers(record.path)
-            return int(info.height), int(info.width)
-        from fastvid.data.video_io import jpeg_size
+        except (OSError, ValueError, DataError):
+            return None  # unreadable: reported as a bad sample when it is loaded
+        return int(info.height), int(info.width)
+    from fastvid.data.video_io import first_frame_size
 
-        with open(os.path.join(record.path, frame_tmpl.format(1)), "rb") as fh:
-            return jpeg_size(fh.read(1 << 16))
-    except (OSError, ValueError, DataError):
-        return None  # unreadable: reported as a bad sample when it is loaded
+    return first_frame_size([record.path], frame_tmpl)
 
 
 def _warn_upscaling(record: VideoRecord, crop: int, frame_tmpl: str) -> None:
@@ -306,22 +417,22 @@ def _warn_upscaling(record: VideoRecord, crop: int, frame_tmpl: str) -> None:
                 crop, size[1], size[0], record.path, crop / min(size))
 
 
-def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str = "auto",
-                 device: torch.device, batch_size: Optional[int] = None,
-                 views: Optional[tuple[int, int]] = None, shard_id: int = 0, num_shards: int = 1,
-                 workers: Optional[int] = None, drop_last: Optional[bool] = None,
-                 records: Optional[Sequence[VideoRecord]] = None,
-                 dali_options: Optional[dict] = None) -> VideoLoader:
-    """A loader for ``split`` of ``dataset`` (or for ``records``) yielding the batch contract.
+def build_loader(cfg: Config, dataset: Optional[DatasetInfo],
+                 request: Union[LoaderRequest, str] = "train", *, loader: str = "auto",
+                 device: torch.device) -> VideoLoader:
+    """A loader for ``request.split`` of ``dataset`` (or for ``request.records``) yielding the
+    batch contract; ``request`` may be just the split's name.
 
-    ``split="train"``: random sampling and augmentation, shuffled per epoch, ``drop_last`` True
-    by default; any other split: fixed sampling, centre crop or ``views=(clips, crops)``, list
-    order (when ``num_shards`` is 1), every sample kept. ``workers`` defaults to
-    ``cfg.train.workers``; ``batch_size`` to ``cfg.train.batch_size``. ``dali_options`` go to
-    :class:`dali_pipelines.loader.DaliVideoLoader` (``num_threads``, ``prefetch``,
-    ``hw_decoder_load``, ``decoder_pipelines``); the torch loader ignores them.
+    ``train``: random sampling and augmentation, shuffled per epoch, ``drop_last`` True by
+    default; any other split: fixed sampling, centre crop or ``views=(clips, crops)``, list order
+    (when ``num_shards`` is 1), every sample kept. The backend (``loader``, or ``auto``: see
+    :func:`resolve_loader_name`) gets one :class:`LoaderSettings`.
     """
+    if isinstance(request, str):
+        request = LoaderRequest(request)
     device = torch.device(device)
+    split = request.split
+    records = request.records
     if records is None:
         records = dataset.records(split, frame_tmpl=cfg.data.frame_tmpl)
     records = list(records)
@@ -330,16 +441,15 @@ def build_loader(cfg: Config, dataset: DatasetInfo, split: str, *, loader: str =
         raise DataError(f"no samples to load for split {split!r}")
     train = split == "train"
     _warn_upscaling(records[0], cfg.data.image_size, cfg.data.frame_tmpl)
-    planner = planner_for(cfg, split, views)
+    planner = planner_for(cfg, split, request.views)
     spec = cfg.input_spec
-    common = dict(
-        device=device,
-        batch_size=int(batch_size or cfg.train.batch_size),
-        workers=cfg.train.workers if workers is None else int(workers),
-        mean=spec["mean"], std=spec["std"], bgr=spec["color"] == "BGR",
+    settings = LoaderSettings(
+        backend=name, device=device,
+        batch_size=int(request.batch_size or cfg.train.batch_size),
+        workers=cfg.train.workers if request.workers is None else int(request.workers),
+        mean=tuple(spec["mean"]), std=tuple(spec["std"]), bgr=spec["color"] == "BGR",
         channels_first=cfg.spec.is_3d, shuffle=train,
-        drop_last=train if drop_last is None else bool(drop_last),
-        shard_id=shard_id, num_shards=num_shards, frame_tmpl=cfg.data.frame_tmpl,
-        max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.train.seed,
-    )
-    return _BACKENDS[name].factory(records, planner, options=dict(dali_options or {}), **common)
+        drop_last=train if request.drop_last is None else bool(request.drop_last),
+        shard_id=request.shard_id, num_shards=request.num_shards, frame_tmpl=cfg.data.frame_tmpl,
+        max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.train.seed, tuning=request.tuning)
+    return _BACKENDS[name].factory(records, planner, settings)

@@ -7,10 +7,11 @@ kept only while a pending window needs it; every window is then sampled and crop
 :class:`fastvid.data.transforms.SamplePlanner` the loaders use, and the windows are batched
 through the model.
 
-The loader decides the decoder of a video, whole or windowed: ``dali`` / ``dali-cpu`` decode with
-DALI (windows: :func:`dali_pipelines.stream.video_chunks`, a chunk of frames at a time) and read
-frame counts from the container headers (:mod:`fastvid.data.video_headers`), so no DALI path
-imports PyAV (the GPU machines have none); ``torch`` decodes with PyAV.
+The loader backend decides the decoder of a video, whole (its loader) or windowed (its entry's
+``stream``, a chunk of frames at a time; :func:`fastvid.loaders.streaming_loader`). Frame counts
+come from the container headers (:mod:`fastvid.data.video_headers`); PyAV's probe is the
+fallback only for a backend that decodes with PyAV anyway (``video_codecs`` None), so no DALI
+path imports PyAV (the GPU machines have none).
 """
 from __future__ import annotations
 
@@ -24,27 +25,54 @@ import numpy as np
 import torch
 
 from fastvid.config import Config, replace
+from fastvid.data.video_io import VIDEO_EXTS
 from fastvid.errors import DataError, FastvidError
 
 if TYPE_CHECKING:
     from fastvid.data.video_io import VideoInfo
 
-__all__ = ["InputSpec", "detect_input", "parse_span", "window_starts", "predict_input",
-           "predict_loader", "probe_input_video", "FrameSource", "DALI_LOADERS"]
+__all__ = ["InputSpec", "PredictOptions", "detect_input", "parse_span", "window_starts",
+           "predict_input", "predict_loader", "probe_input_video", "FrameSource"]
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = {".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
-DALI_LOADERS = ("dali", "dali-cpu")
-# Frames DALI decodes per pipeline run for windowed prediction: what is held decoded at full size.
-DALI_CHUNK_FRAMES = 32
+# Frames a backend's stream decodes per step for windowed prediction: what is held decoded at
+# full size.
+CHUNK_FRAMES = 32
 
 
 @dataclass(frozen=True)
 class InputSpec:
     path: Path
     kind: str  # video | frames
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How ``fastvid predict`` scores an input (its options, as given on the command line).
+
+    Attributes:
+        topk: classes listed per window.
+        window, stride: sliding windows as frames (``48``) or seconds (``2s``); None: one
+            prediction over the whole input (stride default: half the window).
+        fps: frame rate of a frame folder (default 12) or an override of the video's.
+        views: ``(clips, crops)`` per prediction.
+        batch_size: windows per model call.
+        max_batch: the engine's largest batch (views are sent in chunks of it); None: eager.
+        loader: the decoding loader backend (``auto``: :func:`predict_loader`).
+        model_name: written into the predictions JSON.
+    """
+
+    topk: int = 5
+    window: Optional[str] = None
+    stride: Optional[str] = None
+    fps: Optional[float] = None
+    views: tuple[int, int] = (1, 1)
+    batch_size: int = 8
+    max_batch: Optional[int] = None
+    loader: str = "torch"
+    model_name: str = ""
 
 
 def detect_input(path: str | Path) -> list[InputSpec]:
@@ -106,29 +134,28 @@ def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
 
 
 def predict_loader(loader: str, device: torch.device) -> str:
-    """``--loader`` for predict: ``auto`` is DALI when it can decode on the target GPU, else torch.
+    """``--loader`` for predict: :func:`fastvid.loaders.streaming_loader`'s choice (``auto``:
+    the first backend that streams windows and decodes H.264 on the device: DALI on a GPU,
+    else the torch loader's PyAV).
 
     Not :func:`fastvid.loaders.resolve_loader_name`: its ``auto`` picks DALI-on-CPU where DALI is
     installed, which handles VP8/VP9/MJPEG only, while a user's footage is mostly H.264.
     """
-    from fastvid.loaders import dali_available
+    from fastvid.loaders import streaming_loader
 
-    if loader != "auto":
-        return loader
-    device = torch.device(device)
-    name = "dali" if device.type == "cuda" and dali_available() else "torch"
-    log.debug("loader auto -> %s for predict", name)
-    return name
+    return streaming_loader(loader, device).name
 
 
 def probe_input_video(path: Path, loader: str) -> "VideoInfo":
     """:class:`fastvid.data.video_io.VideoInfo` of a video input, without PyAV when possible.
 
     The container headers (MP4/MOV, Matroska/WebM, AVI) are read in Python. Other containers,
-    or headers the parser refuses, fall back to PyAV's probe only for the torch loader, which
-    decodes with PyAV anyway; for a DALI loader the parser's one-line DataError stands.
+    or headers the parser refuses, fall back to PyAV's probe only for a backend that decodes
+    with PyAV anyway (``video_codecs`` None: any codec); for one with its own decoders (DALI)
+    the parser's one-line DataError stands.
     """
     from fastvid.data.video_headers import probe_video_headers
+    from fastvid.loaders import loader_backend
 
     try:
         return probe_video_headers(path)
@@ -136,7 +163,7 @@ def probe_input_video(path: Path, loader: str) -> "VideoInfo":
         # Without PyAV there is nothing to fall back to: the parser's message stands.
         from fastvid.data.video_io import probe_video, pyav_installed
 
-        if loader in DALI_LOADERS or not pyav_installed():
+        if loader_backend(loader).video_codecs is not None or not pyav_installed():
             raise
 
     return probe_video(path)
@@ -145,24 +172,25 @@ def probe_input_video(path: Path, loader: str) -> "VideoInfo":
 class FrameSource:
     """Frames of a video file or frame folder in order, as (3, H, W) uint8 RGB tensors.
 
-    Video files are decoded by the loader's decoder: DALI for ``dali`` / ``dali-cpu`` (frames on
-    ``device`` for ``dali``, the GPU; on the CPU otherwise), PyAV for ``torch``. Frame folders are
-    read with libjpeg-turbo / PIL whatever the loader. ``chunk_frames``: frames DALI decodes per
-    run, the most held decoded at full size.
+    Video files are decoded by the loader backend's ``stream`` (DALI: frames on ``device`` for
+    the GPU loader, on the CPU otherwise; torch: PyAV). Frame folders are read with
+    libjpeg-turbo / PIL whatever the loader. ``chunk_frames``: frames decoded per step, the most
+    held decoded at full size.
     """
 
     def __init__(self, spec: InputSpec, fps: Optional[float] = None, loader: str = "torch",
-                 device: torch.device | str = "cpu", chunk_frames: int = DALI_CHUNK_FRAMES) -> None:
+                 device: torch.device | str = "cpu", chunk_frames: int = CHUNK_FRAMES) -> None:
+        from fastvid.loaders import streaming_loader
+
         self.spec = spec
         self.loader = loader
         self.device = torch.device(device)
         self.chunk_frames = int(chunk_frames)
         if spec.kind == "video":
-            if loader in DALI_LOADERS:
-                from fastvid.loaders import resolve_loader_name
-
-                resolve_loader_name(loader, self.device)  # DALI installed, a GPU for "dali"
-            self.info = probe_input_video(spec.path, loader)
+            # Checked before the first frame: installed and runs on this device.
+            self.backend = streaming_loader(loader, self.device)
+            self.loader = self.backend.name
+            self.info = probe_input_video(spec.path, self.loader)
             self.num_frames, self.fps = self.info.num_frames, float(fps or self.info.fps)
             self._files: list[Path] = []
         else:
@@ -174,16 +202,13 @@ class FrameSource:
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.spec.kind == "frames":
             yield from self._folder_frames()
-        elif self.loader in DALI_LOADERS:
-            from dali_pipelines.stream import video_chunks
+            return
+        from fastvid.loaders import frame_stream
 
-            for chunk in video_chunks(self.spec.path, use_gpu=self.loader == "dali",
-                                      device=self.device, chunk_frames=self.chunk_frames,
-                                      info=self.info):
-                for frame in chunk:
-                    yield frame.permute(2, 0, 1)
-        else:
-            yield from self._pyav_frames()
+        stream = frame_stream(self.backend)
+        for chunk in stream(str(self.spec.path), self.device, self.chunk_frames, self.info):
+            for frame in chunk:
+                yield frame.permute(2, 0, 1)
 
     def _folder_frames(self) -> Iterator[torch.Tensor]:
         from fastvid.data.video_io import decode_jpeg_rgb, read_jpeg_file
@@ -197,21 +222,6 @@ class FrameSource:
                 yield torch.from_numpy(arr).permute(2, 0, 1)
             else:
                 yield decode_jpeg_rgb(read_jpeg_file(path), path)
-
-    def _pyav_frames(self) -> Iterator[torch.Tensor]:
-        from fastvid.data.video_io import require_pyav
-
-        require_pyav(self.spec.path)
-        import av
-
-        try:
-            with av.open(str(self.spec.path)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for frame in container.decode(stream):
-                    yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-        except (av.error.FFmpegError, OSError) as exc:
-            raise DataError(f"{self.spec.path}: cannot decode video: {exc}") from None
 
 
 def _topk(probs: np.ndarray, k: int, labels: Optional[Sequence[str]]) -> list[dict[str, Any]]:
@@ -233,34 +243,33 @@ def _probs(model: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor, n
 
 
 def predict_input(cfg: Config, model: Callable[[torch.Tensor], torch.Tensor], spec: InputSpec, *,
-                  device: torch.device, labels: Optional[Sequence[str]], topk: int = 5,
-                  window: Optional[str] = None, stride: Optional[str] = None,
-                  fps: Optional[float] = None, views: tuple[int, int] = (1, 1),
-                  batch_size: int = 8, max_batch: Optional[int] = None,
-                  loader: str = "torch", model_name: str = "") -> dict[str, Any]:
+                  device: torch.device, labels: Optional[Sequence[str]],
+                  options: PredictOptions = PredictOptions()) -> dict[str, Any]:
     """Predictions for one input, in the predictions-JSON schema of docs/design.md.
 
-    ``loader``: ``torch``, ``dali``, ``dali-cpu`` or ``auto`` (:func:`predict_loader`); it
+    ``options.loader``: a registered loader backend or ``auto`` (:func:`predict_loader`); it
     decodes the video both for a whole-input prediction and for sliding windows.
     """
-    loader = predict_loader(loader, device)
-    source = FrameSource(spec, fps, loader, device)
-    window_len = parse_span(window, source.fps)
-    stride_len = parse_span(stride, source.fps) or (max(1, window_len // 2) if window_len else None)
-    chunk = max_batch or max(1, batch_size * views[0] * views[1])
+    loader = predict_loader(options.loader, device)
+    source = FrameSource(spec, options.fps, loader, device)
+    window_len = parse_span(options.window, source.fps)
+    stride_len = parse_span(options.stride, source.fps) or \
+        (max(1, window_len // 2) if window_len else None)
+    views = options.views
+    chunk = options.max_batch or max(1, options.batch_size * views[0] * views[1])
     if window_len is None or window_len >= source.num_frames:
         probs = _predict_whole(cfg, model, spec, source, device, views, chunk, loader)
         windows = [(0, source.num_frames, probs)]
     else:
-        windows = list(_predict_windows(cfg, model, source, device, views, window_len,
-                                        stride_len, batch_size, chunk))
+        windows = list(_predict_windows(cfg, model, source, device, options,
+                                        (window_len, stride_len), chunk))
     return {
         "input": str(spec.path),
-        "model": model_name,
+        "model": options.model_name,
         "fps": source.fps,
         "num_frames": source.num_frames,
         "windows": [{"start_frame": s, "end_frame": e, "start_s": s / source.fps,
-                     "end_s": e / source.fps, "topk": _topk(p, topk, labels)}
+                     "end_s": e / source.fps, "topk": _topk(p, options.topk, labels)}
                     for s, e, p in windows],
     }
 
@@ -270,7 +279,7 @@ def _predict_whole(cfg: Config, model: Callable, spec: InputSpec, source: FrameS
                    loader: str) -> np.ndarray:
     """One prediction through the evaluation loader (the path ``fastvid eval`` takes)."""
     from fastvid.data.lists import DatasetInfo, VideoRecord
-    from fastvid.loaders import build_loader, close_loader
+    from fastvid.loaders import LoaderRequest, build_loader, close_loader
 
     # One input, not a dataset: a failure is this command's error, said once below in its own
     # words - not the loaders' "N of M samples this epoch ... remove them from the list".
@@ -288,8 +297,9 @@ def _predict_whole(cfg: Config, model: Callable, spec: InputSpec, source: FrameS
     bad_log.setLevel(logging.ERROR)
     batches = None
     try:  # the logger's level comes back even when the loader cannot be built
-        batches = build_loader(cfg, dataset, "predict", loader=loader, device=device, batch_size=1,
-                               views=views, records=[record], workers=0)
+        batches = build_loader(cfg, dataset, LoaderRequest("predict", batch_size=1, views=views,
+                                                           records=[record], workers=0),
+                               loader=loader, device=device)
         (video, label), = list(batches)
     finally:
         bad_log.setLevel(level)
@@ -334,15 +344,18 @@ def _numbered(name: str, tmpl: str) -> bool:
 
 
 def _predict_windows(cfg: Config, model: Callable, source: FrameSource, device: torch.device,
-                     views: tuple[int, int], window: int, stride: int, batch_size: int,
+                     options: PredictOptions, span: tuple[int, int],
                      chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Decode once; for each window sample, crop and normalize like the loaders; batch windows."""
+    """Decode once; for each window sample, crop and normalize like the loaders; batch
+    ``options.batch_size`` windows. ``span``: (window, stride) in frames."""
     from torchvision.transforms.v2 import functional as F
 
     from fastvid.data.transforms import normalize_video
     from fastvid.loaders import planner_for
 
-    planner = planner_for(cfg, "predict", views)
+    window, stride = span
+    batch_size = options.batch_size
+    planner = planner_for(cfg, "predict", options.views)
     n_views = planner.num_views
     spec_in = cfg.input_spec
     starts = window_starts(source.num_frames, window, stride)

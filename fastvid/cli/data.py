@@ -158,7 +158,8 @@ def prepare_videos_cmd(root: str, videos_dir: Optional[str], exts: tuple[str, ..
     ROOT/VIDEOS_DIR/{train,val}/<class>/<file>. Classes are sorted by name (mmaction2's
     Kinetics label map) unless --categories fixes them.
     """
-    from fastvid.data.prepare import VIDEO_EXTS, prepare_videos
+    from fastvid.data.prepare import prepare_videos
+    from fastvid.data.video_io import VIDEO_EXTS
 
     res = prepare_videos(root, videos_dir=videos_dir, exts=exts or VIDEO_EXTS,
                          split_files=split_files, categories=categories,

@@ -245,11 +245,10 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
                                train_batch, iters, warmup, tuple(train_modes))
             _bench_models(cfg, dev, checkpoint, engine_paths, plan, common, writer, raw)
         if loaders:
-            _bench_loaders(cfg, dev, data_root, loaders, loader_batches,
-                           train_batch or cfg.train.batch_size, common,
-                           threads=loader_threads, stages=loader_stages,
-                           train_steps=loader_train_steps, options=loader_options,
-                           writer=writer)
+            _bench_loaders(cfg, dev, data_root, loaders, _LoaderBenchArgs(
+                loader_batches, train_batch or cfg.train.batch_size, threads=loader_threads,
+                stages=loader_stages, train_steps=loader_train_steps, options=loader_options),
+                common, writer=writer)
     except KeyboardInterrupt:
         n = len(writer.records)
         stopped = click.ClickException(
@@ -332,10 +331,20 @@ def _bench_models(cfg: Any, dev: Any, checkpoint: Optional[str], engine_paths: t
                                   clip_grad_norm=cfg.train.clip_grad_norm, on_record=writer.add)
 
 
-def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loader_batches: int,
-                   batch_size: int, common: dict[str, Any], threads: Optional[str] = None,
-                   stages: bool = False, train_steps: int = 0,
-                   options: tuple[str, ...] = (), writer: Any = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _LoaderBenchArgs:
+    """``fastvid bench``'s loader options, as given (parsed by bench.loader when it is there)."""
+
+    batches: int
+    batch_size: int
+    threads: Optional[str] = None  # "1,2,all" / "auto"
+    stages: bool = False
+    train_steps: int = 0
+    options: tuple[str, ...] = ()  # KEY=VALUE backend tuning
+
+
+def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], args: _LoaderBenchArgs,
+                   common: dict[str, Any], writer: Any = None) -> list[dict[str, Any]]:
     try:
         from bench.loader import bench_loaders
     except ModuleNotFoundError as exc:
@@ -348,7 +357,7 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loade
     from fastvid.data.lists import resolve_dataset
 
     dataset = resolve_dataset(data_root, cfg.data)
-    from bench.loader import dali_option_values, thread_counts
+    from bench.loader import LoaderBenchSettings, dali_option_values, thread_counts
 
     def finish(rec: dict[str, Any]) -> None:
         for k, v in common.items():
@@ -357,10 +366,11 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], loade
         if writer is not None:
             writer.add(rec)
 
-    out = bench_loaders(cfg, dataset, loaders, dev, loader_batches, batch_size,
-                        threads=thread_counts(threads) if threads else None, stages=stages,
-                        train_steps=train_steps, amp=train_steps > 0 and dev.type == "cuda",
-                        dali_options=dali_option_values(options), on_record=finish)
+    settings = LoaderBenchSettings(
+        args.batches, args.batch_size, threads=thread_counts(args.threads) if args.threads else None,
+        options=dali_option_values(args.options), stages=args.stages, train_steps=args.train_steps,
+        amp=args.train_steps > 0 and dev.type == "cuda")
+    out = bench_loaders(cfg, dataset, loaders, dev, settings, on_record=finish)
     if writer is not None:
         writer.extend(out)  # records bench_loaders completed after handing them over
     return out

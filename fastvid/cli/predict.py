@@ -55,7 +55,7 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
     from fastvid.checkpoint import load_model_for_inference
     from fastvid.cli.common import resolve_device
     from fastvid.data.lists import read_categories
-    from fastvid.predict import detect_input, predict_input, predict_loader
+    from fastvid.predict import PredictOptions, detect_input, predict_input, predict_loader
 
     if (checkpoint is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --checkpoint or --engine")
@@ -89,12 +89,13 @@ def predict_cmd(input_path: str, config_path: str, overrides: tuple[str, ...], d
         raise click.ClickException(f"the model has {num_classes} classes but "
                                    f"{labels or 'the checkpoint'} names {len(classes)}")
     views = (clips or cfg.data.test_clips, int(crops) if crops else cfg.data.test_crops)
+    options = PredictOptions(topk=topk, window=window, stride=stride, fps=fps, views=views,
+                             batch_size=batch_size, max_batch=max_batch, loader=loader,
+                             model_name=name or cfg.model_name)
     results = []
     for spec in detect_input(input_path):
-        results.append(predict_input(cfg, model, spec, device=dev, labels=classes, topk=topk,
-                                     window=window, stride=stride, fps=fps, views=views,
-                                     batch_size=batch_size, max_batch=max_batch, loader=loader,
-                                     model_name=name or cfg.model_name))
+        results.append(predict_input(cfg, model, spec, device=dev, labels=classes,
+                                     options=options))
     console = Console()
     for res in results:
         table = Table(title=f"{res['input']}  ({res['num_frames']} frames, {res['fps']:g} fps)")

@@ -135,7 +135,7 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
 
     from fastvid.checkpoint import load_model_for_inference
     from fastvid.data.lists import resolve_dataset
-    from fastvid.loaders import build_loader, close_loader
+    from fastvid.loaders import LoaderRequest, build_loader, close_loader
     from fastvid.precision import resolve_precision
     from fastvid.distributed import process_group
     from fastvid.evaluate import evaluate_sharded
@@ -155,9 +155,9 @@ def eval_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_roo
         shard = records[dist_info.rank::dist_info.world_size]
         loader_obj = None
         if shard:
-            loader_obj = build_loader(cfg, dataset, split, loader=loader, device=dev,
-                                      batch_size=batch_size, views=(n_clips, n_crops),
-                                      records=shard)
+            loader_obj = build_loader(cfg, dataset, LoaderRequest(
+                split, batch_size=batch_size, views=(n_clips, n_crops), records=shard),
+                loader=loader, device=dev)
             resources.callback(close_loader, loader_obj)
             loader_obj.start(0)  # decoding starts while the model or engine loads
         max_batch = None

@@ -45,9 +45,10 @@ import numpy as np
 
 from fastvid.atomic import write_text_atomic
 from fastvid.data.lists import ListError, read_categories
+from fastvid.data.video_io import VIDEO_EXTS
 from fastvid.errors import DataError, FastvidError
 
-__all__ = ["JESTER_PARTS", "JESTER_PART_PREFIX", "JESTER_LABEL_FILES", "VIDEO_EXTS",
+__all__ = ["JESTER_PARTS", "JESTER_PART_PREFIX", "JESTER_LABEL_FILES",
            "STHV2_FILES", "FRAME_DATASETS", "FrameDataset", "DATASET_INFO", "unpack_jester",
            "prepare_frames", "prepare_jester", "prepare_sthv1", "count_frames", "prepare_videos",
            "prepare_sthv2", "find_kinetics_annotations", "write_dataset_info", "read_dataset_info"]
@@ -59,14 +60,12 @@ JESTER_PART_PREFIX = "20bn-jester-v1-"
 # As downloaded -> as the Jester layout names them under TARGET/labels/.
 JESTER_LABEL_FILES = {"jester-v1-labels.csv": "labels.csv", "jester-v1-train.csv": "train.csv",
                       "jester-v1-validation.csv": "validation.csv", "jester-v1-test.csv": "test.csv"}
-VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 # Something-Something V2's annotation files (the test split has no labels and is not used).
 # The current download names them labels/labels.json, train.json, validation.json (test.json
 # has no labels); earlier releases something-something-v2-{labels,train,validation}.json.
 STHV2_FILES = {"labels": ("labels.json", "something-something-v2-labels.json"),
                "train": ("train.json", "something-something-v2-train.json"),
                "val": ("validation.json", "something-something-v2-validation.json")}
-_STHV2_ANNOTATION_DIRS = (".", "labels", "annotations")  # searched in this order under ROOT
 # First-row id fields that mark a header rather than a sample.
 _ID_HEADERS = {"id", "video_id", "video", "name", "youtube_id", "vid"}
 _LABEL_HEADERS = {"label", "labels", "name", "class", "classes", "category", "template"}
@@ -305,28 +304,42 @@ FRAME_DATASETS = {
     "sthv1": FrameDataset("sthv1", "Something-Something V1", "something-something-v1",
                           "20bn-something-something-v1", "prepare-sthv1"),
 }
-# Where the label CSVs are looked for under ROOT (first folder holding the labels file wins).
+# Where label and split files are looked for under ROOT, in this order (Jester, Sth-v1 CSVs;
+# Sth-v2 JSONs): the first folder holding the file wins.
 _LABEL_DIRS = (".", "labels", "annotations")
 DATASET_INFO = "dataset.json"
 
 
-def _label_dirs(root: Path, labels_dir: Optional[str | Path]) -> list[Path]:
+def _label_dirs(root: Path, labels_dir: Optional[str | Path],
+                near: Optional[Path] = None) -> list[Path]:
+    """The folders a label/split file is looked for in: ``labels_dir`` alone when given (an
+    absolute one replaces root), else ``near`` (the labels file's folder: the splits go with
+    it) and then :data:`_LABEL_DIRS` under ``root``."""
     if labels_dir is not None:
-        return [root / labels_dir]  # an absolute labels_dir replaces root
-    return [root / d if d != "." else root for d in _LABEL_DIRS]
+        return [root / labels_dir]
+    dirs = [root / d if d != "." else root for d in _LABEL_DIRS]
+    if near is not None:
+        dirs = [near] + [d for d in dirs if d != near]
+    return dirs
+
+
+def _first_file(dirs: Sequence[Path], names: Sequence[str]) -> Optional[Path]:
+    """The first of ``names`` in the first of ``dirs`` holding one; None when none does."""
+    return next((d / n for d in dirs for n in names if (d / n).is_file()), None)
 
 
 def _find_label_file(root: Path, names: Sequence[str], labels_dir: Optional[str | Path],
-                     option: str, what: str) -> Path:
-    """The first of ``names`` in the label folders; ListError naming every place looked in."""
-    dirs = _label_dirs(root, labels_dir)
-    for folder in dirs:
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
-    shown = " or ".join(names)
-    raise ListError(f"{what} not found: looked for {shown} in {', '.join(str(d) for d in dirs)}; "
-                    f"put the downloaded file there or pass {option} DIR")
+                     what: str, near: Optional[Path] = None,
+                     missing: str = "{what} not found: looked for {names} in {dirs}; put the "
+                                    "downloaded file there or pass --labels-dir DIR") -> Path:
+    """The first of ``names`` in the label folders (:func:`_label_dirs`); else ListError from
+    ``missing`` (``{what}``, ``{names}``, ``{dirs}``: every place looked in)."""
+    dirs = _label_dirs(root, labels_dir, near)
+    found = _first_file(dirs, names)
+    if found is None:
+        raise ListError(missing.format(what=what, names=" or ".join(names),
+                                       dirs=", ".join(str(d) for d in dirs)))
+    return found
 
 
 def write_dataset_info(root: Path, dataset: str, class_order: str, source: Optional[Path],
@@ -398,26 +411,17 @@ def prepare_frames(root: str | Path, dataset: str = "jester", frames_dir: Option
     if not root.is_dir():
         raise ListError(f"dataset root not found: {root}")
     frames_dir = frames_dir or ds.frames_dir
-    labels_path = _find_label_file(root, ds.label_names("labels"), labels_dir, "--labels-dir",
+    labels_path = _find_label_file(root, ds.label_names("labels"), labels_dir,
                                    f"{ds.title} label file")
     names = _read_labels_csv(labels_path)
     class_index = {name: i for i, name in enumerate(names)}
-    # The split files go with the labels file: its folder first, then the other places.
-    search = [labels_path.parent] + [d for d in _label_dirs(root, labels_dir)
-                                      if d != labels_path.parent]
     frames_root = root / frames_dir
     splits = {"train": ("train", "train_videofolder.txt"),
               "val": ("validation", "val_videofolder.txt")}
-    sources: dict[str, Path] = {}
-    for split, (kind, _) in splits.items():
-        found = next((d / n for d in search for n in ds.label_names(kind) if (d / n).is_file()),
-                     None)
-        if found is None:
-            raise ListError(f"{ds.title} {kind} split not found: looked for "
-                            f"{' or '.join(ds.label_names(kind))} in "
-                            f"{', '.join(str(d) for d in search)}; put the downloaded file there "
-                            f"or pass --labels-dir DIR")
-        sources[split] = found
+    # The split files go with the labels file: its folder first, then the other places.
+    sources = {split: _find_label_file(root, ds.label_names(kind), labels_dir,
+                                       f"{ds.title} {kind} split", near=labels_path.parent)
+               for split, (kind, _) in splits.items()}
     rows = {split: _read_split_csv(path, class_index, labels_path.name)
             for split, path in sources.items()}
     if not frames_root.is_dir():
@@ -560,12 +564,12 @@ def find_kinetics_annotations(root: str | Path) -> list[Path]:
     return []
 
 
-def _default_videos_dir(root: Path) -> str:
+def _default_videos_dir(root: Path, annotations: Sequence[Path]) -> str:
     """``videos`` when ROOT has it; ROOT itself when ROOT holds Kinetics' ``train/`` and
-    ``val/`` (as downloaded); else ``videos`` (for the error to name)."""
+    ``val/`` or its ``annotations`` (as downloaded); else ``videos`` (for the error to name)."""
     if (root / "videos").is_dir():
         return "videos"
-    if _split_folders(root) or find_kinetics_annotations(root):
+    if annotations or _split_folders(root):
         return "."
     return "videos"
 
@@ -611,8 +615,10 @@ def prepare_videos(root: str | Path, videos_dir: Optional[str] = None,
         ``{"root", "layout", "classes", "train", "val", "missing", "ignored", "files"}``.
     """
     root = Path(root)
+    # Looked up once: it decides the default videos folder and the layout.
+    annotations = find_kinetics_annotations(root) if root.is_dir() else []
     if videos_dir is None:
-        videos_dir = _default_videos_dir(root) if root.is_dir() else "videos"
+        videos_dir = _default_videos_dir(root, annotations) if root.is_dir() else "videos"
     videos = root / videos_dir if videos_dir not in ("", ".") else root
     if not videos.is_dir():
         hint = ("" if videos_dir != "videos" else
@@ -621,7 +627,7 @@ def prepare_videos(root: str | Path, videos_dir: Optional[str] = None,
         raise ListError(f"video folder not found: {videos}{hint}; pass --videos-dir DIR "
                         f"(relative to {root}, '.' for {root} itself)")
     if not split_files and find_annotations:
-        split_files = find_kinetics_annotations(root)
+        split_files = annotations
         if split_files:
             _logger.info("Kinetics annotations: %s", ", ".join(map(str, split_files)))
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts)
@@ -759,19 +765,10 @@ def _find_annotation(root: Path, names: Sequence[str], annotations_dir: Optional
                      near: Optional[Path] = None) -> Path:
     """The first of ``names`` in ``annotations_dir`` (relative to ``root`` or absolute), else in
     ``near`` (the labels JSON's folder) and then ``root``, ``root/labels``, ``root/annotations``."""
-    if annotations_dir is not None:
-        dirs = [root / annotations_dir]
-    else:
-        dirs = [root / d if d != "." else root for d in _STHV2_ANNOTATION_DIRS]
-        if near is not None:
-            dirs = [near] + [d for d in dirs if d != near]
-    for folder in dirs:
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
-    raise ListError(f"Something-Something V2 annotations: {' or '.join(names)} not found in "
-                    f"{', '.join(str(d) for d in dirs)}; put the downloaded labels/ folder "
-                    f"there or pass --annotations-dir DIR")
+    return _find_label_file(root, names, annotations_dir, "Something-Something V2 annotations",
+                            near, missing="{what}: {names} not found in {dirs}; put the "
+                                          "downloaded labels/ folder there or pass "
+                                          "--annotations-dir DIR")
 
 
 def _read_sthv2_labels(path: Path) -> list[str]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Iterator, Optional, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,11 +29,40 @@ from fastvid.data.video_io import (probe_video, read_frame_folder, read_video_fr
                                    require_pyav)
 from fastvid.errors import DataError
 
-__all__ = ["VideoClipDataset", "EpochShardSampler", "TorchVideoLoader", "MAX_REDRAWS"]
+if TYPE_CHECKING:
+    from fastvid.data.loader_settings import LoaderSettings
+
+__all__ = ["VideoClipDataset", "EpochShardSampler", "TorchVideoLoader", "MAX_REDRAWS", "STAGES"]
 
 log = logging.getLogger(__name__)
 
 MAX_REDRAWS = 10  # training: tries to replace a bad sample before giving up on the batch
+
+#: The steps :meth:`TorchVideoLoader.stage_profile` times, in the order a sample takes them.
+STAGES = ("plan", "read + decode", "crop/resize", "normalize + to device")
+
+
+class _StepClock:
+    """Adds the time since the previous lap to a step's total (the stage profile's clock)."""
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(STAGES, 0.0)
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.totals[step] += now - self._last
+        self._last = now
+
+
+class _NoClock:
+    """The clock of every load outside the stage profile: laps cost a method call."""
+
+    def lap(self, step: str) -> None:
+        pass
+
+
+_NO_CLOCK = _NoClock()
 
 
 def _reason(exc: BaseException) -> str:
@@ -57,7 +87,8 @@ class VideoClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _load(self, index: int, epoch: int) -> tuple[torch.Tensor, int]:
+    def _load(self, index: int, epoch: int,
+              clock: "_StepClock | _NoClock" = _NO_CLOCK) -> tuple[torch.Tensor, int]:
         rec = self.records[index]
         planner = self.planner
         if rec.is_video:
@@ -68,10 +99,12 @@ class VideoClipDataset(Dataset):
         per_view = [planner.frame_indices(num_frames, epoch, index, v, start)
                     for v in range(planner.num_views)]
         wanted = sorted({int(i) for idx in per_view for i in idx})
+        clock.lap("plan")
         if rec.is_video:
             decoded = read_video_frames(rec.path, wanted, info)
         else:
             decoded = read_frame_folder(rec.path, wanted, self.frame_tmpl)
+        clock.lap("read + decode")
         position = {i: k for k, i in enumerate(wanted)}
         height, width = decoded.shape[-2:]
         views, label = [], rec.label
@@ -79,6 +112,7 @@ class VideoClipDataset(Dataset):
         for v, idx in enumerate(per_view):
             plan = planner.view_plan(height, width, epoch, index, v)
             frames = decoded[[position[int(i)] for i in idx]]
+            clock.lap("plan")
             if plan.resize is not None:
                 key = (tuple(int(i) for i in idx), tuple(plan.resize))
                 if key not in resized:
@@ -87,6 +121,7 @@ class VideoClipDataset(Dataset):
                 frames, plan = resized[key], dataclasses.replace(plan, resize=None)
             views.append(apply_plan(frames, plan))
             label = planner.label(rec.label, plan)
+            clock.lap("crop/resize")
         video = torch.stack(views) if planner.views is not None and not planner.train else views[0]
         return video, label
 
@@ -159,30 +194,27 @@ def _worker_init(worker_id: int) -> None:
 class TorchVideoLoader:
     """DataLoader-backed loader yielding the batch contract on ``device``."""
 
-    backend = "torch"
-
-    def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner, *,
-                 device: torch.device, batch_size: int, workers: int, mean: Sequence[float],
-                 std: Sequence[float], bgr: bool, channels_first: bool, shuffle: bool,
-                 drop_last: bool, shard_id: int = 0, num_shards: int = 1,
-                 frame_tmpl: str = "{:05d}.jpg", max_bad_fraction: float = 0.01,
-                 seed: int = 0) -> None:
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.workers = workers
-        self.drop_last = drop_last
+    def __init__(self, records: Sequence[VideoRecord], planner: SamplePlanner,
+                 settings: "LoaderSettings") -> None:
+        self.settings = settings
+        self.backend = settings.backend
+        self.device = torch.device(settings.device)
+        self.batch_size = batch_size = settings.batch_size
+        self.workers = workers = settings.workers
+        self.drop_last = drop_last = settings.drop_last
         self.planner = planner
-        self._norm = dict(mean=list(mean), std=list(std), bgr=bgr, channels_first=channels_first)
-        self.dataset = VideoClipDataset(records, planner, frame_tmpl)
+        self._norm = settings.norm_args()
+        self.dataset = VideoClipDataset(records, planner, settings.frame_tmpl)
         first_video = next((r.path for r in self.dataset.records if r.is_video), None)
         if first_video is not None:
             require_pyav(first_video)
-        self.sampler = EpochShardSampler(len(self.dataset), shuffle, seed, num_shards, shard_id)
+        self.sampler = EpochShardSampler(len(self.dataset), settings.shuffle, settings.seed,
+                                         settings.num_shards, settings.shard_id)
         self.num_samples = len(self.sampler)
         if drop_last and self.num_samples < batch_size:
             raise DataError(f"{self.num_samples} samples per shard is fewer than one batch of "
                             f"{batch_size}; lower the batch size")
-        self._bad = BadSampleLog(max_bad_fraction)
+        self._bad = BadSampleLog(settings.max_bad_fraction)
         self._pending: Optional[Iterator] = None  # an iterator start() began
         cuda = self.device.type == "cuda"
         kwargs: dict[str, Any] = {}
@@ -193,7 +225,7 @@ class TorchVideoLoader:
         # resumed twin (and after precise-BN passes). Sampling does not depend on it.
         self._dl = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler,
                               num_workers=workers, collate_fn=_collate, pin_memory=cuda,
-                              drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
+                              drop_last=drop_last, generator=torch.Generator().manual_seed(settings.seed),
                               **kwargs)
 
     @property
@@ -222,6 +254,32 @@ class TorchVideoLoader:
         shutdown = getattr(workers, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+
+    def stage_profile(self, batches: int) -> dict[str, Any]:
+        """Where a batch's time goes (``stage_ms`` per step of :data:`STAGES`, per batch): the
+        dataset's own loading, one worker's steps run serially in this process over ``batches``
+        batches of this epoch's samples, after one warm-up batch (lazy imports, first
+        allocations)."""
+        indices = self.sampler.indices()
+        cuda = self.device.type == "cuda"
+        clock = _StepClock()
+        for b in range(-1, batches):
+            if b == 0:
+                clock = _StepClock()
+            clips = []
+            for k in range(self.batch_size):
+                index = int(indices[((b + 1) * self.batch_size + k) % len(indices)])
+                clips.append(self.dataset._load(index, self.sampler.epoch, clock)[0])
+            batch = torch.stack(clips).to(self.device, non_blocking=True)
+            normalize_video(batch, **self._norm)
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            clock.lap("normalize + to device")
+        return {"stage_ms": {k: round(1e3 * v / batches, 2) for k, v in clock.totals.items()},
+                "stage_method": f"one worker's steps (the dataset's own loading) timed serially "
+                                f"in the main process over {batches} batches (the DataLoader "
+                                f"spreads them over its workers; collation and inter-process "
+                                f"transfer are not included)"}
 
     def __enter__(self) -> "TorchVideoLoader":
         return self

@@ -10,7 +10,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -19,8 +19,13 @@ from fastvid.errors import DataError
 if TYPE_CHECKING:  # imported where used: the DALI source checks JPEG headers without torch
     import torch
 
-__all__ = ["jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_bytes", "read_jpeg_file", "read_frame_folder",
-           "VideoInfo", "file_key", "probe_video", "read_video_frames", "decode_jpeg_rgb"]
+__all__ = ["VIDEO_EXTS", "jpeg_problem", "jpeg_size", "jpeg_frame_header", "read_bytes",
+           "read_jpeg_file", "read_frame_folder", "first_frame_size", "VideoInfo", "file_key",
+           "probe_video", "read_video_frames", "stream_video_frames", "decode_jpeg_rgb"]
+
+# Video file extensions fastvid reads (PyAV/FFmpeg demuxes them all; DALI the MP4/MOV, Matroska/
+# WebM and AVI ones): what ``fastvid data prepare`` lists and ``fastvid predict`` takes as videos.
+VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv")
 
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -156,6 +161,21 @@ def read_frame_folder(folder: str | Path, indices: Sequence[int],
     if len(shapes) > 1:
         raise DataError(f"{folder}: frames have different sizes {sorted(shapes)}")
     return torch.stack(frames)
+
+
+def first_frame_size(folders: Iterable[str | Path],
+                     frame_tmpl: str = "{:05d}.jpg") -> Optional[tuple[int, int]]:
+    """(height, width) of the first frame of the first readable frame folder, from its JPEG
+    header; None when none of ``folders`` has a readable first frame (a bad sample, reported
+    when it is loaded)."""
+    first = frame_tmpl.format(1)
+    for folder in folders:
+        try:
+            with open(os.path.join(folder, first), "rb") as fh:
+                return jpeg_size(fh.read(1 << 16))
+        except (OSError, ValueError, DataError):
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -297,3 +317,28 @@ def read_video_frames(path: str | Path, indices: Sequence[int],
         raise DataError(f"{path}: could not decode frame(s) {missing[:4]} of {info.num_frames}")
     arrays = [got[int(i)] for i in indices]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def stream_video_frames(path: str | Path, chunk_frames: int = 32) -> Iterator["torch.Tensor"]:
+    """The frames of a video in order with PyAV, as ``(F, H, W, 3)`` uint8 RGB CPU tensors of
+    at most ``chunk_frames`` frames (the torch loader's stream for ``fastvid predict --window``).
+    """
+    import torch
+
+    require_pyav(path)
+    import av
+
+    chunk: list[np.ndarray] = []
+    try:
+        with av.open(os.fspath(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                chunk.append(frame.to_ndarray(format="rgb24"))
+                if len(chunk) == chunk_frames:
+                    yield torch.from_numpy(np.stack(chunk))
+                    chunk = []
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DataError(f"{path}: cannot decode video: {exc}") from None
+    if chunk:
+        yield torch.from_numpy(np.stack(chunk))

@@ -395,7 +395,7 @@ def _setup(cfg: Config, opts: TrainOptions, resources: ExitStack) -> "_Run | dic
     list creates nothing), the loaders start decoding before the model is built, and the
     checkpoint is restored before the step is compiled, wrapped or captured.
     """
-    from fastvid.loaders import build_loader
+    from fastvid.loaders import LoaderRequest, build_loader
 
     t_process = process_start_time()
     dist_info = init_distributed(opts.device)
@@ -414,9 +414,9 @@ def _setup(cfg: Config, opts: TrainOptions, resources: ExitStack) -> "_Run | dic
 
     start_epoch = int(ckpt["epoch"]) if ckpt is not None else 0
     skip_batches = int(ckpt.get("batch_in_epoch", 0)) if ckpt is not None else 0
-    train_loader = build_loader(cfg, dataset, "train", loader=opts.loader, device=device,
-                                shard_id=dist_info.rank, num_shards=dist_info.world_size,
-                                records=train_records)
+    train_loader = build_loader(cfg, dataset, LoaderRequest(
+        "train", shard_id=dist_info.rank, num_shards=dist_info.world_size, records=train_records),
+        loader=opts.loader, device=device)
     resources.callback(close_loader, train_loader)
     # Workers/pipelines start now and decode the first batches while the model is built,
     # moved, compiled; a resumed run starts at its batch without decoding the ones before.
@@ -426,8 +426,8 @@ def _setup(cfg: Config, opts: TrainOptions, resources: ExitStack) -> "_Run | dic
     val_shard = val_records[dist_info.rank::dist_info.world_size]
     val_loader = None
     if val_shard:
-        val_loader = build_loader(cfg, dataset, "val", loader=opts.loader, device=device,
-                                  records=val_shard)
+        val_loader = build_loader(cfg, dataset, LoaderRequest("val", records=val_shard),
+                                  loader=opts.loader, device=device)
         resources.callback(close_loader, val_loader)
     run = _Run(cfg, opts, dist_info, work_dir, dataset.categories, train_loader, val_loader,
                start_epoch=start_epoch, skip_batches=skip_batches, resume_path=resume_path)

@@ -19,7 +19,7 @@ import torch
 
 from fastvid import checkpoint as ckpt_mod
 from fastvid.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from _helpers import CONFIG, SMALL, invoke, invoke_ok, train_args
+from _helpers import CONFIG, SMALL, invoke, train_args
 
 
 @pytest.fixture(scope="module")

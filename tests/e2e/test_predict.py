@@ -448,11 +448,12 @@ def test_windows_through_dali_cpu_match_torch(tmp_path):
     """Sliding windows over frames DALI decoded (dali-cpu) score like those over PyAV's frames."""
     from _media import write_video as write_media_video
 
-    from fastvid.predict import InputSpec, predict_input
+    from fastvid.predict import InputSpec, PredictOptions, predict_input
 
     spec = InputSpec(write_media_video(tmp_path / "v", 26, 48, 64, "vp9"), "video")
     res = {name: predict_input(_window_cfg(), _colour_model, spec, device=torch.device("cpu"),
-                               labels=None, topk=4, window="8", stride="6", loader=name)
+                               labels=None, options=PredictOptions(topk=4, window="8", stride="6",
+                                                                   loader=name))
            for name in ("dali-cpu", "torch")}
     a, b = res["dali-cpu"], res["torch"]
     assert a["num_frames"] == b["num_frames"] == 26
@@ -483,14 +484,16 @@ def test_dali_gpu_windows_on_the_device(tmp_path):
     (resize rounding apart). No PyAV needed (prebuilt media)."""
     from _media import video_dataset
 
-    from fastvid.predict import FrameSource, InputSpec, _predict_windows, predict_input
+    from fastvid.predict import (FrameSource, InputSpec, PredictOptions, _predict_windows,
+                                 predict_input)
 
     cfg, cuda = _window_cfg(), torch.device("cuda")
     spec = InputSpec(sorted((video_dataset(tmp_path, "h264") / "videos").iterdir())[0], "video")
-    res = predict_input(cfg, _colour_model, spec, device=cuda, labels=None, topk=4, window="8",
-                        stride="6", loader="dali")
+    res = predict_input(cfg, _colour_model, spec, device=cuda, labels=None,
+                        options=PredictOptions(topk=4, window="8", stride="6", loader="dali"))
     source = _OnCPU(FrameSource(spec, loader="dali", device=cuda))
-    ref = list(_predict_windows(cfg, _colour_model, source, torch.device("cpu"), (1, 1), 8, 6, 8, 8))
+    ref = list(_predict_windows(cfg, _colour_model, source, torch.device("cpu"),
+                                PredictOptions(views=(1, 1), batch_size=8), (8, 6), 8))
     assert [(w["start_frame"], w["end_frame"]) for w in res["windows"]] == [(s, e) for s, e, _ in ref]
     assert len(ref) == len(window_starts(source.num_frames, 8, 6)) > 1
     for win, (_, _, probs) in zip(res["windows"], ref):

@@ -12,7 +12,7 @@ from fastvid.config import Config, replace
 from fastvid.data.lists import resolve_dataset
 from fastvid.data.video_io import jpeg_problem, jpeg_size
 from fastvid.errors import BackendUnavailable
-from fastvid.loaders import build_loader
+from fastvid.loaders import LoaderRequest, LoaderTuning, build_loader
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
@@ -47,8 +47,10 @@ def test_parallel_source_matches_serial(tmp_path):
     root = write_frames_dataset(tmp_path, num_videos=4, num_frames=9, height=40, width=56)
     cfg = _cfg()
     ds = resolve_dataset(root, cfg.data)
-    serial = build_loader(cfg, ds, "train", loader="dali-cpu", device=torch.device("cpu"), workers=0)
-    parallel = build_loader(cfg, ds, "train", loader="dali-cpu", device=torch.device("cpu"), workers=1)
+    serial = build_loader(cfg, ds, LoaderRequest("train", workers=0), loader="dali-cpu",
+                          device=torch.device("cpu"))
+    parallel = build_loader(cfg, ds, LoaderRequest("train", workers=1), loader="dali-cpu",
+                            device=torch.device("cpu"))
     for epoch in (0, 1):
         serial.set_epoch(epoch)
         parallel.set_epoch(epoch)
@@ -92,8 +94,8 @@ def test_dali_video_path_needs_no_pyav(tmp_path, monkeypatch):
     cfg = _cfg(max_bad_fraction=0.5)
     for codec, root in roots.items():
         ds = resolve_dataset(root, cfg.data)
-        val = build_loader(cfg, ds, "val", loader="dali-cpu", device=torch.device("cpu"),
-                           views=(1, 3))
+        val = build_loader(cfg, ds, LoaderRequest("val", views=(1, 3)), loader="dali-cpu",
+                           device=torch.device("cpu"))
         video, label = _collect(val)
         assert video.shape == (3, 3, 4, 3, 32, 32)
         if codec == "vp9":
@@ -103,8 +105,8 @@ def test_dali_video_path_needs_no_pyav(tmp_path, monkeypatch):
         else:
             assert label.tolist() == [0, 1, 0] and val.bad_samples == []
         assert video[label >= 0].std() > 0.1
-        train = build_loader(cfg, ds, "train", loader="dali-cpu", device=torch.device("cpu"),
-                             batch_size=3)
+        train = build_loader(cfg, ds, LoaderRequest("train", batch_size=3), loader="dali-cpu",
+                             device=torch.device("cpu"))
         video, label = _collect(train)
         assert video.shape == (3, 4, 3, 32, 32) and (label >= 0).all()
     assert sys.modules["av"] is None
@@ -146,7 +148,8 @@ def test_video_dali_cannot_decode_is_a_bad_sample(tmp_path, caplog):
     assert [(p.rsplit("/", 1)[-1], "DALI cannot decode" in r) for p, r in val.bad_samples] == [
         ("v002.avi", True)]
     assert "v002.avi" in caplog.text
-    train = build_loader(cfg, ds, "train", loader="dali-cpu", device=cpu, batch_size=2)
+    train = build_loader(cfg, ds, LoaderRequest("train", batch_size=2), loader="dali-cpu",
+                         device=cpu)
     for epoch in (0, 1):
         train.set_epoch(epoch)
         video, label = _collect(train)
@@ -170,9 +173,10 @@ def test_split_batches_over_pipelines(tmp_path, data):
     for split, views in (("train", None), ("val", (2, 1)), ("val", (1, 3))):
         outs = []
         for parts in (1, 2):
-            loader = build_loader(cfg, ds, split, loader="dali-cpu", device=torch.device("cpu"),
-                                  batch_size=3, views=views, drop_last=False,
-                                  dali_options={"decoder_pipelines": parts, "num_threads": 2})
+            loader = build_loader(cfg, ds, LoaderRequest(
+                split, batch_size=3, views=views, drop_last=False,
+                tuning=LoaderTuning(decoder_pipelines=parts, threads=2)),
+                loader="dali-cpu", device=torch.device("cpu"))
             assert len(loader._pipes or []) == 0 and loader.decoder_pipelines == parts
             outs.append(_collect(loader))
             assert len(loader._pipes) == parts
@@ -220,7 +224,8 @@ def test_dali_gpu_graph_matches_torch(tmp_path, data):
     cuda = torch.device("cuda")
     outs = {}
     for backend in ("dali", "torch"):
-        loader = build_loader(cfg, ds, "val", loader=backend, device=cuda, views=(2, 3))
+        loader = build_loader(cfg, ds, LoaderRequest("val", views=(2, 3)), loader=backend,
+                              device=cuda)
         video, label = _collect(loader)
         assert video.device.type == "cuda" and video.shape[1:] == (6, 4, 3, 32, 32)
         outs[backend] = (video.float().cpu(), label.cpu())
@@ -254,8 +259,8 @@ def test_dali_cpu_decodes_the_planned_frames(tmp_path, codec, sampling):
     root = write_videos_dataset(tmp_path, codec, num_videos=3, num_frames=26, height=48, width=64)
     cfg = _cfg(mean=[0.0] * 3, std=[1.0] * 3, color="RGB", sampling=sampling, clip_len=4,
                frame_interval=3)
-    loader = build_loader(cfg, resolve_dataset(root, cfg.data), "val", loader="dali-cpu",
-                          device=torch.device("cpu"), views=(2, 1))
+    loader = build_loader(cfg, resolve_dataset(root, cfg.data), LoaderRequest("val", views=(2, 1)),
+                          loader="dali-cpu", device=torch.device("cpu"))
     video, _ = _collect(loader)
     _assert_planned_frames(loader, video, 2)
 
@@ -273,7 +278,7 @@ def test_nvdec_decodes_the_planned_frames(tmp_path, codec, sampling):
                frame_interval=3)
     ds = resolve_dataset(root, cfg.data)
     cuda = torch.device("cuda")
-    loader = build_loader(cfg, ds, "val", loader="dali", device=cuda, views=(2, 1))
+    loader = build_loader(cfg, ds, LoaderRequest("val", views=(2, 1)), loader="dali", device=cuda)
     assert loader.decoder_pipelines > 1
     video, label = _collect(loader)
     assert video.is_cuda and video.shape == (3, 2, 4, 3, 32, 32) and (label >= 0).all()

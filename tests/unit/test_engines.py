@@ -11,7 +11,6 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 import engines
-from engines.backends import engine_backend
 from fastvid.errors import BackendUnavailable
 
 from _engine_models import BGR_MEAN, BGR_STD, CLASSES, FRAMES, MAX_BATCH, SIZE, trn  # noqa: F401 - fixture

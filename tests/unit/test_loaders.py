@@ -20,7 +20,7 @@ from _media import write_frames_dataset, write_video, write_videos_dataset
 from fastvid.config import Config, replace
 from fastvid.data.lists import resolve_dataset
 from fastvid.errors import BackendUnavailable, DataError
-from fastvid.loaders import build_loader, resolve_loader_name
+from fastvid.loaders import LoaderRequest, build_loader, resolve_loader_name
 
 CPU = torch.device("cpu")
 # torchvision 0.29 deprecates its JPEG decoder in favour of torchcodec (not installed here).
@@ -66,7 +66,8 @@ def make_cfg(kind: str = "2d", **data) -> Config:
 def loader_for(root, backend, split="val", kind="2d", views=None, records=None, data=None, **kw):
     cfg = make_cfg(kind, **(data or {}))
     ds = resolve_dataset(root, cfg.data)
-    return build_loader(cfg, ds, split, loader=backend, device=CPU, views=views, records=records, **kw)
+    request = LoaderRequest(split, views=views, records=records, **kw)
+    return build_loader(cfg, ds, request, loader=backend, device=CPU)
 
 
 def collect(loader):
@@ -403,12 +404,12 @@ def test_write_video_helper_roundtrip(tmp_path):
 
 
 def test_bench_loaders_records(roots):
-    from bench.loader import bench_loaders
+    from bench.loader import LoaderBenchSettings, bench_loaders
 
     cfg = make_cfg()
     ds = resolve_dataset(roots["frames"], cfg.data)
-    recs = bench_loaders(cfg, ds, ["torch", "dali-cpu", "dali"], CPU, batches=2, batch_size=2,
-                         workers=0)
+    recs = bench_loaders(cfg, ds, ["torch", "dali-cpu", "dali"], CPU,
+                         LoaderBenchSettings(batches=2, batch_size=2, workers=0))
     by = {r["backend"]: r for r in recs}
     assert by["torch"]["videos_per_s"] > 0 and by["torch"]["ratio_to_torch"] == 1.0
     assert by["torch"]["frames_per_s"] == pytest.approx(4 * by["torch"]["videos_per_s"], rel=0.01)
@@ -450,13 +451,13 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
     plots throughput against threads."""
     import json
 
-    from bench.loader import bench_loaders
+    from bench.loader import LoaderBenchSettings, bench_loaders
     from bench.report import render_report
 
     cfg = make_cfg()
     ds = resolve_dataset(roots["frames"], cfg.data)
-    recs = bench_loaders(cfg, ds, ["torch", "dali-cpu"], CPU, batches=2, batch_size=2,
-                         threads=[1, 2], stages=True, train_steps=1, train_warmup=0)
+    recs = bench_loaders(cfg, ds, ["torch", "dali-cpu"], CPU, LoaderBenchSettings(
+        batches=2, batch_size=2, threads=[1, 2], stages=True, train_steps=1, train_warmup=0))
     # the throughput first; at the last thread count data_wait and stages as records of their own
     assert [(r["backend"], r["threads"], r["measure"]) for r in recs] == [
         ("torch", 1, "throughput"), ("dali-cpu", 1, "throughput"),
@@ -488,7 +489,7 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
                                              "normalize + layout"]
     assert {"source_read", "source_plan", "loader_run"} <= set(dali_stages["python_ms"])
     assert all(v > 0 for v in dali_stages["stage_cumulative_ms"].values())
-    assert list(recs[4]["stage_ms"]) == ["plan", "read", "decode", "crop/resize",
+    assert list(recs[4]["stage_ms"]) == ["plan", "read + decode", "crop/resize",
                                          "normalize + to device"]
     (tmp_path / "results.json").write_text(json.dumps(recs))
     result = render_report(tmp_path)

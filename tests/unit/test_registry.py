@@ -91,8 +91,8 @@ def test_loader_choices_and_auto_come_from_the_registry(monkeypatch):
     assert loaders.loader_names() == ("auto", "dali", "dali-cpu", "torch")
     made = []
 
-    def factory(records, planner, options, **common):
-        made.append((len(records), common["batch_size"], common["channels_first"]))
+    def factory(records, planner, settings):
+        made.append((len(records), settings.batch_size, settings.channels_first, settings.backend))
         return "a loader"
 
     monkeypatch.setattr(loaders, "_BACKENDS", dict(loaders._BACKENDS))
@@ -102,9 +102,9 @@ def test_loader_choices_and_auto_come_from_the_registry(monkeypatch):
     from fastvid.data.lists import VideoRecord
 
     cfg = apply_overrides(Config(), ["model.arch=tpn", "model.backbone=resnet3d_slowonly50"])
-    got = loaders.build_loader(cfg, None, "val", loader="mine", device=CPU, batch_size=3,
-                               records=[VideoRecord("a", 0, 8)])
-    assert got == "a loader" and made == [(1, 3, True)]
+    got = loaders.build_loader(cfg, None, loaders.LoaderRequest(
+        "val", batch_size=3, records=[VideoRecord("a", 0, 8)]), loader="mine", device=CPU)
+    assert got == "a loader" and made == [(1, 3, True, "mine")]
     # An unavailable backend says why and names the ones that work.
     loaders.register_loader(loaders.LoaderBackend("never", "x", lambda d: "it needs a unicorn",
                                                   factory))
