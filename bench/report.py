@@ -347,9 +347,18 @@ def _infer_mode(r: dict[str, Any]) -> str:
 
 
 def _loader_threads(r: dict[str, Any]) -> str:
-    """``2 DataLoader workers`` (torch) / ``2 DALI threads`` (DALI), as in the table's note."""
+    """``2 DataLoader workers`` for a backend whose threads are its worker processes (torch),
+    ``2 DALI threads`` for one with CPU threads of its own (the registry's ``threads``
+    capability; a record of a backend no longer registered: whether it counted threads)."""
+    from fastvid.errors import BackendUnavailable
+    from fastvid.loaders import loader_backend
+
     threads, workers = r.get("threads"), r.get("workers")
-    if str(r.get("backend", "")).startswith("torch"):
+    try:
+        own_threads = bool(loader_backend(str(r.get("backend", ""))).threads)
+    except BackendUnavailable:
+        own_threads = "dali_threads" in r
+    if not own_threads:
         n = workers if workers is not None else threads
         return "" if n is None else f"{n} DataLoader worker{'s' if n != 1 else ''}"
     n = threads if threads is not None else workers

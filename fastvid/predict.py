@@ -71,7 +71,7 @@ class PredictOptions:
     views: tuple[int, int] = (1, 1)
     batch_size: int = 8
     max_batch: Optional[int] = None
-    loader: str = "torch"
+    loader: str = "auto"
     model_name: str = ""
 
 
@@ -178,7 +178,7 @@ class FrameSource:
     held decoded at full size.
     """
 
-    def __init__(self, spec: InputSpec, fps: Optional[float] = None, loader: str = "torch",
+    def __init__(self, spec: InputSpec, fps: Optional[float] = None, loader: str = "auto",
                  device: torch.device | str = "cpu", chunk_frames: int = CHUNK_FRAMES) -> None:
         from fastvid.loaders import streaming_loader
 
