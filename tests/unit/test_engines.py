@@ -187,11 +187,11 @@ def test_aoti_on_cuda_needs_a_compiler_and_the_cuda_toolkit(monkeypatch):
 
 
 def test_aoti_bf16_check_ignores_emulated_bf16(monkeypatch):
-    from engines.aoti import precision_unsupported
+    from engines.core import precision_reason
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert "bf16" in precision_unsupported("bf16", torch.device("cuda", 0))
+    assert "bf16" in precision_reason("aoti", "bf16", torch.device("cuda", 0))
 
 
 def test_onnx_cuda_session_that_fell_back_to_cpu_is_refused(monkeypatch, tmp_path):

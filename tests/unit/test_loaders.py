@@ -495,4 +495,5 @@ def test_bench_loader_thread_sweep_stages_and_data_wait(roots, tmp_path):
     result = render_report(tmp_path)
     assert "loader_threads.png" in {p.name for p in result["plots"]}
     md = result["markdown"].read_text()
-    assert "Where the loader time goes" in md and f"| dali-cpu | {recs[-1]['device']} | 2 |" in md
+    assert "Where the loader time goes" in md and (f"| dali-cpu | {recs[-1]['measure']} | "
+                                                      f"{recs[-1]['device']} | 2 |") in md
