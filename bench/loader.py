@@ -469,11 +469,14 @@ def _ratios(results: list[dict[str, Any]], swept: list[Optional[int]]) -> None:
 def main() -> None:
     import click
 
+    from fastvid.loaders import loader_backends, loader_names
+
     @click.command()
     @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False))
     @click.option("--data-root", required=True, type=click.Path(file_okay=False))
-    @click.option("--backends", default="torch,dali-cpu", show_default=True,
-                  help="Comma-separated loaders to compare (torch, dali-cpu, dali).")
+    @click.option("--backends", default=",".join(b.name for b in loader_backends() if "cpu" in b.devices),
+                  show_default=True,
+                  help=f"Comma-separated loaders to compare ({', '.join(loader_names(auto=False))}).")
     @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
     @click.option("--batches", type=int, default=20, show_default=True)
     @click.option("--batch-size", type=int, default=8, show_default=True)

@@ -18,7 +18,7 @@ import torch
 from fastvid.errors import FastvidError
 
 __all__ = ["EngineBackend", "EngineBackendEntry", "register_engine", "engine_backends",
-           "engine_backend", "engine_names", "backend_help", "UnknownEngineBackend"]
+           "engine_backend", "engine_names", "engine_extensions", "backend_help", "precision_help", "UnknownEngineBackend"]
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -109,6 +109,11 @@ def engine_backends() -> list[EngineBackendEntry]:
     return list(_ENGINES.values())
 
 
+def engine_extensions() -> tuple[str, ...]:
+    """The artifact extensions of every registered backend (``.ep``, ``.pt2``, ...)."""
+    return tuple(e.extension for e in _ENGINES.values())
+
+
 def engine_names() -> tuple[str, ...]:
     return tuple(_ENGINES)
 
@@ -126,6 +131,18 @@ def backend_help() -> str:
     return "; ".join(lines + [f"auto: the fastest available for the device and precision ({order})"]) + "."
 
 
+def precision_help() -> str:
+    """``fastvid build-engine --precision``'s help: the device rule, and how the precision is
+    applied (cast as a whole, or by the runtime for backends with ``cast_graph=False``); which
+    precisions each backend builds is in its description (``--backend``'s help)."""
+    runtime = [e.name for e in _ENGINES.values() if not e.cast_graph]
+    how = ("model and input are cast as a whole"
+           + (f" ({', '.join(runtime)}: the graph stays fp32 and the runtime computes in the "
+              f"precision)" if runtime else ""))
+    return (f"Engine precision: fp16 needs CUDA, bf16 a device with native bf16; --backend's help "
+            f"says which each backend builds; {how}.")
+
+
 def engine_backend(name: str) -> EngineBackendEntry:
     """The entry of ``name``; :class:`UnknownEngineBackend` lists the known ones."""
     if name not in _ENGINES:
@@ -136,16 +153,16 @@ def engine_backend(name: str) -> EngineBackendEntry:
 
 register_engine(EngineBackendEntry(
     "trt", ".ep", "engines.tensorrt",
-    "Torch-TensorRT (.ep, CUDA only)",
+    "Torch-TensorRT (.ep, CUDA only; fp32, fp16, bf16)",
     tuned_per_batch=True, cuda_graphs=True, preference={"cuda": 10}, packages=("torch-tensorrt",)))
 register_engine(EngineBackendEntry(
     "aoti", ".pt2", "engines.aoti",
-    "AOTInductor (.pt2, CPU or CUDA; runs on the device type it was built for)",
+    "AOTInductor (.pt2, CPU or CUDA; runs on the device type it was built for; fp32, bf16, fp16 on CUDA)",
     cuda_graphs=True, preference={"cuda": 20, "cpu": 20}, device_bound=True,
     build_note={"cpu": "AOTInductor on a CPU: a minute or more"}))
 register_engine(EngineBackendEntry(
     "onnx", ".onnx", "engines.onnx_rt",
-    "ONNX Runtime (.onnx; CPU, or CUDA with onnxruntime-gpu)", preference={"cuda": 30, "cpu": 30},
+    "ONNX Runtime (.onnx; CPU, or CUDA with onnxruntime-gpu; fp32, fp16 on CUDA)", preference={"cuda": 30, "cpu": 30},
     packages=("onnx", "onnxruntime", "onnxscript")))
 register_engine(EngineBackendEntry(
     "openvino", ".xml", "engines.openvino",

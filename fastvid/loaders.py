@@ -33,7 +33,7 @@ from fastvid.errors import BackendUnavailable, DataError
 
 __all__ = ["VideoLoader", "LoaderBackend", "LoaderSettings", "LoaderTuning", "LoaderRequest",
            "register_loader", "loader_backends", "loader_backend", "baseline_loader",
-           "streaming_loader", "frame_stream", "loader_names", "close_loader",
+           "streaming_loader", "frame_stream", "loader_names", "loader_help", "close_loader",
            "build_loader", "resolve_loader_name", "dali_available", "planner_for", "list_codecs",
            "DALI_GPU_CODECS"]
 
@@ -181,6 +181,17 @@ def loader_backend(name: str) -> LoaderBackend:
 def loader_names(auto: bool = True) -> tuple[str, ...]:
     """``--loader`` choices: ``auto`` (when asked for) and every registered backend."""
     return (("auto",) if auto else ()) + tuple(b.name for b in loader_backends())
+
+
+def loader_help(streaming: bool = False) -> str:
+    """``--loader``'s help: each backend's description, then what ``auto`` picks (for
+    ``streaming``, ``fastvid predict``: among the backends that stream a video in windows)."""
+    entries = loader_backends()
+    lines = [f"{b.name}: {b.description}" for b in entries]
+    order = [b.name for b in entries if b.stream is not None or not streaming]
+    what = ("streams a video in windows and decodes H.264" if streaming
+            else "decodes the list's videos")
+    return "; ".join(lines + [f"auto: the first of {', '.join(order)} that runs here and {what}"]) + "."
 
 
 def dali_available() -> bool:

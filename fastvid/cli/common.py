@@ -37,10 +37,10 @@ def device_option(fn: Callable) -> Callable:
 
 
 def loader_option(fn: Callable) -> Callable:
-    from fastvid.loaders import loader_names
+    from fastvid.loaders import loader_help, loader_names
 
     return click.option("--loader", type=click.Choice(loader_names()), default="auto", show_default=True,
-                        help="Data loader: auto picks DALI on GPU, then DALI on CPU, then torch.")(fn)
+                        help=f"Data loader. {loader_help()}")(fn)
 
 
 def _class_order(ctx: click.Context, param: click.Parameter, value: str) -> str:

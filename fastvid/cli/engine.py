@@ -9,7 +9,7 @@ from typing import Any, Optional
 import click
 
 from bench.runner import BenchSettings, inference_backends
-from engines.backends import backend_help, engine_names
+from engines.backends import backend_help, engine_names, precision_help
 from fastvid.cli import cli
 from fastvid.cli.common import (class_order_option, config_options, friendly_errors, int_list,
                                 load_inference_config, resolve_device)
@@ -75,10 +75,7 @@ def _model_for(cfg: Any, checkpoint: Optional[str], device: Any,
 @click.option("--backend", required=True, type=click.Choice(("auto",) + ENGINE_BACKENDS),
               help=backend_help())
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Engine precision; model and input are cast as a whole (OpenVINO: the graph "
-                   "stays fp32, the runtime computes in the precision). fp16 needs CUDA; bf16 works "
-                   "with aoti and openvino (CPUs with native bf16) on CPU and aoti/trt on GPU; ONNX "
-                   "Runtime takes fp32 (and fp16 on CUDA).")
+              help=precision_help())
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size to optimise for (TensorRT's opt shape).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None,
@@ -160,7 +157,7 @@ def build_engine_cmd(config_path: str, overrides: tuple[str, ...], device: str, 
 @click.option("--precision", "precision_text", default="fp32", show_default=True,
               help="Inference precision(s), comma list of fp32,fp16,bf16.")
 @click.option("--loader", "loader_text", default="none", show_default=True,
-              help="Data-loader benchmark: comma list of dali,dali-cpu,torch, or none. Needs --data-root.")
+              help=f"Data-loader benchmark: comma list of {','.join(LOADERS)}, or none. Needs --data-root.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Dataset root for --loader.")
 @click.option("--loader-batches", type=click.IntRange(min=1), default=20, show_default=True,

@@ -9,7 +9,7 @@ import click
 from fastvid.cli import cli
 from fastvid.cli.common import (class_order_option, config_options, friendly_errors,
                                 load_inference_config)
-from fastvid.loaders import loader_names
+from fastvid.loaders import loader_help, loader_names
 
 
 @cli.command("predict")
@@ -38,8 +38,7 @@ from fastvid.loaders import loader_names
               help="Windows per forward pass.")
 @click.option("--loader", type=click.Choice(loader_names()), default="auto",
               show_default=True,
-              help="Decoder of the input, whole or windowed: auto is DALI (NVDEC/nvJPEG) on a GPU, "
-                   "else torch (PyAV: any codec); dali-cpu decodes VP8/VP9/MJPEG videos.")
+              help=f"Decoder of the input, whole or windowed. {loader_help(streaming=True)}")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write predictions JSON here.")
 @class_order_option
 @friendly_errors

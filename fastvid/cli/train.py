@@ -8,6 +8,7 @@ from typing import Optional
 
 import click
 
+from engines.backends import engine_extensions
 from fastvid.cli import cli
 from fastvid.cli.common import (class_order_option, config_options, friendly_errors,
                                 load_cli_config, load_inference_config, loader_option)
@@ -101,7 +102,7 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], device: str, data_ro
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="fastvid, TRN-pytorch or mmaction2 checkpoint.")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
-              help="An engine from 'fastvid build-engine' (.pt2, .onnx, .ep, .xml).")
+              help=f"An engine from 'fastvid build-engine' ({', '.join(engine_extensions())}).")
 @click.option("--clips", type=click.IntRange(min=1), default=None,
               help="Test clips per video (default: data.test_clips).")
 @click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None,

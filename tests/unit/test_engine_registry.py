@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import engines
-from engines.backends import EngineBackendEntry, backend_help, engine_backends
+from engines.backends import EngineBackendEntry, backend_help, engine_backends, precision_help
 from fastvid.errors import BackendUnavailable
 from fastvid.precision import PRECISIONS, precision_unusable, usable_precisions
 
@@ -77,6 +77,17 @@ def test_a_new_entry_appears_in_the_help(monkeypatch):
                                                 preference={"cpu": 99}))
     text = backend_help()
     assert "toy: a toy backend (CPU)" in text and re.search(r"CPU: [^)]*, toy\)", text)
+
+
+def test_precision_help_names_the_runtime_precision_backends_from_the_registry(monkeypatch):
+    from engines import backends
+
+    runtime = [e.name for e in ENTRIES if not e.cast_graph]
+    assert all(name in precision_help() for name in runtime)
+    monkeypatch.setattr(backends, "_ENGINES", dict(backends._ENGINES))
+    backends.register_engine(EngineBackendEntry("toy", ".toy", "engines.onnx_rt", "a toy backend (CPU)",
+                                                cast_graph=False))
+    assert re.search(r"\(([^)]*, )?toy: the graph stays fp32", precision_help())
 
 
 def _fake_engine(tmp_path: Path, backend: str, built_on: str) -> Path:

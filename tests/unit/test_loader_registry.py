@@ -176,3 +176,18 @@ def test_bench_sweeps_threads_or_workers_by_capability_against_the_registry_base
     assert by[("threaded", 3)]["ratio_to_torch"] == pytest.approx(
         by[("threaded", 3)]["videos_per_s"] / by[("workers", 3)]["videos_per_s"], rel=1e-2)
     assert by[("threaded", 3)]["dali_threads"] == 3 and "dali_threads" not in by[("workers", 3)]
+
+
+def test_loader_help_is_generated_from_the_registry(monkeypatch):
+    from fastvid import loaders
+
+    for backend in loaders.loader_backends():
+        assert f"{backend.name}: {backend.description}" in loaders.loader_help()
+    monkeypatch.setattr(loaders, "_BACKENDS", dict(loaders._BACKENDS))
+    toy = loaders.register_loader(loaders.LoaderBackend(
+        "toy", "a toy loader", lambda device: None, lambda *a: None, preference=-1))
+    assert "toy: a toy loader" in loaders.loader_help()
+    assert "auto: the first of toy, " in loaders.loader_help()
+    # predict's auto only considers backends that stream; the toy has no stream
+    assert "toy, " not in loaders.loader_help(streaming=True).split("auto:")[1]
+    assert toy.stream is None
