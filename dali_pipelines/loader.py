@@ -133,7 +133,6 @@ class DaliVideoLoader:
         tuning = settings.tuning
         self.num_threads = int(tuning.threads or default_num_threads())
         self.pipeline_threads: list[int] = []  # DALI threads each pipeline got (after a build)
-        self.prefetch = int(tuning.prefetch)
         self.hw_decoder_load = tuning.hw_decoder_load
         # Several video pipelines feed several NVDEC engines (DALI issue #6387: 1/2/4/7 pipelines
         # over shards of a list decoded 45/87/166/275 fps of 1080p H.264; not measured here);

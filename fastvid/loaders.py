@@ -356,13 +356,12 @@ def resolve_loader_name(name: str, device: torch.device,
         codecs = list_codecs(records) if records else {}
         for backend in loader_backends():
             reason = backend.reason(device)
-            if reason is None and codecs and backend.video_codecs is not None:
-                can = backend.video_codecs(device)
-                cannot = sorted(c for c in codecs if c not in can)
+            if reason is None and codecs:
+                cannot = sorted(c for c in codecs if not backend.decodes(c, device))
                 if cannot:
                     log.info("loader auto: not %s: it cannot decode %s videos (e.g. %s); it "
                               "decodes %s", backend.name, ", ".join(cannot), codecs[cannot[0]],
-                              ", ".join(sorted(can)))
+                              ", ".join(sorted(backend.video_codecs(device))))
                     continue
             if reason is None:
                 what = f" for {', '.join(sorted(codecs))} videos" if codecs else ""

@@ -232,11 +232,10 @@ def _topk(probs: np.ndarray, k: int, labels: Optional[Sequence[str]]) -> list[di
 
 def _probs(model: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor, n_views: int,
            average: str, chunk: int) -> np.ndarray:
-    from fastvid.evaluate import average_views
+    from fastvid.evaluate import score_views
 
     with torch.inference_mode():
-        logits = torch.cat([model(part) for part in views.split(chunk)])
-        scores = average_views(logits, n_views, average)
+        scores = score_views(model, views, n_views, average, chunk)
         if average == "score":
             scores = scores.softmax(dim=-1)
     return scores.float().cpu().numpy()
@@ -312,14 +311,18 @@ def _predict_whole(cfg: Config, model: Callable, spec: InputSpec, source: FrameS
     return _probs(model, flat, views[0] * views[1], cfg.model.average_clips, chunk)[0]
 
 
+# Frame-file numberings a folder given to predict may follow (first match wins).
+FRAME_TEMPLATES = ("{:05d}.jpg", "{:06d}.jpg", "img_{:05d}.jpg", "{:04d}.jpg", "{:05d}.png")
+
+
 def _frame_template(folder: Path, source: FrameSource) -> str:
     """The loaders read ``tmpl.format(i)`` for i = 1..n; a folder of other names is refused."""
     names = [p.name for p in source._files]
     present = set(names)
-    for tmpl in ("{:05d}.jpg", "{:06d}.jpg", "img_{:05d}.jpg", "{:04d}.jpg", "{:05d}.png"):
+    for tmpl in FRAME_TEMPLATES:
         if names == [tmpl.format(i) for i in range(1, len(names) + 1)]:
             return tmpl
-    for tmpl in ("{:05d}.jpg", "{:06d}.jpg", "img_{:05d}.jpg", "{:04d}.jpg", "{:05d}.png"):
+    for tmpl in FRAME_TEMPLATES:
         numbered = [n for n in names if _numbered(n, tmpl)]
         if tmpl.format(1) in present or len(numbered) > len(names) // 2:
             # The folder follows this numbering, with frames missing: name the first gap.

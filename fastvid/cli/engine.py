@@ -245,7 +245,7 @@ def bench_cmd(config_path: str, overrides: tuple[str, ...], device: str, checkpo
             _bench_loaders(cfg, dev, data_root, loaders, _LoaderBenchArgs(
                 loader_batches, train_batch or cfg.train.batch_size, threads=loader_threads,
                 stages=loader_stages, train_steps=loader_train_steps, options=loader_options),
-                common, writer=writer)
+                common, writer)
     except KeyboardInterrupt:
         n = len(writer.records)
         stopped = click.ClickException(
@@ -341,7 +341,7 @@ class _LoaderBenchArgs:
 
 
 def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], args: _LoaderBenchArgs,
-                   common: dict[str, Any], writer: Any = None) -> list[dict[str, Any]]:
+                   common: dict[str, Any], writer: Any) -> None:
     try:
         from bench.loader import bench_loaders
     except ModuleNotFoundError as exc:
@@ -360,17 +360,14 @@ def _bench_loaders(cfg: Any, dev: Any, data_root: str, loaders: list[str], args:
         for k, v in common.items():
             rec.setdefault(k, v)
         stamp(rec, dev)
-        if writer is not None:
-            writer.add(rec)
+        writer.add(rec)
 
     settings = LoaderBenchSettings(
         args.batches, args.batch_size, threads=thread_counts(args.threads) if args.threads else None,
         options=dali_option_values(args.options), stages=args.stages, train_steps=args.train_steps,
         amp=args.train_steps > 0 and dev.type == "cuda")
-    out = bench_loaders(cfg, dataset, loaders, dev, settings, on_record=finish)
-    if writer is not None:
-        writer.extend(out)  # records bench_loaders completed after handing them over
-    return out
+    bench_loaders(cfg, dataset, loaders, dev, settings, on_record=finish)
+    writer.flush()  # ratios bench_loaders set on records after handing them over
 
 
 def _flop_text(r: dict[str, Any]) -> str:
