@@ -30,6 +30,7 @@ import torch
 
 from dali_pipelines.sources import (DALI_CPU_CODECS, UNSUPPORTED_MARK, BatchSource,
                                     cpu_codec_message, decode_bad, items_per_epoch)
+from fastvid.cpu import available_cores
 from fastvid.data.bad_samples import BadSampleLog
 from fastvid.data.lists import VideoRecord
 from fastvid.data.sampling import shard_indices
@@ -48,13 +49,10 @@ log = logging.getLogger(__name__)
 def default_num_threads() -> int:
     """DALI CPU threads: every core this process may run on, shared among local DDP ranks.
 
-    ``os.sched_getaffinity`` honours taskset/cgroup CPU sets (``os.cpu_count`` does not);
+    :func:`fastvid.cpu.available_cores` honours taskset/cgroup CPU sets;
     ``LOCAL_WORLD_SIZE`` (torchrun) splits the cores between the ranks of one machine.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = available_cores()
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     return max(1, cores // ranks)
 

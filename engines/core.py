@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from fastvid.atomic import WriteError, write_text_atomic
+from fastvid.atomic import fsync_dir, write_text_atomic
 from fastvid.errors import BackendUnavailable, FastvidError, is_write_failure, write_error_message
 from fastvid.models import input_layout
 from fastvid.cpu import available_cores
@@ -90,12 +90,12 @@ def auto_backend(device: torch.device | str | None = None, precision: str = "fp3
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    status = available_backends(device)
     ranked = sorted((e for e in engine_backends() if device.type in e.preference),
                     key=lambda e: e.preference[device.type])
     tried = []
-    for entry in ranked:
-        reason = status[entry.name] or precision_reason(entry.name, precision, device)
+    for entry in ranked:  # probed in order: a usable first choice spares the others' imports
+        reason = (_backend_module(entry.name).unavailable_reason(device)
+                  or precision_reason(entry.name, precision, device))
         if reason is None:
             return entry.name
         tried.append(f"{entry.name}: {reason}")
@@ -221,7 +221,7 @@ def _input_dtype(meta: dict[str, Any]) -> torch.dtype:
 
 
 def _validate(runner: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, batch: torch.Tensor,
-              precision: str, device: torch.device, dtype: torch.dtype, tol: float) -> dict[str, Any]:
+              device: torch.device, dtype: torch.dtype, tol: float) -> dict[str, Any]:
     """Compare engine and fp32 eager logits on ``batch`` and on its first sample alone
     (``dtype``: the engine's input dtype; ``tol``: the allowed relative error)."""
     errs, agree, total, scale = [], 0, 0, 1e-6
@@ -374,7 +374,7 @@ def _build_into(model: nn.Module, example_input: torch.Tensor, job: _BuildJob) -
     if runtime:  # e.g. the precision OpenVINO actually computes in: recorded, never assumed
         info["runtime"] = runtime
     try:
-        check = _validate(runner, model, validation_input, precision, device, typed_example.dtype,
+        check = _validate(runner, model, validation_input, device, typed_example.dtype,
                           tolerance(backend, precision, device))
     except EngineValidationError as exc:
         check = {"passed": False, "error": str(exc)}
@@ -385,7 +385,8 @@ def _build_into(model: nn.Module, example_input: torch.Tensor, job: _BuildJob) -
         # An engine already at ``out`` stays usable: the numbers go beside it, not over its JSON.
         kept = out.exists() and meta_path(out).is_file()
         numbers = out.with_name(out.name + ".failed.json") if kept else meta_path(out)
-        _write_text_atomic(numbers, json.dumps(info, indent=2, default=str), "engine description")
+        write_text_atomic(numbers, json.dumps(info, indent=2, default=str), "engine description",
+                          error=EngineError)
         detail = check.get("error") or (
             f"max |engine - eager| = {check['max_abs_err']:.3g} at logit scale {check['logit_scale']:.3g} "
             f"(relative {check['rel_err']:.3g} > tolerance {check['tolerance_rel']:g} for {precision}); "
@@ -431,25 +432,6 @@ def artifact_digest(path: Path, companions: Sequence[str] = ()) -> dict[str, Any
     return out
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _write_text_atomic(path: Path, text: str, what: str) -> None:
-    """:func:`fastvid.atomic.write_text_atomic`, its failure raised as an :class:`EngineError`."""
-    try:
-        write_text_atomic(path, text, what)
-    except WriteError as exc:
-        raise EngineError(str(exc)) from exc
-
-
 def _install(tmp: Path, out: Path, companions: Sequence[str], meta_text: str) -> None:
     """Move a validated artifact (and its companions) from ``tmp`` to ``out``, then its JSON.
 
@@ -481,7 +463,7 @@ def _install(tmp: Path, out: Path, companions: Sequence[str], meta_text: str) ->
                                               needed=sum(p.stat().st_size for p in
                                                          [tmp, *_companion_paths(tmp, companions)]
                                                          if p.is_file()))) from exc
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
 def _remove_stale_partials(out: Path, companions: Sequence[str]) -> None:

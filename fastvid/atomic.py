@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable, Optional
 
 from fastvid.errors import FastvidError, write_error_message
 
-__all__ = ["write_text_atomic", "write_atomic", "WriteError"]
+__all__ = ["write_text_atomic", "write_atomic", "fsync_dir", "WriteError"]
 
 
 class WriteError(FastvidError):
@@ -59,18 +59,26 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], what: str 
             msg = write_error_message(what, path, exc, needed=needed)
             raise error(f"{msg}; {kept}") from exc
         raise
-    try:  # make the rename durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+    return path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make renames into ``folder`` durable (best effort: a file system without directory
+    fsync keeps the rename as it is)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
     except OSError:
         pass
-    return path
 
 
-def write_text_atomic(path: str | Path, text: str, what: str = "file") -> Path:
-    """Replace ``path`` with ``text`` (UTF-8) atomically (creating its folder); returns the path."""
+def write_text_atomic(path: str | Path, text: str, what: str = "file",
+                      error: type[FastvidError] = WriteError) -> Path:
+    """Replace ``path`` with ``text`` (UTF-8) atomically (creating its folder); returns the path.
+    A failed write raises ``error`` (as :func:`write_atomic`)."""
     data = text.encode("utf-8")
-    return write_atomic(path, lambda fh: fh.write(data), what, needed=len(data))
+    return write_atomic(path, lambda fh: fh.write(data), what, needed=len(data), error=error)

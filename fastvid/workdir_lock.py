@@ -76,10 +76,6 @@ class WorkDirLock:
         self._fd: Optional[int] = None
         self.took_over: Optional[dict[str, Any]] = None  # the dead holder's details, if any
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self) -> "WorkDirLock":
         import fcntl
 
