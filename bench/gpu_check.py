@@ -489,8 +489,6 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
         kwargs = {**kwargs, "num_segments": cfg.frames}
     mean, std = list(spec.mean), list(spec.std)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as fastvid train runs
     sec = _Section(out_dir, budget or TimeBudget(None), dev)
     sample = spec.input_shape(1, cfg.frames, cfg.size)[1:]
     extra = {"weights": "random (gpu_check): timings only", "source": "scripts/gpu_check.sh",
@@ -542,9 +540,6 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
                 "model": name, "input_shape": [batch, *sample], "warmup": cfg.warmup,
                 "iters": cfg.iters, "runner": runner_name, "mode": mode, **extra}
 
-    def on_record(rec: dict[str, Any]) -> None:
-        sec.emit(rec)
-
     def expected(v: Variant, last: Optional[float]) -> float:
         assert runner is not None  # the gate runs inside infer(), after the runner exists
         # a backend that cannot run here is recorded as skipped with its reason, at once (0 s)
@@ -556,7 +551,7 @@ def run_section(section: str, name: str, out_dir: str, *, preset: str | Preset =
         runner = InferenceBenchmarkRunner(model().eval().to(dev), sample, dev, model_name=name,
                                           extra=extra, norm=(mean, std),
                                           settings=BenchSettings(warmup=cfg.warmup, iters=cfg.iters))
-        runner.run_variants(gated, max_batch=max(b for _, _, b in plan), on_record=on_record)
+        runner.run_variants(gated, max_batch=max(b for _, _, b in plan), on_record=sec.emit)
 
     return _measure(sec, plan, stub=infer_stub, expected_s=expected, run=infer)
 
@@ -620,6 +615,12 @@ def _replicate_train_list(dataset: Any, videos: int) -> int:
     return len(out)
 
 
+def loader_workers(cores: int) -> int:
+    """The loader rows' worker processes on a machine of ``cores`` cores (half of them, 1-8):
+    what the run uses and what the schedule costs."""
+    return max(1, min(8, cores // 2))
+
+
 def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional[str] = None,
                 budget: Optional[TimeBudget] = None, workers: Optional[int] = None,
                 run_id: Optional[str] = None, **overrides: Any) -> list[dict[str, Any]]:
@@ -642,7 +643,7 @@ def run_loaders(out_dir: str, *, preset: str | Preset = "full", device: Optional
     cfg = _resolve(preset, **overrides)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sec = _Section(out_dir, budget or TimeBudget(None), dev)
-    n_workers = workers if workers is not None else max(1, min(8, available_cores() // 2))
+    n_workers = workers if workers is not None else loader_workers(available_cores())
     train_cfg = load_config(REPO / "configs" / "trn_bninception_jester.yaml",
                             [f"data.image_size={cfg.size}", f"data.scale_size={cfg.size * 8 // 7}",
                              f"train.workers={n_workers}", f"model.num_segments={cfg.frames}"])
@@ -884,7 +885,7 @@ def build_schedule(preset_name: str, *, priors: Optional[Priors] = None, models:
                                        now + est.seconds, "run", est.describe()))
             now += est.seconds
             previous = None
-            py_workers = max(1, min(8, cpus // 2))
+            py_workers = loader_workers(cpus)
             for item in loader_items(preset):
                 est = cost.loader(item, batches=preset.loader_batches, batch=preset.loader_batch,
                                   workers=py_workers, py_workers=py_workers, after=previous)

@@ -66,10 +66,6 @@ class Priors:
         node = self._node(*keys)
         return node["value"] if isinstance(node, dict) and "value" in node else node
 
-    def source(self, *keys: str) -> str:
-        node = self._node(*keys)
-        return str(node.get("source", "")) if isinstance(node, dict) else ""
-
     def leaves(self) -> Iterable[tuple[str, dict[str, Any]]]:
         """``(dotted.path, {value, source})`` of every prior."""
         def walk(node: Any, path: list[str]) -> Iterable[tuple[str, dict[str, Any]]]:

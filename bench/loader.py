@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
-from bench.records import device_name, now, versions
+from bench.records import device_name, load_average, now, versions
 from fastvid.config import Config
 from fastvid.cpu import available_cores
 from fastvid.data.lists import DatasetInfo
@@ -125,13 +125,6 @@ def dali_option_values(items: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             raise FastvidError(f"DALI loader option {item!r}: {value!r} is not a number") from None
     return out
-
-
-def _loadavg() -> Optional[list[float]]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _cpu_seconds() -> Optional[float]:
@@ -214,7 +207,6 @@ def _train_feed(cfg: Config, dataset: DatasetInfo, stream: Any, device: torch.de
             videos += label.shape[0]
     _sync(device)
     total = time.perf_counter() - t_start
-    del step
     return {"data_wait_share": round(wait / total, 4), "train_videos_per_s": round(videos / total, 2),
             "train_steps": steps, "train_warmup": warmup, "train_precision": precision.name}
 
@@ -365,7 +357,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                 loader_workers = t if t is not None else n_workers
             request = LoaderRequest(workers=loader_workers, tuning=tuning)
             rec: dict[str, Any] = dict(base, backend=backend, threads=t, workers=loader_workers,
-                                       measure=part, loadavg_before=_loadavg(),
+                                       measure=part, loadavg_before=load_average(),
                                        date=now())
             if entry.threads and dali_options:
                 rec["dali_options"] = dict(dali_options)
@@ -391,7 +383,7 @@ def bench_loaders(cfg: Config, dataset: DatasetInfo, backends: Sequence[str], de
                 log.warning("loader bench: %s %s skipped: %s", backend, part, exc)
                 done(rec, t)
                 continue
-            rec["loadavg_after"] = _loadavg()
+            rec["loadavg_after"] = load_average()
             rec["status"] = "ok"
             done(rec, t)
     finally:

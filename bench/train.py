@@ -145,8 +145,6 @@ def bench_training(model: nn.Module, sample_shape: Sequence[int], num_classes: i
         if on_record is not None:
             on_record(rec)
 
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as fastvid train (and bench.gpu_check) run
     for variant in (variants or default_variants(device)):
         precision_name, channels_last, *rest = variant
         mode = rest[0] if rest else "eager"
