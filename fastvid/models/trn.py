@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
 import torch
@@ -409,11 +409,12 @@ def validate_trn_config(cfg: Any) -> None:
                              "subsample_num", "partial_bn"),
                 arch_keys=("consensus", "num_segments", "img_feature_dim", "subsample_num"),
                 validate_config=validate_trn_config)
-def trn_bninception(num_classes: int, num_segments: int = 8, consensus: str = "trn_multiscale",
-                    img_feature_dim: int = 256, dropout: float = 0.8, subsample_num: int = 3,
-                    partial_bn: bool = True, **_: Any) -> TSN:
-    """TRN (or TSN with ``consensus="avg"``) on BN-Inception; input ``(N, T, 3, H, W)`` BGR."""
+def trn_bninception(num_classes: int, **settings: Any) -> TSN:
+    """TRN (or TSN with ``consensus="avg"``) on BN-Inception; input ``(N, T, 3, H, W)`` BGR.
+
+    Keyword arguments: the fields of :class:`TSNSettings` (its defaults); others (the spec the
+    registry passes) are ignored.
+    """
+    known = {f.name for f in fields(TSNSettings)}
     return TSN(BNInception(num_classes=0), num_classes,
-               TSNSettings(num_segments=num_segments, consensus=consensus,
-                           img_feature_dim=img_feature_dim, dropout=dropout,
-                           subsample_num=subsample_num, partial_bn=partial_bn))
+               TSNSettings(**{k: v for k, v in settings.items() if k in known}))
