@@ -19,6 +19,7 @@ far and a slowdown learned from the items already measured (never below the prio
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -39,6 +40,14 @@ LENT_MACHINE_MISSING = {"trt": "torch_tensorrt is not installed on the lent GPU 
 Key = tuple
 
 
+@functools.lru_cache(maxsize=4)
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
 class Priors:
     """``bench/gpu_priors.yaml``: ``{value, source}`` leaves under sections and models."""
 
@@ -47,11 +56,9 @@ class Priors:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Priors":
-        import yaml
-
-        path = Path(path) if path else PRIORS_FILE
-        with open(path) as f:
-            return cls(yaml.safe_load(f))
+        """The priors of ``path`` (default: the shipped file, parsed once per process: the
+        check's tables, schedule and cost model all read it)."""
+        return cls(_read_yaml(Path(path) if path else PRIORS_FILE))
 
     def _node(self, *keys: str) -> Any:
         node: Any = self.data
