@@ -18,7 +18,7 @@ import numpy as np
 
 from fastvid.errors import FastvidError
 
-from .plotting import fmt_pct, pyplot, save
+from .plotting import fmt_pct, markdown_table, pyplot, save
 
 __all__ = ["EvalReport", "read_eval", "is_eval_json", "most_confused_classes", "confused_pairs",
            "confusion_plot", "eval_section", "FULL_MAX", "TOP_N"]
@@ -184,12 +184,11 @@ def eval_section(ev: EvalReport, out: Path, png_name: str, heading: str = "What 
     lines += [f"![confusion matrix]({png_name})", ""]
     if top:
         lines += [f"Most confused pairs ({len(top)} largest off-diagonal cells):", "",
-                  "| true class | predicted as | videos | % of the true class | the other way |",
-                  "|---|---|---|---|---|"]
-        for t, p, v in top:
-            lines.append(f"| {t}: {ev.classes[t]} | {p}: {ev.classes[p]} | {v} | "
-                         f"{fmt_pct(v / totals[t])} | {int(conf[p, t])} |")
-        lines.append("")
+                  *markdown_table(("true class", "predicted as", "videos", "% of the true class",
+                                   "the other way"),
+                                  [(f"{t}: {ev.classes[t]}", f"{p}: {ev.classes[p]}", str(v),
+                                    fmt_pct(v / totals[t]), str(int(conf[p, t])))
+                                   for t, p, v in top]), ""]
     else:
         lines += ["No video was confused with another class.", ""]
     from fastvid.evaluate import per_class_accuracy
@@ -198,15 +197,16 @@ def eval_section(ev: EvalReport, out: Path, png_name: str, heading: str = "What 
     acc.sort(key=lambda a: (a[1], a[0]))
     n_low = len(acc) if len(acc) <= 15 else 15
     if acc:
-        lines += [f"Per-class accuracy, lowest {n_low} of {len(acc)} classes with videos:", "",
-                  "| class | videos | top-1 % | most often predicted instead |", "|---|---|---|---|"]
+        rows = []
         for c, a in acc[:n_low]:
             row = conf[c].copy()
             row[c] = 0
             other = int(row.argmax())
             instead = f"{other}: {ev.classes[other]} ({int(row[other])})" if row[other] else "–"
-            lines.append(f"| {c}: {ev.classes[c]} | {int(totals[c])} | {fmt_pct(a)} | {instead} |")
-        lines.append("")
+            rows.append((f"{c}: {ev.classes[c]}", str(int(totals[c])), fmt_pct(a), instead))
+        lines += [f"Per-class accuracy, lowest {n_low} of {len(acc)} classes with videos:", "",
+                  *markdown_table(("class", "videos", "top-1 %", "most often predicted instead"), rows),
+                  ""]
     empty = [c for c in range(conf.shape[0]) if totals[c] == 0]
     if empty:
         lines += [f"{len(empty)} classes have no videos in this split: "

@@ -3,7 +3,6 @@ names, one number format for a table cell and the label of the same value in a p
 markdown table (``fastvid report`` and ``bench/report.py`` write theirs with it)."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -30,15 +29,13 @@ def pyplot() -> Any:
 
 def save(fig: Any, path: Path, dpi: int = 110) -> Path:
     """Save ``fig`` to ``path`` atomically (a reader never sees half a PNG) and close it."""
-    plt = pyplot()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    from fastvid.atomic import write_atomic
+
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        return write_atomic(path, lambda fh: fig.savefig(fh, format=path.suffix[1:] or "png", dpi=dpi),
+                            "plot")
     finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+        pyplot().close(fig)
 
 
 def fmt(value: Any, digits: int = 1) -> str:
