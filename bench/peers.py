@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-__all__ = ["PEER_BACKEND", "PEER_CONFIGS", "peer_unavailable", "build_peer"]
+__all__ = ["PEER_BACKEND", "PEER_CONFIGS", "peer_unavailable", "build_mmaction_tpn", "build_peer"]
 
 PEER_BACKEND = "mmaction2"
 # fastvid model -> (mmaction2 base model config, frames folded into the batch by the recognizer)
@@ -71,25 +71,33 @@ def _import_mmaction() -> tuple[Any, Any]:
     return mmaction, MODELS
 
 
+def build_mmaction_tpn(config_name: str, num_classes: int, num_segments: Optional[int] = None) -> nn.Module:
+    """mmaction2's TPN recognizer of ``configs/_base_/models/<config_name>`` with ``num_classes``
+    classes (and the TSM backbone's ``num_segments`` when given), randomly initialised."""
+    from mmengine.config import Config
+
+    mmaction, registry = _import_mmaction()
+    path = os.path.join(os.path.dirname(mmaction.__file__), ".mim", "configs", "_base_", "models", config_name)
+    cfg = Config.fromfile(path).model
+    cfg.backbone.pretrained = None  # no download: the caller loads the weights
+    cfg.cls_head.num_classes = num_classes
+    cfg.neck.aux_head_cfg.out_channels = num_classes
+    if num_segments is not None:
+        cfg.backbone.num_segments = int(num_segments)  # the temporal shift's segment count
+    return registry.build(cfg)
+
+
 def build_peer(model_name: str, model: nn.Module, device: torch.device,
                example: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
     """mmaction2's recognizer for ``model_name`` with ``model``'s weights, as ``video -> logits``
     on ``device`` taking fastvid's batch contract, plus what the record should say about it."""
     from importlib import metadata
 
-    from mmengine.config import Config
-
     config_name, frames_in_batch = PEER_CONFIGS[model_name]
-    mmaction, registry = _import_mmaction()
-    path = os.path.join(os.path.dirname(mmaction.__file__), ".mim", "configs", "_base_", "models", config_name)
-    cfg = Config.fromfile(path).model
-    cfg.backbone.pretrained = None  # no download: the weights are fastvid's, loaded below
     num_classes = int(getattr(model, "num_classes", 0) or 400)
-    cfg.cls_head.num_classes = num_classes
-    cfg.neck.aux_head_cfg.out_channels = num_classes
-    if frames_in_batch:
-        cfg.backbone.num_segments = int(example.shape[1])  # the temporal shift's segment count
-    peer = registry.build(cfg).eval().to(device)
+    # fastvid's weights are loaded below
+    peer = build_mmaction_tpn(config_name, num_classes,
+                              int(example.shape[1]) if frames_in_batch else None).eval().to(device)
     ours = model.state_dict()
     theirs = peer.state_dict()
     shared = {k: v for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape}
@@ -104,8 +112,8 @@ def build_peer(model_name: str, model: nn.Module, device: torch.device,
 
     with torch.inference_mode():
         diff = float((run(example) - model(example)).abs().max())
-    info = {"peer": f"mmaction2 {metadata.version('mmaction2')} {cfg.type} "
-                    f"({cfg.backbone.type} + {cfg.neck.type} + {cfg.cls_head.type}) from "
+    parts = " + ".join(type(m).__name__ for m in (peer.backbone, peer.neck, peer.cls_head))
+    info = {"peer": f"mmaction2 {metadata.version('mmaction2')} {type(peer).__name__} ({parts}) from "
                     f"configs/_base_/models/{config_name}, eager",
             "peer_weights": f"fastvid's ({len(shared)} of {len(theirs)} tensors by name)",
             "peer_max_abs_diff": diff}

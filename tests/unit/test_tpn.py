@@ -5,9 +5,6 @@ and mmengine (test dependencies): if they do not import, these tests fail rather
 """
 from __future__ import annotations
 
-import os
-import sys
-import types
 
 import pytest
 import torch
@@ -23,41 +20,10 @@ T = 8
 SIZE = 64
 
 
-def _import_mmaction():
-    """Import mmaction2's model registry, working around two packaging problems of 1.2.0."""
-    # The 1.2.0 wheel lacks mmaction/models/localizers/drn, which localizers/__init__ imports.
-    for name in ("mmaction.models.localizers.drn", "mmaction.models.localizers.drn.drn"):
-        if name not in sys.modules:
-            mod = types.ModuleType(name)
-            mod.__path__ = []  # makes it a package, so the ``.drn`` submodule import resolves
-            mod.DRN = type("DRN", (nn.Module,), {})
-            sys.modules[name] = mod
-    # mmaction/__init__ asserts mmcv < 2.2.0, but mmcv-lite 2.2.0 has everything TPN needs.
-    import mmcv
-
-    real_version = mmcv.__version__
-    mmcv.__version__ = "2.1.0"
-    try:
-        import mmaction
-        from mmaction.registry import MODELS
-        from mmaction.utils import register_all_modules
-    finally:
-        mmcv.__version__ = real_version
-    register_all_modules()
-    return mmaction, MODELS
-
-
 def _build_mmaction_tpn(config_name: str) -> nn.Module:
-    from mmengine.config import Config
+    from bench.peers import build_mmaction_tpn  # mmaction2 1.2.0 around its packaging problems
 
-    mmaction, models = _import_mmaction()
-    path = os.path.join(os.path.dirname(mmaction.__file__), ".mim", "configs", "_base_", "models",
-                        config_name)
-    cfg = Config.fromfile(path).model
-    cfg.backbone.pretrained = None  # no download; the weights are randomized below
-    cfg.cls_head.num_classes = NUM_CLASSES
-    cfg.neck.aux_head_cfg.out_channels = NUM_CLASSES
-    return models.build(cfg)
+    return build_mmaction_tpn(config_name, NUM_CLASSES)
 
 
 def _randomize(mm: nn.Module, example: torch.Tensor) -> None:
