@@ -94,7 +94,11 @@ def is_write_failure(exc: BaseException, path: "str | _Path", needed: _Optional[
     os_exc = _oserror_in(exc)
     if os_exc is not None:
         return os_exc.errno in _ERRNO_TEXT
-    free = _free_space(path)[1]
+    return _low_on_space(_free_space(path)[1], needed)
+
+
+def _low_on_space(free: _Optional[int], needed: _Optional[int]) -> bool:
+    """Less than ``needed`` (or 1 MB) free: an error without an errno counts as a full disk."""
     return free is not None and free < max(needed or 0, 1 << 20)
 
 
@@ -111,7 +115,7 @@ def write_error_message(what: str, path: "str | _Path", exc: BaseException,
     os_exc = _oserror_in(exc)
     code = os_exc.errno if os_exc is not None else None
     probe, free = _free_space(path)
-    if code is None and free is not None and free < max(needed or 0, 1 << 20):
+    if code is None and _low_on_space(free, needed):
         code = _errno.ENOSPC
     if code is None:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
