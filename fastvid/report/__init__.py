@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 from fastvid.atomic import write_text_atomic
 from fastvid.errors import FastvidError
 
-from .confusion import is_eval_json, read_eval
+from .confusion import eval_section, is_eval_json, read_eval
 from .plotting import unique_names
 
 __all__ = ["kind_of", "render", "eval_files"]
@@ -106,8 +106,6 @@ def render(paths: Sequence[str | Path], out_dir: Optional[str | Path] = None,
             files = [p] if p.is_file() else eval_files(p)
             evals += [("" if len(items) == 1 and len(files) == 1 else
                        f"{(p.parent if p.is_file() else p).name}_", f) for f in files]
-    from .confusion import eval_section
-
     for prefix, ev_path in evals:
         ev = read_eval(ev_path)
         png = _png_name(ev_path, prefix)
